@@ -1,0 +1,119 @@
+"""Defaults shared by every training config; each config file overrides what it changes.
+
+Sections map one-to-one onto the rooms that read them (model, mesh, data, engine, rollout, env,
+reward, rl, optim, sft, checkpoint, eval, log). Keep this file short: a key lives here only if
+`launch/train.py` reads it.
+"""
+
+import ml_collections
+
+
+def base_config() -> ml_collections.ConfigDict:
+  c = ml_collections.ConfigDict()
+  c.seed = 0
+
+  c.model = ml_collections.ConfigDict()
+  c.model.checkpoint = ""          # HF directory (config.json + safetensors + tokenizer files)
+  c.model.from_scratch = False     # True: random init from the dims below (tiny runs), no checkpoint
+  c.model.family = "qwen2"         # from-scratch only: qwen2 | qwen3
+  c.model.hidden_size = 64
+  c.model.intermediate_size = 192
+  c.model.num_layers = 2
+  c.model.num_heads = 4
+  c.model.num_kv_heads = 2
+  c.model.head_dim = 16
+  c.model.rope_theta = 10000.0
+  c.model.tie_word_embeddings = True
+  c.model.max_position_embeddings = 4096
+  c.model.dtype = "float32"        # compute dtype: float32 | bfloat16 (params stay float32)
+  c.model.remat = "none"           # none | full | dots_saveable
+
+  c.tokenizer = "data/tokenizer"   # "" = use model.checkpoint's own tokenizer
+
+  c.mesh = ml_collections.ConfigDict()
+  c.mesh.shape = (1, 1, 1)         # (data, fsdp, tensor); -1 in one slot = all remaining devices
+  c.mesh.rules = (                 # logical axis -> mesh axis (None: replicated)
+      ("vocab", "tensor"), ("embed", "fsdp"), ("mlp", "tensor"), ("heads", "tensor"),
+      ("kv_heads", "tensor"), ("head_dim", None),
+  )
+  c.mesh.coordinator_address = ""  # multi-host: host:port of process 0 ("" = single process)
+  c.mesh.num_processes = 1
+  c.mesh.process_id = 0
+
+  c.data = ml_collections.ConfigDict()
+  c.data.train_file = "data/tasks/offline_train.jsonl"
+  c.data.eval_file = "data/tasks/offline_eval.jsonl"
+  c.data.shuffle_seed = 0
+
+  c.engine = ml_collections.ConfigDict()
+  c.engine.kind = "jax"            # jax (in-process sampler) | sglang (HTTP server pool)
+  c.engine.urls = ()               # sglang: server base URLs, round-robined
+  c.engine.weights_dir = ""        # sglang: shared directory the servers read exported weights from
+
+  c.rollout = ml_collections.ConfigDict()
+  c.rollout.max_turns = 6
+  c.rollout.max_new_tokens = 64    # per assistant turn
+  c.rollout.max_total_tokens = 1024
+  c.rollout.max_tool_response_tokens = 128
+  c.rollout.temperature = 1.0
+  c.rollout.top_p = 1.0
+  c.rollout.top_k = 0
+
+  c.env = ml_collections.ConfigDict()
+  c.env.user = "rule"              # rule | llm
+  c.env.tool_llm = False           # simulate unscripted tool calls with env.llm
+  c.env.cache_dir = ""             # tool-simulation cache ("" = <workdir>/tool_cache)
+  c.env.llm = ml_collections.ConfigDict()
+  c.env.llm.base_url = ""
+  c.env.llm.model = ""
+  c.env.llm.api_key_env = "OPENAI_API_KEY"
+
+  c.reward = ml_collections.ConfigDict()
+  c.reward.aggregation = "synthagent"   # synthagent | weighted
+  c.reward.judge = "none"          # none (structured checks only) | jax | http
+  c.reward.judge_llm = ml_collections.ConfigDict()
+  c.reward.judge_llm.base_url = ""
+  c.reward.judge_llm.model = ""
+  c.reward.judge_llm.api_key_env = "OPENAI_API_KEY"
+
+  c.rl = ml_collections.ConfigDict()
+  c.rl.num_steps = 10
+  c.rl.tasks_per_step = 4
+  c.rl.num_generations = 4         # G rollouts per task
+  c.rl.advantage = "grpo"          # grpo | drgrpo | rloo
+  c.rl.drop_zero_variance = True
+  c.rl.ppo_epochs = 1
+  c.rl.minibatch_size = 16         # sequences per optimizer update
+  c.rl.micro_batch_size = 8        # sequences per gradient-accumulation micro-step
+  c.rl.clip_low = 0.2
+  c.rl.clip_high = 0.28
+  c.rl.agg = "token-mean"          # token-mean | seq-mean-token-mean | seq-mean-token-sum-norm
+  c.rl.kl_coef = 0.0
+  c.rl.is_cap = 0.0                # truncated importance sampling cap (0 = off)
+
+  c.optim = ml_collections.ConfigDict()
+  c.optim.lr = 1e-6
+  c.optim.warmup_steps = 0
+  c.optim.schedule = "constant"    # constant | cosine
+  c.optim.weight_decay = 0.0
+  c.optim.b1 = 0.9
+  c.optim.b2 = 0.999
+  c.optim.clip_norm = 1.0
+
+  c.sft = ml_collections.ConfigDict()
+  c.sft.num_steps = 0              # 0 = no warm start
+  c.sft.batch_size = 16
+  c.sft.lr = 1e-4
+
+  c.checkpoint = ml_collections.ConfigDict()
+  c.checkpoint.every_steps = 5
+  c.checkpoint.keep = 3
+
+  c.eval = ml_collections.ConfigDict()
+  c.eval.every_steps = 0           # 0 = only at the end
+  c.eval.num_tasks = 32
+  c.eval.k = 4                     # samples per task for pass^k
+
+  c.log = ml_collections.ConfigDict()
+  c.log.every_steps = 1
+  return c

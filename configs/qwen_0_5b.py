@@ -1,0 +1,33 @@
+"""Qwen2.5-0.5B-Instruct: the smallest real policy; fits one GPU.
+
+    python -m launch.train --config=configs/qwen_0_5b.py \
+        --config.model.checkpoint=/path/to/Qwen2.5-0.5B-Instruct --workdir=runs/qwen_0_5b
+
+`model.checkpoint` is a local Hugging Face directory (config.json, *.safetensors, tokenizer files);
+the model's own tokenizer and chat template are used.
+"""
+
+from configs import base
+
+
+def get_config(arg=None):
+  del arg
+  c = base.base_config()
+  c.model.checkpoint = ""          # required: set --config.model.checkpoint
+  c.model.dtype = "bfloat16"
+  c.model.remat = "full"
+  c.tokenizer = ""
+  c.mesh.shape = (1, -1, 1)
+  c.rollout.max_turns = 10
+  c.rollout.max_new_tokens = 1024
+  c.rollout.max_total_tokens = 8192
+  c.rollout.max_tool_response_tokens = 1024
+  c.rl.num_steps = 200
+  c.rl.tasks_per_step = 16
+  c.rl.num_generations = 8
+  c.rl.minibatch_size = 32
+  c.rl.micro_batch_size = 4
+  c.optim.lr = 1e-6
+  c.optim.warmup_steps = 10
+  c.checkpoint.every_steps = 10
+  return c

@@ -1,0 +1,37 @@
+"""The embedded default: a tiny agent trained from scratch on this CPU in minutes.
+
+    python -m launch.train --config=configs/tiny.py --workdir=runs/tiny
+
+Tiny Qwen2-style decoder on the shipped tokenizer (data/tokenizer), offline-teacher tasks
+(data/tasks/), rule-based user simulator, structured rubric checks, SFT warm start on the tasks'
+reference trajectories, then GRPO with small groups.
+"""
+
+from configs import base
+
+
+def get_config(arg=None):
+  del arg
+  c = base.base_config()
+  c.model.from_scratch = True
+  c.model.hidden_size = 128
+  c.model.intermediate_size = 384
+  c.model.num_layers = 4
+  c.model.num_heads = 4
+  c.model.num_kv_heads = 2
+  c.model.head_dim = 32
+  c.model.max_position_embeddings = 2048
+
+  c.rl.num_steps = 20
+  c.rl.tasks_per_step = 8
+  c.rl.num_generations = 4
+  c.rl.minibatch_size = 32
+  c.rl.micro_batch_size = 16
+  c.optim.lr = 3e-5
+  c.sft.num_steps = 60
+  c.sft.batch_size = 16
+  c.sft.lr = 1e-3
+  c.checkpoint.every_steps = 5
+  c.eval.num_tasks = 16
+  c.eval.k = 2
+  return c

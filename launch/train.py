@@ -1,0 +1,88 @@
+"""Train a small agent: SFT warm start, then GRPO on simulated worlds.
+
+    python -m launch.train --config=configs/tiny.py --workdir=runs/tiny
+    python -m launch.train --config=configs/qwen_3b.py --config.model.checkpoint=/ckpt/Qwen2.5-3B-Instruct ...
+    python -m launch.train --config=configs/qwen_3b.py --dry_run      # memory plan, no weights
+
+Rerunning the same command on the same workdir resumes from its last checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+
+from absl import app
+from absl import flags
+from ml_collections import config_flags
+
+_CONFIG = config_flags.DEFINE_config_file(
+    "config", None, "Path to a config file with get_config().", lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "Where checkpoints, metrics, rollouts and plots go.")
+_DRY_RUN = flags.DEFINE_bool(
+    "dry_run", False, "Build the abstract state on the configured mesh, print its memory plan, exit.")
+
+
+class ConfigError(ValueError):
+  """A config or file problem found before any heavy work; printed as one line."""
+
+
+def check_config(config) -> None:
+  """Fails fast, with the flag to set, on problems that would otherwise surface deep in the run."""
+  m = config.model
+  if not m.from_scratch and not m.checkpoint:
+    raise ConfigError(
+        "model.checkpoint is not set: pass --config.model.checkpoint=/path/to/hf_model_dir "
+        "(a local Hugging Face directory with config.json and *.safetensors)")
+  if m.checkpoint and not os.path.isfile(os.path.join(m.checkpoint, "config.json")):
+    raise ConfigError(f"model.checkpoint={m.checkpoint!r} has no config.json "
+                      "(expected a Hugging Face model directory)")
+  tok = config.tokenizer or m.checkpoint
+  if tok and not os.path.isdir(tok):
+    raise ConfigError(f"tokenizer={tok!r} is not a directory")
+  for key in ("train_file", "eval_file"):
+    path = config.data[key]
+    if path and not os.path.isfile(path):
+      raise ConfigError(f"data.{key}={path!r} does not exist (make it with "
+                        "`python -m launch.synthesize`, or set --config.data.{key})")
+  if config.engine.kind not in ("jax", "sglang"):
+    raise ConfigError(f"engine.kind must be 'jax' or 'sglang', got {config.engine.kind!r}")
+  if config.engine.kind == "sglang" and not config.engine.urls:
+    raise ConfigError("engine.kind='sglang' needs --config.engine.urls=\"('http://host:port',)\"")
+
+
+def prepare_workdir(workdir: str, config) -> str:
+  os.makedirs(workdir, exist_ok=True)
+  with open(os.path.join(workdir, "config.json"), "w") as f:
+    f.write(config.to_json_best_effort(indent=2, sort_keys=True))
+  return workdir
+
+
+def main(argv) -> None:
+  if len(argv) > 1:
+    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  config = _CONFIG.value
+  logging.getLogger().setLevel(logging.INFO)
+  try:
+    check_config(config)
+    if _WORKDIR.value is None and not _DRY_RUN.value:
+      raise ConfigError("--workdir is required (where checkpoints, metrics and rollouts go)")
+  except ConfigError as e:
+    sys.exit(f"error: {e}")
+
+  if _DRY_RUN.value:
+    from launch import plan  # pylint: disable=g-import-not-at-top
+    plan.print_plan(config)
+    return
+
+  workdir = prepare_workdir(_WORKDIR.value, config)
+  logging.info("workdir: %s; config: %s", workdir, json.dumps(config.to_dict(), default=str)[:200])
+  from launch import loop  # pylint: disable=g-import-not-at-top
+  loop.run(config, workdir)
+
+
+if __name__ == "__main__":
+  flags.mark_flag_as_required("config")
+  app.run(main)
