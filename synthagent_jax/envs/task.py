@@ -1,0 +1,493 @@
+"""The Task schema: one simulated world, its user, and its rubric. One JSON object per JSONL line.
+
+Record shape (see also docs in SPECS.md)::
+
+    {"id": str, "domain": str,
+     "instruction": str,        # underspecified text the agent sees
+     "full_task": str,          # complete task (judges and teachers only)
+     "tools": [{"type": "function", "kind": "read"|"write",
+                "function": {"name": str, "description": str, "parameters": {JSON schema, type object}}}],
+     "world": World,            # below
+     "user": {"persona": str, "private_info": {slot: non-empty str}, "reason": str},
+     "rubric": {"subgoals": [Item], "interactions": [Item], "forbidden": [Item]},
+     "reference": null | [chat messages],
+     "metadata": {}}
+    Item  = {"id": str, "text": str, "weight": float > 0, "check": null | Check}
+    Check = {"type": "tool_called", "name": tool, "arguments": {subset of the call's arguments}}
+          | {"type": "tool_not_called", "name": tool}
+          | {"type": "asked_user_for", "slot": private_info slot}
+          | {"type": "answer_contains", "text": str}
+
+World shape (what the mock tools draw from; `envs/tools.MockToolSystem` is its interpreter)::
+
+    {"facts": {str: any JSON},    # ground truth in words/values; shown to LLM tool simulators
+                                  # and judges, never returned by a tool directly
+     "state": {str: any JSON},    # the mutable world; each episode gets its own deep copy
+     "responses": [Response, ...]}
+    Response = {"tool": tool name,
+                "arguments": {name: value},   # matches a call whose normalised arguments contain
+                                              # these (normalised) pairs; the entry with the most
+                                              # pairs wins, ties go to the earliest entry
+                "output": str | any JSON,     # the observation (JSON is dumped with sorted keys) ...
+                "state_path": "a.b.0.c",      # ... or instead: the episode state at this dotted
+                                              # path, read after this entry's effects are applied
+                "effects": [Effect, ...]}     # optional; only allowed on write tools
+    Effect = {"op": "set", "path": "a.b", "value": any}      # creates missing dict levels
+           | {"op": "append", "path": "a.list", "value": any}
+           | {"op": "delete", "path": "a.b"}
+
+Normalisation (for matching and caching): strings are stripped, whitespace-collapsed and
+casefolded; integral floats become ints; dict keys are sorted. A call nothing in `responses`
+matches is "unscripted": the tool system simulates it with an LLM (then caches the answer per
+task) or answers a deterministic "no record found" observation. Unscripted calls never mutate
+state. Nothing in a task is ever executed as code.
+
+Python API: `Task.from_dict(d)` (raises `TaskValidationError(field, message)`), `Task.to_dict()`,
+`load_tasks(path) -> (tasks, errors)` (each error names file:line:field; the bad record is skipped
+and counted), `save_tasks(tasks, path)`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from typing import Any, Iterable, Sequence
+
+import jsonschema
+
+TOOL_KINDS = ("read", "write")
+CHECK_TYPES = ("tool_called", "tool_not_called", "asked_user_for", "answer_contains")
+RUBRIC_SECTIONS = ("subgoals", "interactions", "forbidden")
+EFFECT_OPS = ("set", "append", "delete")
+MESSAGE_ROLES = ("system", "user", "assistant", "tool")
+
+
+class TaskValidationError(ValueError):
+  """A record breaks the schema. `field` is a dotted path such as `rubric.subgoals[1].check.name`."""
+
+  def __init__(self, field: str, message: str):
+    super().__init__(f"{field}: {message}")
+    self.field = field
+    self.message = message
+
+
+@dataclasses.dataclass(frozen=True)
+class TaskError:
+  """One rejected JSONL record: where it is and what is wrong."""
+
+  path: str
+  line: int  # 1-based
+  field: str
+  message: str
+
+  def __str__(self) -> str:
+    return f"{self.path}:{self.line}: {self.field}: {self.message}"
+
+
+def _fail(field: str, message: str):
+  raise TaskValidationError(field, message)
+
+
+def _req(d: dict, key: str, typ, where: str):
+  if not isinstance(d, dict):
+    _fail(where or "<record>", f"expected an object, got {type(d).__name__}")
+  if key not in d:
+    _fail(_join(where, key), "missing required field")
+  value = d[key]
+  types = typ if isinstance(typ, tuple) else (typ,)
+  if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
+    names = "/".join(t.__name__ for t in types)
+    _fail(_join(where, key), f"expected {names}, got {type(value).__name__}")
+  return value
+
+
+def _nonempty_str(d: dict, key: str, where: str) -> str:
+  value = _req(d, key, str, where)
+  if not value.strip():
+    _fail(_join(where, key), "must be a non-empty string")
+  return value
+
+
+def _join(where: str, key: str) -> str:
+  return f"{where}.{key}" if where else key
+
+
+def _check_keys(d: dict, allowed: Iterable[str], where: str):
+  extra = sorted(set(d) - set(allowed))
+  if extra:
+    _fail(_join(where, extra[0]), f"unknown field (allowed: {', '.join(sorted(allowed))})")
+
+
+@dataclasses.dataclass(frozen=True)
+class Tool:
+  """One OpenAI function tool plus whether it reads or writes the world."""
+
+  name: str
+  description: str
+  parameters: dict
+  kind: str = "read"
+
+  @classmethod
+  def from_dict(cls, d: dict, where: str = "tool") -> "Tool":
+    _req(d, "function", dict, where)
+    if d.get("type", "function") != "function":
+      _fail(_join(where, "type"), f"must be 'function', got {d.get('type')!r}")
+    kind = d.get("kind", "read")
+    if kind not in TOOL_KINDS:
+      _fail(_join(where, "kind"), f"must be one of {TOOL_KINDS}, got {kind!r}")
+    fn_where = _join(where, "function")
+    fn = d["function"]
+    name = _nonempty_str(fn, "name", fn_where)
+    description = _req(fn, "description", str, fn_where)
+    params = _req(fn, "parameters", dict, fn_where)
+    pwhere = _join(fn_where, "parameters")
+    if params.get("type") != "object":
+      _fail(_join(pwhere, "type"), f"tool parameters must be a JSON schema of type 'object', "
+            f"got {params.get('type')!r}")
+    try:
+      jsonschema.validators.validator_for(params).check_schema(params)
+    except jsonschema.SchemaError as e:
+      _fail(pwhere, f"invalid JSON schema: {e.message}")
+    return cls(name=name, description=description, parameters=params, kind=kind)
+
+  def to_dict(self) -> dict:
+    return {"type": "function", "kind": self.kind, "function": self.openai_function()}
+
+  def openai_function(self) -> dict:
+    return {"name": self.name, "description": self.description, "parameters": self.parameters}
+
+  def openai_schema(self) -> dict:
+    """The tool as a chat template expects it (no `kind`)."""
+    return {"type": "function", "function": self.openai_function()}
+
+
+@dataclasses.dataclass(frozen=True)
+class UserProfile:
+  persona: str
+  private_info: dict[str, str]
+  reason: str = ""
+
+  @classmethod
+  def from_dict(cls, d: dict, where: str = "user") -> "UserProfile":
+    _check_keys(d, ("persona", "private_info", "reason"), where)
+    persona = _req(d, "persona", str, where)
+    info = _req(d, "private_info", dict, where)
+    for slot, value in info.items():
+      if not str(slot).strip():
+        _fail(_join(where, "private_info"), "slot names must be non-empty")
+      if not isinstance(value, str) or not value.strip():
+        _fail(_join(where, f"private_info.{slot}"), "every private_info slot needs a non-empty "
+              f"string value, got {value!r}")
+    reason = d.get("reason", "")
+    if not isinstance(reason, str):
+      _fail(_join(where, "reason"), f"expected str, got {type(reason).__name__}")
+    return cls(persona=persona, private_info=dict(info), reason=reason)
+
+  def to_dict(self) -> dict:
+    return {"persona": self.persona, "private_info": dict(self.private_info), "reason": self.reason}
+
+
+@dataclasses.dataclass(frozen=True)
+class Check:
+  """A structured rubric check evaluated in code (see rewards/checks.py)."""
+
+  type: str
+  name: str | None = None       # tool_called, tool_not_called
+  arguments: dict | None = None  # tool_called: subset of the call's arguments ({} = any call)
+  slot: str | None = None        # asked_user_for
+  text: str | None = None        # answer_contains
+
+  _FIELDS = {"tool_called": ("name", "arguments"), "tool_not_called": ("name",),
+             "asked_user_for": ("slot",), "answer_contains": ("text",)}
+
+  @classmethod
+  def from_dict(cls, d: dict, where: str = "check") -> "Check":
+    if not isinstance(d, dict):
+      _fail(where, f"expected an object or null, got {type(d).__name__}")
+    typ = _req(d, "type", str, where)
+    if typ not in CHECK_TYPES:
+      _fail(_join(where, "type"), f"unknown check type {typ!r} (known: {', '.join(CHECK_TYPES)})")
+    _check_keys(d, ("type",) + cls._FIELDS[typ], where)
+    if typ in ("tool_called", "tool_not_called"):
+      name = _nonempty_str(d, "name", where)
+      args = None
+      if typ == "tool_called":
+        args = d.get("arguments") or {}
+        if not isinstance(args, dict):
+          _fail(_join(where, "arguments"), f"expected an object, got {type(args).__name__}")
+      return cls(type=typ, name=name, arguments=args)
+    if typ == "asked_user_for":
+      return cls(type=typ, slot=_nonempty_str(d, "slot", where))
+    return cls(type=typ, text=_nonempty_str(d, "text", where))
+
+  def to_dict(self) -> dict:
+    out = {"type": self.type}
+    for f in self._FIELDS[self.type]:
+      out[f] = getattr(self, f)
+    return out
+
+
+@dataclasses.dataclass(frozen=True)
+class RubricItem:
+  id: str
+  text: str
+  weight: float = 1.0
+  check: Check | None = None
+
+  @classmethod
+  def from_dict(cls, d: dict, where: str = "item") -> "RubricItem":
+    _check_keys(d, ("id", "text", "weight", "check"), where)
+    item_id = _nonempty_str(d, "id", where)
+    text = _nonempty_str(d, "text", where)
+    weight = d.get("weight", 1.0)
+    if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not weight > 0:
+      _fail(_join(where, "weight"), f"must be a number > 0, got {weight!r}")
+    check = d.get("check")
+    check = None if check is None else Check.from_dict(check, _join(where, "check"))
+    return cls(id=item_id, text=text, weight=float(weight), check=check)
+
+  def to_dict(self) -> dict:
+    return {"id": self.id, "text": self.text, "weight": self.weight,
+            "check": None if self.check is None else self.check.to_dict()}
+
+
+@dataclasses.dataclass(frozen=True)
+class Rubric:
+  subgoals: tuple[RubricItem, ...] = ()
+  interactions: tuple[RubricItem, ...] = ()
+  forbidden: tuple[RubricItem, ...] = ()
+
+  @classmethod
+  def from_dict(cls, d: dict, where: str = "rubric") -> "Rubric":
+    _check_keys(d, RUBRIC_SECTIONS, where)
+    sections = {}
+    seen = set()
+    for section in RUBRIC_SECTIONS:
+      raw = d.get(section, [])
+      if not isinstance(raw, list):
+        _fail(_join(where, section), f"expected a list, got {type(raw).__name__}")
+      items = []
+      for i, item in enumerate(raw):
+        iwhere = f"{where}.{section}[{i}]"
+        if not isinstance(item, dict):
+          _fail(iwhere, f"expected an object, got {type(item).__name__}")
+        parsed = RubricItem.from_dict(item, iwhere)
+        if parsed.id in seen:
+          _fail(_join(iwhere, "id"), f"duplicate rubric item id {parsed.id!r}")
+        seen.add(parsed.id)
+        items.append(parsed)
+      sections[section] = tuple(items)
+    if not sections["subgoals"]:
+      _fail(_join(where, "subgoals"), "a rubric needs at least one subgoal")
+    return cls(**sections)
+
+  def items(self) -> list[tuple[str, RubricItem]]:
+    """All items as (section, item), in section order."""
+    return [(s, it) for s in RUBRIC_SECTIONS for it in getattr(self, s)]
+
+  def to_dict(self) -> dict:
+    return {s: [it.to_dict() for it in getattr(self, s)] for s in RUBRIC_SECTIONS}
+
+
+def split_path(path: str | Sequence[str], where: str = "path") -> list[str]:
+  """A dotted state path ("orders.A1.status") or a list of keys -> list of keys."""
+  if isinstance(path, str):
+    keys = path.split(".")
+  elif isinstance(path, (list, tuple)) and all(isinstance(k, (str, int)) for k in path):
+    keys = [str(k) for k in path]
+  else:
+    _fail(where, f"a path is a dotted string or a list of keys, got {path!r}")
+  if not keys or any(not k for k in keys):
+    _fail(where, f"empty key in path {path!r}")
+  return keys
+
+
+def _validate_world(world: dict, tools: dict[str, Tool], where: str = "world"):
+  _check_keys(world, ("facts", "state", "responses"), where)
+  for key in ("facts", "state"):
+    if not isinstance(world.get(key, {}), dict):
+      _fail(_join(where, key), f"expected an object, got {type(world[key]).__name__}")
+  responses = world.get("responses", [])
+  if not isinstance(responses, list):
+    _fail(_join(where, "responses"), f"expected a list, got {type(responses).__name__}")
+  for i, r in enumerate(responses):
+    rwhere = f"{where}.responses[{i}]"
+    if not isinstance(r, dict):
+      _fail(rwhere, f"expected an object, got {type(r).__name__}")
+    _check_keys(r, ("tool", "arguments", "output", "state_path", "effects"), rwhere)
+    name = _req(r, "tool", str, rwhere)
+    if name not in tools:
+      _fail(_join(rwhere, "tool"), f"unknown tool {name!r} (tools: {', '.join(tools)})")
+    args = r.get("arguments", {})
+    if not isinstance(args, dict):
+      _fail(_join(rwhere, "arguments"), f"expected an object, got {type(args).__name__}")
+    props = tools[name].parameters.get("properties")
+    if isinstance(props, dict):
+      for arg in args:
+        if arg not in props:
+          _fail(_join(rwhere, f"arguments.{arg}"), f"not a parameter of tool {name!r}")
+    if ("output" in r) == ("state_path" in r):
+      _fail(rwhere, "needs exactly one of 'output' or 'state_path'")
+    if "state_path" in r:
+      split_path(r["state_path"], _join(rwhere, "state_path"))
+    effects = r.get("effects", [])
+    if not isinstance(effects, list):
+      _fail(_join(rwhere, "effects"), f"expected a list, got {type(effects).__name__}")
+    if effects and tools[name].kind != "write":
+      _fail(_join(rwhere, "effects"), f"tool {name!r} is a read tool; only write tools have effects")
+    for j, eff in enumerate(effects):
+      ewhere = f"{rwhere}.effects[{j}]"
+      if not isinstance(eff, dict):
+        _fail(ewhere, f"expected an object, got {type(eff).__name__}")
+      op = eff.get("op")
+      if op not in EFFECT_OPS:
+        _fail(_join(ewhere, "op"), f"must be one of {EFFECT_OPS}, got {op!r}")
+      _check_keys(eff, ("op", "path") + (("value",) if op != "delete" else ()), ewhere)
+      split_path(_req(eff, "path", (str, list), ewhere), _join(ewhere, "path"))
+      if op != "delete" and "value" not in eff:
+        _fail(_join(ewhere, "value"), "missing required field")
+
+
+def _validate_messages(messages: list, where: str):
+  for i, m in enumerate(messages):
+    mwhere = f"{where}[{i}]"
+    if not isinstance(m, dict):
+      _fail(mwhere, f"expected a message object, got {type(m).__name__}")
+    role = m.get("role")
+    if role not in MESSAGE_ROLES:
+      _fail(_join(mwhere, "role"), f"must be one of {MESSAGE_ROLES}, got {role!r}")
+    if not isinstance(m.get("content", ""), str):
+      _fail(_join(mwhere, "content"), "expected str")
+
+
+@dataclasses.dataclass(frozen=True)
+class Task:
+  """One validated task. Construct with `Task.from_dict`; `to_dict` round-trips exactly."""
+
+  id: str
+  domain: str
+  instruction: str
+  full_task: str
+  tools: tuple[Tool, ...]
+  world: dict
+  user: UserProfile
+  rubric: Rubric
+  reference: list[dict] | None = None
+  metadata: dict = dataclasses.field(default_factory=dict)
+
+  _KEYS = ("id", "domain", "instruction", "full_task", "tools", "world", "user", "rubric",
+           "reference", "metadata")
+
+  @classmethod
+  def from_dict(cls, d: Any) -> "Task":
+    if not isinstance(d, dict):
+      _fail("<record>", f"expected a JSON object, got {type(d).__name__}")
+    _check_keys(d, cls._KEYS, "")
+    task_id = _nonempty_str(d, "id", "")
+    domain = _nonempty_str(d, "domain", "")
+    instruction = _nonempty_str(d, "instruction", "")
+    full_task = _nonempty_str(d, "full_task", "")
+    raw_tools = _req(d, "tools", list, "")
+    if not raw_tools:
+      _fail("tools", "a task needs at least one tool")
+    tools: dict[str, Tool] = {}
+    for i, t in enumerate(raw_tools):
+      tool = Tool.from_dict(t, f"tools[{i}]")
+      if tool.name in tools:
+        _fail(f"tools[{i}].function.name", f"duplicate tool name {tool.name!r}")
+      tools[tool.name] = tool
+    world = d.get("world", {})
+    if not isinstance(world, dict):
+      _fail("world", f"expected an object, got {type(world).__name__}")
+    _validate_world(world, tools)
+    world = {"facts": world.get("facts", {}), "state": world.get("state", {}),
+             "responses": world.get("responses", [])}
+    user = UserProfile.from_dict(_req(d, "user", dict, ""))
+    rubric = Rubric.from_dict(_req(d, "rubric", dict, ""))
+    for section, item in rubric.items():
+      idx = [it.id for it in getattr(rubric, section)].index(item.id)
+      cwhere = f"rubric.{section}[{idx}].check"
+      c = item.check
+      if c is None:
+        continue
+      if c.name is not None and c.name not in tools:
+        _fail(_join(cwhere, "name"), f"unknown tool {c.name!r} (tools: {', '.join(tools)})")
+      if c.slot is not None and c.slot not in user.private_info:
+        _fail(_join(cwhere, "slot"), f"slot {c.slot!r} is not in user.private_info "
+              f"({', '.join(user.private_info) or 'empty'})")
+    reference = d.get("reference")
+    if reference is not None:
+      if not isinstance(reference, list):
+        _fail("reference", f"expected null or a list of messages, got {type(reference).__name__}")
+      _validate_messages(reference, "reference")
+    metadata = d.get("metadata", {})
+    if not isinstance(metadata, dict):
+      _fail("metadata", f"expected an object, got {type(metadata).__name__}")
+    return cls(id=task_id, domain=domain, instruction=instruction, full_task=full_task,
+               tools=tuple(tools.values()), world=world, user=user, rubric=rubric,
+               reference=reference, metadata=metadata)
+
+  def to_dict(self) -> dict:
+    return {"id": self.id, "domain": self.domain, "instruction": self.instruction,
+            "full_task": self.full_task, "tools": [t.to_dict() for t in self.tools],
+            "world": self.world, "user": self.user.to_dict(), "rubric": self.rubric.to_dict(),
+            "reference": self.reference, "metadata": self.metadata}
+
+  def tool(self, name: str) -> Tool | None:
+    for t in self.tools:
+      if t.name == name:
+        return t
+    return None
+
+  @property
+  def tool_names(self) -> list[str]:
+    return [t.name for t in self.tools]
+
+  def openai_tools(self) -> list[dict]:
+    """Tool schemas for the chat template (`tools=` argument)."""
+    return [t.openai_schema() for t in self.tools]
+
+
+def load_tasks(path: str | os.PathLike) -> tuple[list[Task], list[TaskError]]:
+  """Reads a JSONL file. Bad records are skipped and each is reported as a TaskError.
+
+  Blank lines are ignored. A repeated task id is an error on the later line.
+  """
+  path = os.fspath(path)
+  tasks: list[Task] = []
+  errors: list[TaskError] = []
+  seen: set[str] = set()
+  with open(path, encoding="utf-8") as f:
+    for lineno, line in enumerate(f, start=1):
+      if not line.strip():
+        continue
+      try:
+        record = json.loads(line)
+      except json.JSONDecodeError as e:
+        errors.append(TaskError(path, lineno, "<json>", f"invalid JSON: {e.msg} at column {e.colno}"))
+        continue
+      try:
+        task = Task.from_dict(record)
+      except TaskValidationError as e:
+        errors.append(TaskError(path, lineno, e.field, e.message))
+        continue
+      if task.id in seen:
+        errors.append(TaskError(path, lineno, "id", f"duplicate task id {task.id!r}"))
+        continue
+      seen.add(task.id)
+      tasks.append(task)
+  return tasks, errors
+
+
+def save_tasks(tasks: Iterable[Task], path: str | os.PathLike) -> int:
+  """Writes tasks as JSONL (atomic replace). Returns the number written."""
+  path = os.fspath(path)
+  tmp = f"{path}.tmp.{os.getpid()}"
+  n = 0
+  with open(tmp, "w", encoding="utf-8") as f:
+    for task in tasks:
+      f.write(json.dumps(task.to_dict(), ensure_ascii=False) + "\n")
+      n += 1
+  os.replace(tmp, path)
+  return n
