@@ -1,0 +1,393 @@
+"""Metric and rollout writers for a training workdir.
+
+Layout written here (everything else in the workdir belongs to other writers):
+
+    <workdir>/metrics.jsonl            one JSON line per `MetricWriter.write`:
+                                       {"step": int, "time": float (unix seconds), "<ns>/<name>": float}
+    <workdir>/tensorboard/             TensorBoard event files with the same scalars
+    <workdir>/rollouts/step_XXXXXX.jsonl   one line per episode (format in `ROLLOUT_FIELDS`)
+
+Only process 0 writes (`jax.process_index() == 0`); on other processes every writer method is a
+no-op, so the training loop calls them unconditionally.
+
+Non-finite values (a NaN loss) are kept: JSON has no NaN, so they are written as `null` and read
+back as `float("nan")` by `read_metrics`.
+
+Resuming: `MetricWriter(workdir, resume_step=s)` (or `truncate_after(s)`) drops the lines of steps
+> s before appending, so a resumed curve has no duplicates, and TensorBoard gets `purge_step=s+1`
+so it hides the stale events too. A trailing half-written line left by a killed run is dropped
+with a logged warning; a malformed line anywhere else is an error.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import pathlib
+import re
+import tempfile
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+METRICS_FILE = "metrics.jsonl"
+TENSORBOARD_DIR = "tensorboard"
+ROLLOUTS_DIR = "rollouts"
+
+# Keys every rollout log line carries (SPECS.md, "Rollout log line") and their JSON types.
+ROLLOUT_FIELDS: dict[str, tuple[type, ...]] = {
+    "step": (int,),
+    "task_id": (str,),
+    "sample_index": (int,),
+    "domain": (str,),
+    "messages": (list,),
+    "status": (str,),
+    "num_turns": (int,),
+    "num_tool_calls": (int,),
+    "response_tokens": (int,),
+    "reward": (int, float),
+    "advantage": (int, float),
+    "verdicts": (list,),
+}
+VERDICT_FIELDS: dict[str, tuple[type, ...]] = {
+    "section": (str,),
+    "id": (str,),
+    "text": (str,),
+    "met": (bool,),
+    "score": (int, float),
+    "source": (str,),
+}
+
+_KEY_RE = re.compile(r"^[A-Za-z0-9_.\-^]+(/[A-Za-z0-9_.\-^]+)+$")
+_ROLLOUT_FILE_RE = re.compile(r"^step_(\d+)\.jsonl$")
+
+_log = logging.getLogger(__name__)
+
+
+def _default_process_index() -> int:
+  import jax  # Local import: reading metrics must not need jax initialised.
+  return jax.process_index()
+
+
+def _atomic_write_text(path: pathlib.Path, text: str) -> None:
+  """Writes `text` to `path` via a temporary file and rename, so readers never see half a file."""
+  path.parent.mkdir(parents=True, exist_ok=True)
+  fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+  try:
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+      f.write(text)
+    os.replace(tmp, path)
+  except BaseException:
+    if os.path.exists(tmp):
+      os.unlink(tmp)
+    raise
+
+
+def _to_float(key: str, value: Any) -> float:
+  """Converts a python/numpy/jax scalar to float; anything else is a clear error."""
+  if isinstance(value, bool):
+    return float(value)
+  try:
+    size = getattr(value, "size", 1)
+    if size != 1:
+      raise TypeError
+    return float(value)
+  except (TypeError, ValueError):
+    raise ValueError(
+        f"metric {key!r}: expected a scalar number, got {type(value).__name__} {value!r:.80}"
+    ) from None
+
+
+def _json_number(x: float) -> float | None:
+  return x if math.isfinite(x) else None
+
+
+def _read_jsonl(path: pathlib.Path) -> tuple[list[dict], int]:
+  """Parses a JSONL file -> (records, byte offset where the valid content ends).
+
+  A final line without a newline that does not parse (a write cut short by a kill) is left out
+  with a warning; any other malformed line raises ValueError naming file:line.
+  """
+  data = path.read_bytes()
+  records: list[dict] = []
+  pos = 0
+  lineno = 0
+  while pos < len(data):
+    lineno += 1
+    end = data.find(b"\n", pos)
+    complete = end != -1
+    line = data[pos:end] if complete else data[pos:]
+    try:
+      rec = json.loads(line) if line.strip() else None
+    except json.JSONDecodeError as e:
+      if not complete:
+        _log.warning("%s:%d: dropping half-written last line (%d bytes)", path, lineno, len(line))
+        return records, pos
+      raise ValueError(f"{path}:{lineno}: malformed JSON line: {e}") from None
+    if rec is not None:
+      if not isinstance(rec, dict):
+        raise ValueError(f"{path}:{lineno}: expected a JSON object, got {type(rec).__name__}")
+      records.append(rec)
+    pos = end + 1 if complete else len(data)
+  return records, pos
+
+
+def read_metrics(workdir: str | os.PathLike) -> list[dict]:
+  """Reads `<workdir>/metrics.jsonl` -> list of {"step", "time", key: float} in file order.
+
+  `null` values (non-finite when written) come back as NaN. A missing file gives [].
+  """
+  path = pathlib.Path(workdir) / METRICS_FILE
+  if not path.exists():
+    return []
+  records, _ = _read_jsonl(path)
+  for i, rec in enumerate(records):
+    if not isinstance(rec.get("step"), int):
+      raise ValueError(f"{path}: record {i + 1} has no integer 'step': {rec!r:.200}")
+    for k, v in rec.items():
+      if v is None:
+        rec[k] = math.nan
+  return records
+
+
+def metric_series(records: Sequence[Mapping[str, Any]], key: str) -> tuple[list[int], list[float]]:
+  """(steps, values) of every record that has `key`, in order; NaN values are kept."""
+  steps, values = [], []
+  for rec in records:
+    if key in rec:
+      steps.append(int(rec["step"]))
+      values.append(float(rec[key]))
+  return steps, values
+
+
+def last_values(records: Sequence[Mapping[str, Any]]) -> dict[str, float]:
+  """The last logged value of every key (keys logged at different cadences, e.g. eval/*)."""
+  out: dict[str, float] = {}
+  for rec in records:
+    out.update(rec)
+  return out
+
+
+class MetricWriter:
+  """Writes namespaced scalars per step to metrics.jsonl and TensorBoard (process 0 only).
+
+  Usage:
+      writer = MetricWriter(workdir, resume_step=restored_step)   # None for a fresh run
+      writer.write(step, {"rl/reward_mean": 0.4, "learner/loss": 1.2})
+      writer.close()
+  """
+
+  def __init__(self, workdir: str | os.PathLike, *, resume_step: int | None = None,
+               process_index: int | None = None, tensorboard: bool = True):
+    self.workdir = pathlib.Path(workdir)
+    self.path = self.workdir / METRICS_FILE
+    self.active = (_default_process_index() if process_index is None else process_index) == 0
+    self._tensorboard = tensorboard
+    self._tb = None
+    self._purge_step: int | None = None
+    if not self.active:
+      return
+    self.workdir.mkdir(parents=True, exist_ok=True)
+    if resume_step is not None:
+      self.truncate_after(resume_step)
+    elif self.path.exists():
+      self._drop_partial_tail()
+
+  def _drop_partial_tail(self) -> None:
+    """Cuts a half-written last line so the next append starts on a fresh line."""
+    _, valid_end = _read_jsonl(self.path)
+    if valid_end < self.path.stat().st_size:
+      with open(self.path, "r+b") as f:
+        f.truncate(valid_end)
+
+  def truncate_after(self, step: int) -> int:
+    """Drops metrics.jsonl lines with step > `step`; later TensorBoard events are purged too.
+
+    Returns the number of lines dropped. Call it when resuming from a checkpoint at `step`.
+    """
+    if not self.active:
+      return 0
+    if isinstance(step, bool) or not isinstance(step, int) or step < 0:
+      raise ValueError(f"truncate_after: step must be a non-negative int, got {step!r}")
+    dropped = 0
+    if self.path.exists():
+      records, _ = _read_jsonl(self.path)
+      keep = [r for r in records if int(r.get("step", -1)) <= step]
+      dropped = len(records) - len(keep)
+      _atomic_write_text(self.path, "".join(json.dumps(r) + "\n" for r in keep))
+    self._purge_step = step + 1
+    if self._tb is not None:  # Reopen so the purge marker is written now.
+      self._tb.close()
+      self._tb = None
+    return dropped
+
+  def _tb_writer(self):
+    if self._tb is None:
+      from tensorboardX import SummaryWriter
+      self._tb = SummaryWriter(logdir=str(self.workdir / TENSORBOARD_DIR),
+                               purge_step=self._purge_step, flush_secs=30)
+      self._purge_step = None
+    return self._tb
+
+  def write(self, step: int, scalars: Mapping[str, Any]) -> None:
+    """Appends one line {"step", "time", **scalars}; keys must look like "namespace/name".
+
+    Values may be python, numpy or jax scalars (one element). The line is flushed at once.
+    """
+    if not self.active:
+      return
+    if isinstance(step, bool) or not isinstance(step, int) or step < 0:
+      raise ValueError(f"metric step must be a non-negative int, got {step!r}")
+    values: dict[str, float] = {}
+    for key, value in scalars.items():
+      if not isinstance(key, str) or not _KEY_RE.match(key):
+        raise ValueError(f"metric key {key!r} must be namespaced like 'rl/reward_mean'")
+      values[key] = _to_float(key, value)
+    line = {"step": step, "time": time.time()}
+    line.update({k: _json_number(v) for k, v in values.items()})
+    with open(self.path, "a", encoding="utf-8") as f:
+      f.write(json.dumps(line, allow_nan=False) + "\n")
+      f.flush()
+    if self._tensorboard:
+      tb = self._tb_writer()
+      for key, value in values.items():
+        tb.add_scalar(key, value, global_step=step)
+      tb.flush()
+
+  def close(self) -> None:
+    if self._tb is not None:
+      self._tb.close()
+      self._tb = None
+
+  def __enter__(self) -> MetricWriter:
+    return self
+
+  def __exit__(self, *exc) -> None:
+    self.close()
+
+
+def validate_rollout_record(rec: Mapping[str, Any]) -> None:
+  """Raises ValueError naming the first field of `rec` that breaks the rollout log format."""
+  for key, types in ROLLOUT_FIELDS.items():
+    if key not in rec:
+      raise ValueError(f"rollout record lacks field {key!r} (has {sorted(rec)})")
+    value = rec[key]
+    if isinstance(value, bool) and bool not in types or not isinstance(value, types):
+      raise ValueError(f"rollout record field {key!r}: expected {'/'.join(t.__name__ for t in types)}, "
+                       f"got {type(value).__name__}")
+  for i, verdict in enumerate(rec["verdicts"]):
+    if not isinstance(verdict, Mapping):
+      raise ValueError(f"rollout record verdicts[{i}] is not an object")
+    for key, types in VERDICT_FIELDS.items():
+      value = verdict.get(key)
+      if key not in verdict or (isinstance(value, bool) and bool not in types) or not isinstance(
+          value, types):
+        raise ValueError(f"rollout record verdicts[{i}] field {key!r}: expected "
+                         f"{'/'.join(t.__name__ for t in types)}, got {value!r:.80}")
+
+
+def _field(obj: Any, name: str, default: Any = None) -> Any:
+  if isinstance(obj, Mapping):
+    return obj.get(name, default)
+  return getattr(obj, name, default)
+
+
+def verdict_to_dict(verdict: Any) -> dict:
+  """A rubric Verdict (object with section/item_id/... or a dict) -> rollout-log verdict dict."""
+  item_id = _field(verdict, "id", None)
+  if item_id is None:
+    item_id = _field(verdict, "item_id")
+  return {"section": str(_field(verdict, "section")), "id": str(item_id),
+          "text": str(_field(verdict, "text", "")), "met": bool(_field(verdict, "met")),
+          "score": float(_field(verdict, "score")), "source": str(_field(verdict, "source"))}
+
+
+def rollout_record(step: int, trajectory: Any, *, domain: str, reward: float, advantage: float,
+                   verdicts: Iterable[Any] = ()) -> dict:
+  """Builds one rollout log line from a Trajectory (or a dict with the same fields).
+
+  Reads task_id, sample_index, messages, status, num_turns, num_tool_calls and
+  num_response_tokens from `trajectory`; `verdicts` are rubric Verdict objects or dicts.
+  """
+  rec = {
+      "step": int(step),
+      "task_id": str(_field(trajectory, "task_id")),
+      "sample_index": int(_field(trajectory, "sample_index")),
+      "domain": str(domain),
+      "messages": list(_field(trajectory, "messages")),
+      "status": str(_field(trajectory, "status")),
+      "num_turns": int(_field(trajectory, "num_turns")),
+      "num_tool_calls": int(_field(trajectory, "num_tool_calls")),
+      "response_tokens": int(_field(trajectory, "num_response_tokens")),
+      "reward": float(reward),
+      "advantage": float(advantage),
+      "verdicts": [verdict_to_dict(v) for v in verdicts],
+  }
+  validate_rollout_record(rec)
+  return rec
+
+
+def rollout_path(workdir: str | os.PathLike, step: int) -> pathlib.Path:
+  return pathlib.Path(workdir) / ROLLOUTS_DIR / f"step_{step:06d}.jsonl"
+
+
+def list_rollout_steps(workdir: str | os.PathLike) -> list[int]:
+  """Sorted steps that have a rollouts/step_XXXXXX.jsonl file."""
+  root = pathlib.Path(workdir) / ROLLOUTS_DIR
+  if not root.is_dir():
+    return []
+  steps = [int(m.group(1)) for p in root.iterdir() if (m := _ROLLOUT_FILE_RE.match(p.name))]
+  return sorted(steps)
+
+
+def read_rollouts(workdir: str | os.PathLike, step: int) -> list[dict]:
+  """Reads one step's rollout log; every line is checked against the format."""
+  path = rollout_path(workdir, step)
+  if not path.exists():
+    raise FileNotFoundError(f"no rollout log for step {step}: {path} "
+                            f"(steps logged: {list_rollout_steps(workdir)})")
+  records, _ = _read_jsonl(path)
+  for i, rec in enumerate(records):
+    try:
+      validate_rollout_record(rec)
+    except ValueError as e:
+      raise ValueError(f"{path}:{i + 1}: {e}") from None
+  return records
+
+
+class RolloutLogger:
+  """Writes `<workdir>/rollouts/step_XXXXXX.jsonl`, one line per episode (process 0 only).
+
+  A step's file is written whole and atomically, so rewriting a step after a resume replaces it
+  rather than duplicating episodes.
+  """
+
+  def __init__(self, workdir: str | os.PathLike, *, process_index: int | None = None):
+    self.workdir = pathlib.Path(workdir)
+    self.active = (_default_process_index() if process_index is None else process_index) == 0
+
+  def write(self, step: int, records: Sequence[Mapping[str, Any]]) -> pathlib.Path | None:
+    """Validates and writes `records` (rollout log lines, see `rollout_record`) for `step`."""
+    if not self.active:
+      return None
+    for i, rec in enumerate(records):
+      try:
+        validate_rollout_record(rec)
+      except ValueError as e:
+        raise ValueError(f"step {step} record {i}: {e}") from None
+      if rec["step"] != step:
+        raise ValueError(f"step {step} record {i} has step {rec['step']}")
+    path = rollout_path(self.workdir, step)
+    _atomic_write_text(path, "".join(json.dumps(dict(r), allow_nan=False) + "\n" for r in records))
+    return path
+
+  def truncate_after(self, step: int) -> list[int]:
+    """Deletes the logs of steps > `step` (resume); returns the steps removed."""
+    if not self.active:
+      return []
+    removed = [s for s in list_rollout_steps(self.workdir) if s > step]
+    for s in removed:
+      rollout_path(self.workdir, s).unlink()
+    return removed
