@@ -226,8 +226,11 @@ class MetricWriter:
   def _tb_writer(self):
     if self._tb is None:
       from tensorboardX import SummaryWriter
+      # tensorboardX names files by the second; a unique suffix keeps a writer reopened within
+      # the same second (fast resume) from overwriting the previous file.
       self._tb = SummaryWriter(logdir=str(self.workdir / TENSORBOARD_DIR),
-                               purge_step=self._purge_step, flush_secs=30)
+                               purge_step=self._purge_step, flush_secs=30,
+                               filename_suffix=f".{os.getpid()}.{time.time_ns()}")
       self._purge_step = None
     return self._tb
 

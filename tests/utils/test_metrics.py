@@ -133,7 +133,9 @@ def test_resume_purges_tensorboard(tmp_path):
   w.write(2, {"rl/r": 20.0})
   w.close()
   files = sorted((tmp_path / metrics.TENSORBOARD_DIR).glob("events.out.tfevents.*"))
-  assert len(files) >= 1
+  assert len(files) == 2  # Reopening in the same second must not overwrite the first file.
+  scalars = read_tb_scalars(tmp_path)
+  assert ("rl/r", 1, 1.0) in scalars and ("rl/r", 2, 20.0) in scalars
   # The second event file starts with a SessionLog START at the purge step (TensorBoard then
   # discards older events with step >= 2).
   found_purge = False
