@@ -1,0 +1,85 @@
+"""Group-relative advantage estimators, registered by name.
+
+Rewards come shaped [num_groups, G]: row g holds the rewards of the G samples drawn for one task.
+Every estimator maps that to advantages of the same shape; the learner broadcasts a sequence's
+advantage over all of its policy tokens.
+
+  grpo    (r - mean) / (std_ddof1 + 1e-6)          (Shao et al., 2024)
+  drgrpo  r - mean                                  (Liu et al., 2025, "Dr. GRPO")
+  rloo    r - mean of the other G - 1 samples       (Ahmadian et al., 2024)
+
+`zero_variance_groups` flags groups whose samples all scored the same; their advantages are zero
+under every estimator, so the loop can drop them (DAPO dynamic sampling) and report the fraction.
+"""
+
+from typing import Callable
+
+import jax.numpy as jnp
+
+GRPO_EPS = 1e-6
+
+Estimator = Callable[[jnp.ndarray], jnp.ndarray]
+ESTIMATORS: dict[str, Estimator] = {}
+
+
+def register(name: str) -> Callable[[Estimator], Estimator]:
+  """Decorator: registers an estimator `f(rewards_gn) -> advantages_gn` under `name`."""
+
+  def wrap(fn: Estimator) -> Estimator:
+    if name in ESTIMATORS:
+      raise ValueError(f"advantage estimator {name!r} is already registered")
+    ESTIMATORS[name] = fn
+    return fn
+
+  return wrap
+
+
+@register("grpo")
+def grpo(rewards_gn: jnp.ndarray) -> jnp.ndarray:
+  mean_g1 = rewards_gn.mean(axis=1, keepdims=True)
+  std_g1 = rewards_gn.std(axis=1, ddof=1, keepdims=True)
+  return (rewards_gn - mean_g1) / (std_g1 + GRPO_EPS)
+
+
+@register("drgrpo")
+def drgrpo(rewards_gn: jnp.ndarray) -> jnp.ndarray:
+  return rewards_gn - rewards_gn.mean(axis=1, keepdims=True)
+
+
+@register("rloo")
+def rloo(rewards_gn: jnp.ndarray) -> jnp.ndarray:
+  g = rewards_gn.shape[1]
+  others_mean_gn = (rewards_gn.sum(axis=1, keepdims=True) - rewards_gn) / (g - 1)
+  return rewards_gn - others_mean_gn
+
+
+_MIN_GROUP = {"grpo": 2, "drgrpo": 1, "rloo": 2}
+
+
+def group_advantages(rewards_gn, estimator: str) -> jnp.ndarray:
+  """Advantages [num_groups, G] (float32) from rewards [num_groups, G] with a registered estimator.
+
+  Raises:
+    ValueError: unknown estimator, rewards not 2-D, a group too small for the estimator (grpo and
+      rloo need G >= 2), or non-finite rewards.
+  """
+  if estimator not in ESTIMATORS:
+    raise ValueError(f"unknown advantage estimator {estimator!r}; known: {sorted(ESTIMATORS)}")
+  rewards_gn = jnp.asarray(rewards_gn, jnp.float32)
+  if rewards_gn.ndim != 2:
+    raise ValueError(f"rewards must be [num_groups, G], got shape {rewards_gn.shape}")
+  need = _MIN_GROUP.get(estimator, 1)
+  if rewards_gn.shape[1] < need:
+    raise ValueError(f"estimator {estimator!r} needs groups of at least {need} samples, "
+                     f"got G={rewards_gn.shape[1]}")
+  if not bool(jnp.all(jnp.isfinite(rewards_gn))):
+    raise ValueError("rewards contain NaN or inf")
+  return ESTIMATORS[estimator](rewards_gn)
+
+
+def zero_variance_groups(rewards_gn, atol: float = 1e-6) -> jnp.ndarray:
+  """Bool [num_groups]: True where all of a group's rewards are within `atol` of each other."""
+  rewards_gn = jnp.asarray(rewards_gn, jnp.float32)
+  if rewards_gn.ndim != 2:
+    raise ValueError(f"rewards must be [num_groups, G], got shape {rewards_gn.shape}")
+  return (rewards_gn.max(axis=1) - rewards_gn.min(axis=1)) <= atol

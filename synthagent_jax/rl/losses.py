@@ -1,0 +1,166 @@
+"""Policy-gradient and SFT losses over per-token log-probabilities, registered by name.
+
+All inputs are token-aligned [B, T] arrays: `logp_bt[b, t]` is the learner's log-probability of
+token t of sequence b, `mask_bt[b, t]` is 1 where token t was sampled by the policy (the loss mask).
+
+Aggregation (`agg`, registry AGGREGATIONS) turns masked token losses into a scalar:
+  token-mean               sum(l * m) / sum(m)                       over the whole batch
+  seq-mean-token-mean      mean over sequences with >= 1 token of  sum_t(l * m) / sum_t(m)
+  seq-mean-token-sum-norm  sum(l * m) / (B * T), T the padded length  (Dr. GRPO)
+
+Gradient accumulation needs the denominator of the *whole* minibatch, not of each micro-batch:
+compute it once with `agg_denominator(mask_bt_of_minibatch, agg)` and pass it as `denom` to every
+micro-batch call; the micro-batch losses then sum exactly to the minibatch loss.
+"""
+
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+
+AGGREGATIONS = ("token-mean", "seq-mean-token-mean", "seq-mean-token-sum-norm")
+
+
+def _check_agg(agg: str) -> None:
+  if agg not in AGGREGATIONS:
+    raise ValueError(f"unknown loss aggregation {agg!r}; known: {list(AGGREGATIONS)}")
+
+
+def agg_denominator(mask_bt: jnp.ndarray, agg: str) -> jnp.ndarray:
+  """Float32 scalar the aggregated loss divides by (>= 1 so an empty batch gives loss 0)."""
+  _check_agg(agg)
+  mask_bt = mask_bt.astype(jnp.float32)
+  if agg == "token-mean":
+    denom = mask_bt.sum()
+  elif agg == "seq-mean-token-mean":
+    denom = (mask_bt.sum(axis=1) > 0).sum().astype(jnp.float32)
+  else:
+    denom = jnp.float32(mask_bt.shape[0] * mask_bt.shape[1])
+  return jnp.maximum(denom, 1.0)
+
+
+def aggregate(token_loss_bt: jnp.ndarray, mask_bt: jnp.ndarray, agg: str,
+              denom: jnp.ndarray | None = None) -> jnp.ndarray:
+  """Scalar loss from token losses [B, T] and mask [B, T]; see the module docstring."""
+  _check_agg(agg)
+  mask_bt = mask_bt.astype(jnp.float32)
+  if denom is None:
+    denom = agg_denominator(mask_bt, agg)
+  masked_bt = token_loss_bt * mask_bt
+  if agg == "seq-mean-token-mean":
+    per_seq_b = masked_bt.sum(axis=1) / jnp.maximum(mask_bt.sum(axis=1), 1.0)
+    return per_seq_b.sum() / denom
+  return masked_bt.sum() / denom
+
+
+def _masked_mean(x_bt: jnp.ndarray, mask_bt: jnp.ndarray) -> jnp.ndarray:
+  return (x_bt * mask_bt).sum() / jnp.maximum(mask_bt.sum(), 1.0)
+
+
+def policy_loss(logp_bt, old_logp_bt, adv, mask_bt, *, clip_low: float = 0.2,
+                clip_high: float = 0.2, agg: str = "token-mean", ref_logp_bt=None,
+                kl_coef: float = 0.0, sampler_logp_bt=None, tis_cap: float | None = None,
+                denom=None) -> tuple[jnp.ndarray, dict[str, jnp.ndarray]]:
+  """Token-level PPO-clip loss with asymmetric clipping.
+
+  ratio = exp(logp - old_logp), clipped to [1 - clip_low, 1 + clip_high];
+  token loss = max(-A * ratio, -A * clip(ratio)) [* w_tis] [+ kl_coef * k3(ref || policy)].
+
+  Args:
+    logp_bt: learner log-probs [B, T] (gradients flow through these only).
+    old_logp_bt: log-probs [B, T] of the policy that the ratio is taken against.
+    adv: advantages [B] (broadcast over tokens) or [B, T].
+    mask_bt: 1 on policy tokens, 0 elsewhere [B, T].
+    clip_low, clip_high: clip range below / above 1 (DAPO's "clip-higher" uses clip_high > clip_low).
+    agg: aggregation name, see AGGREGATIONS.
+    ref_logp_bt: reference-policy log-probs [B, T]; needed when kl_coef > 0. The KL penalty is
+      the k3 estimator exp(ref - logp) - (ref - logp) - 1 (Schulman, "Approximating KL").
+    sampler_logp_bt: log-probs [B, T] reported by the sampler; with `tis_cap` set, the PG term is
+      weighted by the truncated importance ratio min(exp(old - sampler), tis_cap), no gradient.
+    tis_cap: cap of that ratio; None disables the correction.
+    denom: aggregation denominator (see `agg_denominator`); computed from `mask_bt` when None.
+
+  Returns:
+    (loss scalar, metrics) where metrics are token means over the mask: pg_loss, clip_frac,
+    approx_kl (k3 of old vs new), ratio_mean, ratio_min, ratio_max, and kl_ref / tis_weight_mean /
+    tis_clip_frac when enabled; plus num_tokens.
+  """
+  _check_agg(agg)
+  if not 0.0 <= clip_low < 1.0:
+    raise ValueError(f"clip_low must be in [0, 1), got {clip_low}")
+  if clip_high < 0.0:
+    raise ValueError(f"clip_high must be >= 0, got {clip_high}")
+  if kl_coef < 0.0:
+    raise ValueError(f"kl_coef must be >= 0, got {kl_coef}")
+  if kl_coef > 0.0 and ref_logp_bt is None:
+    raise ValueError("kl_coef > 0 needs ref_logp_bt (reference-policy log-probs)")
+  if tis_cap is not None and (tis_cap <= 0.0 or sampler_logp_bt is None):
+    raise ValueError(f"tis_cap must be > 0 and needs sampler_logp_bt, got cap={tis_cap}")
+  mask_bt = mask_bt.astype(jnp.float32)
+  adv = jnp.asarray(adv, jnp.float32)
+  adv_bt = adv[:, None] if adv.ndim == 1 else adv
+  old_logp_bt = jax.lax.stop_gradient(old_logp_bt)
+
+  log_ratio_bt = (logp_bt - old_logp_bt) * mask_bt
+  ratio_bt = jnp.exp(log_ratio_bt)
+  clipped_bt = jnp.clip(ratio_bt, 1.0 - clip_low, 1.0 + clip_high)
+  pg_unclipped_bt = -adv_bt * ratio_bt
+  pg_clipped_bt = -adv_bt * clipped_bt
+  pg_bt = jnp.maximum(pg_unclipped_bt, pg_clipped_bt)
+  metrics = {}
+  if tis_cap is not None:
+    raw_w_bt = jnp.exp((old_logp_bt - jax.lax.stop_gradient(sampler_logp_bt)) * mask_bt)
+    w_bt = jnp.minimum(raw_w_bt, tis_cap)
+    pg_bt = pg_bt * w_bt
+    metrics["tis_weight_mean"] = _masked_mean(w_bt, mask_bt)
+    metrics["tis_clip_frac"] = _masked_mean((raw_w_bt > tis_cap).astype(jnp.float32), mask_bt)
+  token_loss_bt = pg_bt
+  if kl_coef > 0.0:
+    d_bt = (jax.lax.stop_gradient(ref_logp_bt) - logp_bt) * mask_bt
+    kl_bt = jnp.exp(d_bt) - d_bt - 1.0
+    token_loss_bt = token_loss_bt + kl_coef * kl_bt
+    metrics["kl_ref"] = _masked_mean(kl_bt, mask_bt)
+
+  loss = aggregate(token_loss_bt, mask_bt, agg, denom)
+  big = jnp.float32(jnp.finfo(jnp.float32).max)
+  metrics.update(
+      pg_loss=_masked_mean(pg_bt, mask_bt),
+      clip_frac=_masked_mean((pg_clipped_bt > pg_unclipped_bt).astype(jnp.float32), mask_bt),
+      approx_kl=_masked_mean(jnp.exp(-log_ratio_bt) + log_ratio_bt - 1.0, mask_bt),
+      ratio_mean=_masked_mean(ratio_bt, mask_bt),
+      ratio_min=jnp.where(mask_bt > 0, ratio_bt, big).min(),
+      ratio_max=jnp.where(mask_bt > 0, ratio_bt, -big).max(),
+      num_tokens=mask_bt.sum(),
+  )
+  return loss, metrics
+
+
+def sft_loss(logp_bt, mask_bt, *, agg: str = "token-mean",
+             denom=None) -> tuple[jnp.ndarray, dict[str, jnp.ndarray]]:
+  """Masked negative log-likelihood (cross-entropy on the mask's tokens).
+
+  Returns (loss, metrics) with metrics nll (token mean over the mask) and num_tokens.
+  """
+  mask_bt = mask_bt.astype(jnp.float32)
+  loss = aggregate(-logp_bt, mask_bt, agg, denom)
+  return loss, {"nll": _masked_mean(-logp_bt, mask_bt), "num_tokens": mask_bt.sum()}
+
+
+def _policy_from_batch(logp_bt, batch, mask_bt, cfg, denom):
+  return policy_loss(
+      logp_bt, batch["old_logprobs"], batch["advantages"], mask_bt, clip_low=cfg.clip_low,
+      clip_high=cfg.clip_high, agg=cfg.agg, ref_logp_bt=batch.get("ref_logprobs"),
+      kl_coef=cfg.kl_coef, sampler_logp_bt=batch.get("sampler_logprobs"),
+      tis_cap=cfg.tis_cap, denom=denom)
+
+
+def _sft_from_batch(logp_bt, batch, mask_bt, cfg, denom):
+  del batch
+  return sft_loss(logp_bt, mask_bt, agg=cfg.agg, denom=denom)
+
+
+# name -> f(logp_bt, batch, mask_bt, learner_cfg, denom) -> (loss, metrics); the learner calls this.
+LossFn = Callable[..., tuple[jnp.ndarray, dict[str, jnp.ndarray]]]
+LOSSES: dict[str, LossFn] = {"policy": _policy_from_batch, "sft": _sft_from_batch}
+# Whether a loss needs old log-probs (then the learner computes them when the batch lacks them).
+NEEDS_OLD_LOGPROBS = {"policy": True, "sft": False}
