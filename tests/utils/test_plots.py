@@ -1,0 +1,77 @@
+"""Tests for the training-curve plot (utils/plots.py)."""
+
+import math
+
+import matplotlib.pyplot as plt
+import pytest
+
+from synthagent_jax.utils import metrics, plots
+
+
+def write_run(workdir, num_steps=12, with_nan=False):
+  w = metrics.MetricWriter(workdir, process_index=0, tensorboard=False)
+  for s in range(1, num_steps + 1):
+    w.write(s, {
+        "rl/reward_mean": 0.2 + 0.05 * s,
+        "learner/loss": float("nan") if with_nan and s == 3 else 1.0 / s,
+        "learner/approx_kl": 0.001 * s,
+        "learner/clip_frac": 0.01 * (s % 4),
+        "rollout/response_tokens_mean": 40.0 + s,
+        "rollout/turns_mean": 2.0 + 0.1 * s,
+    })
+    if s % 4 == 0:
+      w.write(s, {"eval/reward_mean": 0.3 + 0.04 * s})
+
+
+def test_plot_curves_writes_png_with_every_panel_filled(tmp_path):
+  write_run(tmp_path)
+  out = plots.plot_curves(tmp_path)
+  assert out == tmp_path / "plots" / "curves.png"
+  assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+  fig = plots.curves_figure(metrics.read_metrics(tmp_path))
+  axes = [ax for ax in fig.axes if ax.axison]
+  assert [ax.get_title() for ax in axes] == [p.title for p in plots.PANELS]
+  assert [t.get_text() for t in axes[0].get_legend().get_texts()] == [
+      "rl/reward_mean", "eval/reward_mean"]
+  for ax in axes:
+    assert ax.lines, f"panel {ax.get_title()} has no line"
+  # The eval line holds exactly the eval steps.
+  assert list(axes[0].lines[1].get_xdata()) == [4, 8, 12]
+  plt.close(fig)
+
+
+def test_missing_metrics_give_empty_panels_with_note(tmp_path):
+  w = metrics.MetricWriter(tmp_path, process_index=0, tensorboard=False)
+  w.write(1, {"rl/reward_mean": 0.5})
+  out = plots.plot_curves(tmp_path)
+  assert out.exists()
+  fig = plots.curves_figure(metrics.read_metrics(tmp_path))
+  by_title = {ax.get_title(): ax for ax in fig.axes}
+  assert by_title["Reward"].lines
+  clip = by_title["Clip fraction"]
+  assert not clip.lines
+  assert any("no data" in t.get_text() and "learner/clip_frac" in t.get_text() for t in clip.texts)
+  plt.close(fig)
+
+
+def test_no_metrics_file_at_all(tmp_path):
+  out = plots.plot_curves(tmp_path / "fresh", out_path=tmp_path / "x.png")
+  assert out.exists() and out.stat().st_size > 0
+
+
+def test_nan_values_are_skipped_and_counted(tmp_path):
+  write_run(tmp_path, num_steps=5, with_nan=True)
+  fig = plots.curves_figure(metrics.read_metrics(tmp_path))
+  loss_ax = next(ax for ax in fig.axes if ax.get_title() == "Loss")
+  ys = list(loss_ax.lines[0].get_ydata())
+  assert len(ys) == 4 and all(math.isfinite(y) for y in ys)
+  assert "1 non-finite" in loss_ax.get_legend().get_texts()[0].get_text()
+  plt.close(fig)
+
+
+@pytest.mark.parametrize("n", [1, 3, 7])
+def test_any_number_of_panels(n):
+  panels = tuple(plots.Panel(f"p{i}", (f"x/k{i}",)) for i in range(n))
+  fig = plots.curves_figure([{"step": 1, "x/k0": 1.0}], panels=panels)
+  assert sum(1 for ax in fig.axes if ax.axison) == n
+  plt.close(fig)
