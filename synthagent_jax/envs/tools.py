@@ -1,0 +1,315 @@
+"""`MockToolSystem`: answers tool calls from a task's world (shape documented in envs/task.py).
+
+Order of resolution for one call:
+  1. unknown tool / non-dict arguments / arguments failing the tool's JSON schema -> an error
+     observation naming the problem (the episode goes on; the agent can retry);
+  2. a scripted `world.responses` entry matching the normalised arguments -> its effects are applied
+     to the episode's own state copy, then its `output` (or the state at `state_path`) is returned;
+  3. otherwise the call is unscripted: the per-task cache answers it if it has seen
+     (tool, canonical arguments) before; else the configured LLM simulates it (tool doc, world facts
+     and a few examples in the prompt) and the first answer stored wins, so the same call always
+     gets the same answer in every rollout and every process sharing the cache directory; with no
+     LLM the answer is a deterministic "no record found" observation. A simulator failure (the
+     LLM raised or replied nothing) is an error observation and is NOT cached, so a transient
+     outage never becomes a task's permanent answer.
+Nothing from a task is ever executed as code: the world is data, effects are a closed set of ops.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+import os
+import re
+import sqlite3
+import threading
+from typing import Any
+
+import jsonschema
+
+from synthagent_jax.envs.base import ToolCall
+from synthagent_jax.envs.task import Task, Tool, split_path
+from synthagent_jax.inference.engine import SamplingParams
+from synthagent_jax.llm.base import LLM
+
+
+def normalize(value: Any) -> Any:
+  """Canonical form for matching: strings stripped/collapsed/casefolded, 3.0 -> 3, keys sorted."""
+  if isinstance(value, str):
+    return " ".join(value.split()).casefold()
+  if isinstance(value, bool) or value is None:
+    return value
+  if isinstance(value, float) and value.is_integer():
+    return int(value)
+  if isinstance(value, dict):
+    return {str(k): normalize(v) for k, v in sorted(value.items(), key=lambda kv: str(kv[0]))}
+  if isinstance(value, (list, tuple)):
+    return [normalize(v) for v in value]
+  return value
+
+
+def canonical_arguments(arguments: dict) -> str:
+  """The cache key text of a call's arguments."""
+  return json.dumps(normalize(arguments), sort_keys=True, ensure_ascii=False)
+
+
+def render_output(output: Any) -> str:
+  return output if isinstance(output, str) else json.dumps(output, sort_keys=True,
+                                                           ensure_ascii=False)
+
+
+class ToolCache:
+  """Simulated tool answers on disk (sqlite), keyed by (task id, tool, canonical arguments).
+
+  Safe across threads (one lock-guarded connection) and processes (sqlite file locking). `put`
+  never overwrites: the first answer stored for a key is the answer forever, and `put` returns it.
+  `path=None` keeps the cache in memory (this process only).
+  """
+
+  def __init__(self, path: str | os.PathLike | None = None):
+    self.path = None if path is None else os.fspath(path)
+    if self.path is not None:
+      os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
+    self._lock = threading.Lock()
+    self._conn = sqlite3.connect(self.path or ":memory:", timeout=60.0, check_same_thread=False,
+                                 isolation_level=None)
+    if self.path is not None:
+      self._conn.execute("PRAGMA journal_mode=WAL")
+    self._conn.execute("CREATE TABLE IF NOT EXISTS answers (task_id TEXT, tool TEXT, args TEXT, "
+                       "output TEXT, PRIMARY KEY (task_id, tool, args))")
+
+  def get(self, task_id: str, tool: str, args_key: str) -> str | None:
+    with self._lock:
+      row = self._conn.execute("SELECT output FROM answers WHERE task_id=? AND tool=? AND args=?",
+                               (task_id, tool, args_key)).fetchone()
+    return None if row is None else row[0]
+
+  def put(self, task_id: str, tool: str, args_key: str, output: str) -> str:
+    """Stores `output` unless the key already has an answer; returns the stored answer."""
+    with self._lock:
+      self._conn.execute("INSERT OR IGNORE INTO answers VALUES (?, ?, ?, ?)",
+                         (task_id, tool, args_key, output))
+      row = self._conn.execute("SELECT output FROM answers WHERE task_id=? AND tool=? AND args=?",
+                               (task_id, tool, args_key)).fetchone()
+    return row[0]
+
+  def examples(self, task_id: str, tool: str, limit: int) -> list[tuple[str, str]]:
+    """Up to `limit` cached (canonical arguments, output) pairs of one tool, oldest first."""
+    with self._lock:
+      rows = self._conn.execute("SELECT args, output FROM answers WHERE task_id=? AND tool=? "
+                                "ORDER BY rowid LIMIT ?", (task_id, tool, limit)).fetchall()
+    return [(a, o) for a, o in rows]
+
+  def __len__(self) -> int:
+    with self._lock:
+      return self._conn.execute("SELECT COUNT(*) FROM answers").fetchone()[0]
+
+  def close(self):
+    with self._lock:
+      self._conn.close()
+
+
+@dataclasses.dataclass
+class EpisodeState:
+  """One episode's own world: a deep copy of `world.state` plus the calls made so far."""
+
+  task_id: str
+  state: dict
+  calls: list[dict] = dataclasses.field(default_factory=list)
+
+
+SIMULATOR_SYSTEM = """You simulate one tool of a software system for testing an assistant.
+Reply with ONLY the tool's raw output (JSON or a short plain-text result), nothing else: no
+explanations, no code fences. Stay consistent with the world facts and the example outputs. If the
+facts do not contain the requested record, reply with a not-found or error result in the same
+style; never invent records that contradict the facts."""
+
+
+def render_simulation_prompt(task: Task, tool: Tool, arguments: dict,
+                             examples: list[tuple[str, str]]) -> list[dict]:
+  """The chat prompt an LLM answers to simulate one unscripted call."""
+  lines = [f"Tool: {tool.name} ({tool.kind})", f"Description: {tool.description}",
+           f"Parameters (JSON schema): {json.dumps(tool.parameters, sort_keys=True)}",
+           f"World facts: {json.dumps(task.world.get('facts', {}), sort_keys=True)}",
+           f"Initial world state: {json.dumps(task.world.get('state', {}), sort_keys=True)}"]
+  if examples:
+    lines.append("Example calls of this tool and their outputs:")
+    lines += [f"- arguments {a} -> {o}" for a, o in examples]
+  lines.append(f"Now the call: {tool.name}({json.dumps(arguments, sort_keys=True)})")
+  return [{"role": "system", "content": SIMULATOR_SYSTEM},
+          {"role": "user", "content": "\n".join(lines)}]
+
+
+_FENCE = re.compile(r"^```[a-zA-Z]*\n?(.*?)\n?```$", re.DOTALL)
+
+
+def _clean_llm_output(text: str) -> str:
+  text = text.strip()
+  m = _FENCE.match(text)
+  return m.group(1).strip() if m else text
+
+
+def _get_path(state: Any, keys: list[str]) -> Any:
+  node = state
+  for k in keys:
+    if isinstance(node, dict) and k in node:
+      node = node[k]
+    elif isinstance(node, list) and k.lstrip("-").isdigit() and -len(node) <= int(k) < len(node):
+      node = node[int(k)]
+    else:
+      raise KeyError(".".join(keys))
+  return node
+
+
+def apply_effect(state: dict, effect: dict) -> None:
+  """Applies one {"op": set|append|delete, "path", "value"} effect to `state` in place."""
+  keys = split_path(effect["path"])
+  parent = state
+  for k in keys[:-1]:
+    if isinstance(parent, list) and k.isdigit() and int(k) < len(parent):
+      parent = parent[int(k)]
+    else:
+      if not isinstance(parent, dict):
+        raise KeyError(effect["path"])
+      parent = parent.setdefault(k, {})
+  last = keys[-1]
+  op = effect["op"]
+  if isinstance(parent, list):
+    if not (last.isdigit() and int(last) < len(parent)):
+      raise KeyError(effect["path"])
+    idx = int(last)
+    if op == "set":
+      parent[idx] = copy.deepcopy(effect["value"])
+    elif op == "append":
+      parent[idx].append(copy.deepcopy(effect["value"]))
+    else:
+      del parent[idx]
+    return
+  if not isinstance(parent, dict):
+    raise KeyError(effect["path"])
+  if op == "set":
+    parent[last] = copy.deepcopy(effect["value"])
+  elif op == "append":
+    target = parent.setdefault(last, [])
+    if not isinstance(target, list):
+      raise KeyError(effect["path"])
+    target.append(copy.deepcopy(effect["value"]))
+  else:
+    parent.pop(last, None)
+
+
+def match_response(task: Task, name: str, arguments: dict) -> dict | None:
+  """The scripted response for a call: entries whose normalised arguments are a subset of the
+  call's; the one with the most arguments wins, ties go to the earliest."""
+  norm = normalize(arguments)
+  best, best_n = None, -1
+  for entry in task.world.get("responses", []):
+    if entry["tool"] != name:
+      continue
+    want = normalize(entry.get("arguments", {}))
+    if all(k in norm and norm[k] == v for k, v in want.items()) and len(want) > best_n:
+      best, best_n = entry, len(want)
+  return best
+
+
+def validate_arguments(tool: Tool, arguments: Any) -> str | None:
+  """None when `arguments` satisfies the tool's schema, else a message naming the problem."""
+  if not isinstance(arguments, dict):
+    return f"arguments must be a JSON object, got {type(arguments).__name__}"
+  validator_cls = jsonschema.validators.validator_for(tool.parameters)
+  errors = sorted(validator_cls(tool.parameters).iter_errors(arguments),
+                  key=lambda e: (list(e.absolute_path), e.message))
+  if not errors:
+    return None
+  msgs = []
+  for e in errors[:3]:
+    where = ".".join(str(p) for p in e.absolute_path)
+    msgs.append(f"{where}: {e.message}" if where else e.message)
+  return "; ".join(msgs)
+
+
+class MockToolSystem:
+  """A `ToolEnv` over task worlds.
+
+  Args:
+    llm: simulates unscripted calls; None answers them with a "no record found" observation.
+    cache_path: sqlite file shared by all rollouts/processes (None: in-memory, this process only).
+    num_examples: scripted + cached examples of the same tool put in the simulation prompt.
+    sampling: sampling for the simulator (greedy by default).
+  """
+
+  def __init__(self, llm: LLM | None = None, cache_path: str | os.PathLike | None = None,
+               num_examples: int = 3, sampling: SamplingParams | None = None):
+    if num_examples < 0:
+      raise ValueError(f"num_examples must be >= 0, got {num_examples}")
+    self.llm = llm
+    self.cache = ToolCache(cache_path)
+    self.num_examples = num_examples
+    self.sampling = sampling or SamplingParams(max_new_tokens=256, temperature=0.0)
+    self.stats = {"calls": 0, "errors": 0, "scripted": 0, "cache_hits": 0, "simulated": 0,
+                  "not_found": 0, "simulator_failures": 0}
+    self._stats_lock = threading.Lock()
+
+  def new_episode(self, task: Task) -> EpisodeState:
+    return EpisodeState(task_id=task.id, state=copy.deepcopy(task.world.get("state", {})))
+
+  def call(self, task: Task, call: ToolCall, episode_state: EpisodeState) -> str:
+    kind, observation = self._resolve(task, call, episode_state)
+    self._count("calls")
+    self._count(kind)
+    episode_state.calls.append({"name": call.name, "arguments": call.arguments,
+                                "observation": observation, "source": kind})
+    return observation
+
+  def _count(self, key: str):
+    with self._stats_lock:
+      self.stats[key] += 1
+
+  def _resolve(self, task: Task, call: ToolCall, episode: EpisodeState) -> tuple[str, str]:
+    tool = task.tool(call.name)
+    if tool is None:
+      return "errors", (f"Error: unknown tool {call.name!r}. Available tools: "
+                        f"{', '.join(task.tool_names)}.")
+    problem = validate_arguments(tool, call.arguments)
+    if problem is not None:
+      return "errors", f"Error: invalid arguments for {tool.name}: {problem}"
+    entry = match_response(task, tool.name, call.arguments)
+    if entry is not None:
+      return "scripted", self._answer_scripted(entry, episode)
+    return self._answer_unscripted(task, tool, call.arguments)
+
+  def _answer_scripted(self, entry: dict, episode: EpisodeState) -> str:
+    for effect in entry.get("effects", []):
+      try:
+        apply_effect(episode.state, effect)
+      except KeyError:
+        pass  # A path the episode has since deleted: the write has nothing to act on.
+    if "state_path" in entry:
+      try:
+        return render_output(_get_path(episode.state, split_path(entry["state_path"])))
+      except KeyError:
+        return f"Error: no record found at {entry['state_path']}."
+    return render_output(entry["output"])
+
+  def _answer_unscripted(self, task: Task, tool: Tool, arguments: dict) -> tuple[str, str]:
+    key = canonical_arguments(arguments)
+    cached = self.cache.get(task.id, tool.name, key)
+    if cached is not None:
+      return "cache_hits", cached
+    if self.llm is None:
+      return "not_found", f"No record found for {tool.name} with arguments {key}."
+    examples = [(canonical_arguments(e.get("arguments", {})),
+                 render_output(e["output"]) if "output" in e else f"<state {e['state_path']}>")
+                for e in task.world.get("responses", []) if e["tool"] == tool.name]
+    examples = (examples + self.cache.examples(task.id, tool.name, self.num_examples))
+    examples = examples[:self.num_examples]
+    prompt = render_simulation_prompt(task, tool, arguments, examples)
+    try:
+      text = _clean_llm_output(self.llm.chat([prompt], self.sampling)[0])
+    except Exception as e:  # noqa: BLE001 - any backend failure becomes an observation.
+      return "simulator_failures", f"Error: the {tool.name} service is unavailable ({type(e).__name__})."
+    if not text:
+      return "simulator_failures", f"Error: the {tool.name} service returned nothing."
+    # The first answer stored wins, so concurrent simulations of one call still agree.
+    return "simulated", self.cache.put(task.id, tool.name, key, text)

@@ -1,0 +1,136 @@
+import concurrent.futures
+import itertools
+import json
+import subprocess
+import sys
+import textwrap
+
+from synthagent_jax.envs import base
+from synthagent_jax.envs.tools import MockToolSystem, ToolCache, canonical_arguments
+from synthagent_jax.llm.scripted import ScriptedLLM
+from tests.envs.fixtures import make_task
+
+
+def _counter_llm():
+  """An LLM whose every reply differs, so only the cache can make answers agree."""
+  counter = itertools.count()
+  return ScriptedLLM(lambda conv: f'{{"simulated": {next(counter)}}}')
+
+
+def test_is_a_tool_env():
+  assert isinstance(MockToolSystem(), base.ToolEnv)
+
+
+def test_unknown_tool_and_bad_arguments_give_error_observations():
+  task = make_task()
+  tools = MockToolSystem()
+  ep = tools.new_episode(task)
+  obs = tools.call(task, base.ToolCall("refund", {}), ep)
+  assert obs.startswith("Error: unknown tool 'refund'") and "get_order" in obs
+  obs = tools.call(task, base.ToolCall("get_order", {}), ep)
+  assert obs == "Error: invalid arguments for get_order: 'order_id' is a required property"
+  obs = tools.call(task, base.ToolCall("get_order", {"order_id": 17}), ep)
+  assert obs == "Error: invalid arguments for get_order: order_id: 17 is not of type 'string'"
+  obs = tools.call(task, base.ToolCall("get_order", {"order_id": "A17", "x": 1}), ep)
+  assert "Additional properties are not allowed ('x' was unexpected)" in obs
+  assert tools.stats["errors"] == 4
+
+
+def test_scripted_answers_and_write_tools_mutate_only_their_episode():
+  task = make_task()
+  tools = MockToolSystem()
+  ep1, ep2 = tools.new_episode(task), tools.new_episode(task)
+  # Normalised matching: case and whitespace in argument values do not matter.
+  assert json.loads(tools.call(task, base.ToolCall("get_order", {"order_id": " a17 "}), ep1)) == {
+      "item": "teapot", "status": "pending"}
+  out = tools.call(task, base.ToolCall("cancel_order", {"order_id": "A17", "reason": "size"}), ep1)
+  assert json.loads(out)["status"] == "cancelled"
+  assert json.loads(tools.call(task, base.ToolCall("get_order", {"order_id": "A17"}), ep1))[
+      "status"] == "cancelled"
+  assert ep1.state["log"] == ["cancelled A17"]
+  # The other episode and the task's own world are untouched.
+  assert json.loads(tools.call(task, base.ToolCall("get_order", {"order_id": "A17"}), ep2))[
+      "status"] == "pending"
+  assert task.world["state"]["orders"]["A17"]["status"] == "pending"
+  assert [c["source"] for c in ep1.calls] == ["scripted"] * 3
+
+
+def test_unscripted_without_llm_is_deterministic_not_found():
+  task = make_task()
+  tools = MockToolSystem()
+  ep = tools.new_episode(task)
+  a = tools.call(task, base.ToolCall("get_order", {"order_id": "B2"}), ep)
+  b = tools.call(task, base.ToolCall("get_order", {"order_id": "b2"}), tools.new_episode(task))
+  assert a == b == 'No record found for get_order with arguments {"order_id": "b2"}.'
+
+
+def test_same_call_same_answer_across_16_concurrent_rollouts(tmp_path):
+  task = make_task()
+  llm = _counter_llm()
+  tools = MockToolSystem(llm=llm, cache_path=tmp_path / "cache.db")
+
+  def rollout(i):
+    ep = tools.new_episode(task)
+    return [tools.call(task, base.ToolCall("get_order", {"order_id": oid}), ep)
+            for oid in ("B1", "B2", "b1 ", "C3")]
+
+  with concurrent.futures.ThreadPoolExecutor(8) as pool:
+    results = list(pool.map(rollout, range(16)))
+  assert all(r == results[0] for r in results)
+  assert results[0][0] == results[0][2]  # "B1" and "b1 " are the same call.
+  assert len({results[0][0], results[0][1], results[0][3]}) == 3
+  assert len(tools.cache) == 3
+  # The simulator prompt carried the tool doc, the world facts and scripted examples.
+  prompt = llm.calls[0][1]["content"]
+  assert "Look up an order by id." in prompt and "Ada Lovelace" in prompt
+  assert 'arguments {"order_id": "a17"}' in prompt
+
+
+def test_simulator_failure_is_reported_and_not_cached():
+  task = make_task()
+
+  def broken(conv):
+    raise RuntimeError("down")
+
+  tools = MockToolSystem(llm=ScriptedLLM(broken))
+  obs = tools.call(task, base.ToolCall("get_order", {"order_id": "Z9"}), tools.new_episode(task))
+  assert obs == "Error: the get_order service is unavailable (RuntimeError)."
+  assert len(tools.cache) == 0 and tools.stats["simulator_failures"] == 1
+
+
+_CHILD = textwrap.dedent("""
+    import json, os, sys, time
+    from synthagent_jax.envs import base
+    from synthagent_jax.envs.tools import MockToolSystem
+    from synthagent_jax.llm.scripted import ScriptedLLM
+    from tests.envs.fixtures import make_task
+    task = make_task()
+    pid = os.getpid()
+    tools = MockToolSystem(llm=ScriptedLLM(lambda conv: f"answer from process {pid}"),
+                           cache_path=sys.argv[1])
+    while not os.path.exists(sys.argv[2]):
+      time.sleep(0.01)
+    out = [tools.call(task, base.ToolCall("get_order", {"order_id": f"X{i}"}),
+                      tools.new_episode(task)) for i in range(30)]
+    print(json.dumps(out))
+""")
+
+
+def test_same_call_same_answer_across_two_processes(tmp_path):
+  cache = tmp_path / "shared.db"
+  go = tmp_path / "go"
+  procs = [subprocess.Popen([sys.executable, "-c", _CHILD, str(cache), str(go)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+           for _ in range(2)]
+  go.write_text("")  # Release both at once so they race on the same keys.
+  outs = []
+  for p in procs:
+    stdout, stderr = p.communicate(timeout=120)
+    assert p.returncode == 0, stderr
+    outs.append(json.loads(stdout))
+  assert outs[0] == outs[1]
+  stored = ToolCache(cache)
+  assert len(stored) == 30
+  for i, answer in enumerate(outs[0]):
+    assert answer.startswith("answer from process ")
+    assert stored.get("shop-001", "get_order", canonical_arguments({"order_id": f"X{i}"})) == answer
