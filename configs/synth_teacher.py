@@ -1,0 +1,39 @@
+"""LLM-teacher task synthesis: seed -> tools+task -> underspecify -> tool check -> solve -> rubric
+-> filters (schema, near-duplicates).
+
+    python -m launch.synthesize --config=configs/synth_teacher.py --out=data/tasks/teacher.jsonl \
+        --config.teacher.base_url=http://localhost:30000/v1 --config.teacher.model=Qwen/Qwen2.5-72B-Instruct
+
+Any OpenAI-compatible server works (vLLM, SGLang, a hosted API; the key is read from the env var
+named by teacher.api_key_env). Stage outputs and rejections go to FILE.work/ so a rerun resumes
+every stage; the stage report is printed and saved to FILE.work/report.json.
+"""
+
+import ml_collections
+
+
+def get_config(arg=None):
+  del arg
+  c = ml_collections.ConfigDict()
+  c.kind = "teacher"
+  c.num_tasks = 100          # seeds to run through the pipeline (kept tasks are fewer)
+  c.seed = 0
+  c.seeds_dir = "data/seeds"
+  c.eval_frac = 0.2
+  c.validate = True
+
+  c.teacher = ml_collections.ConfigDict()
+  c.teacher.base_url = ""
+  c.teacher.model = ""
+  c.teacher.api_key_env = "OPENAI_API_KEY"
+  c.teacher.temperature = 0.7
+  c.teacher.max_new_tokens = 2048
+
+  c.pipeline = ml_collections.ConfigDict()
+  c.pipeline.max_retries = 2         # extra teacher calls per stage after a rejected reply
+  c.pipeline.num_solutions = 3       # k solver runs per task
+  c.pipeline.min_agreement = 0.67    # share of solutions that must reach every subgoal's call
+  c.pipeline.max_turns = 10          # per solver episode
+  c.pipeline.dedup_threshold = 0.6   # n-gram Jaccard at or above this is a near-duplicate
+  c.pipeline.dedup_ngram = 3
+  return c

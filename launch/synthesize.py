@@ -1,0 +1,124 @@
+"""Synthesize training tasks: the offline procedural teacher or the LLM teacher pipeline.
+
+    python -m launch.synthesize --config=configs/synth_offline.py --out=data/tasks/offline.jsonl
+    python -m launch.synthesize --config=configs/synth_teacher.py --out=data/tasks/teacher.jsonl \
+        --config.teacher.base_url=http://localhost:30000/v1 --config.teacher.model=MODEL
+
+Writes FILE one task per line (appended and fsynced per task), then the held-out split next to it:
+`<stem>_train.jsonl` and `<stem>_eval.jsonl` (by id hash, `synthesis.split.is_heldout`).
+Rerunning on an existing FILE continues where it stopped and never writes an id twice.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+from absl import app
+from absl import flags
+from ml_collections import config_flags
+import tqdm
+
+from synthagent_jax.envs import task as task_lib
+from synthagent_jax.synthesis import offline
+from synthagent_jax.synthesis import store
+from synthagent_jax.synthesis import worlds as worlds_lib
+
+_CONFIG = config_flags.DEFINE_config_file(
+    "config", None, "Path to a synthesis config file with get_config().", lock_config=True)
+_OUT = flags.DEFINE_string("out", None, "Output JSONL file (all tasks); resumed if it exists.")
+
+
+class SynthConfigError(ValueError):
+  """A config problem found before any work; printed as one line."""
+
+
+def check_config(config) -> None:
+  if config.kind not in ("offline", "teacher"):
+    raise SynthConfigError(f"kind must be 'offline' or 'teacher', got {config.kind!r}")
+  if config.num_tasks < 1:
+    raise SynthConfigError(f"num_tasks must be >= 1, got {config.num_tasks}")
+  if not 0.0 <= config.eval_frac < 1.0:
+    raise SynthConfigError(f"eval_frac must be in [0, 1), got {config.eval_frac}")
+  if config.kind == "offline" and not os.path.isdir(config.worlds_dir):
+    raise SynthConfigError(f"worlds_dir={config.worlds_dir!r} is not a directory")
+  if config.kind == "teacher":
+    if not config.teacher.base_url:
+      raise SynthConfigError("teacher.base_url is not set: pass "
+                             "--config.teacher.base_url=http://HOST:PORT/v1")
+    if not os.path.isdir(config.seeds_dir):
+      raise SynthConfigError(f"seeds_dir={config.seeds_dir!r} is not a directory")
+
+
+def run_offline(config, out_path: str) -> int:
+  """Appends offline tasks to `out_path` until it holds `num_tasks`. Returns how many were added."""
+  done_ids = {r["id"] for r in store.load_done(out_path)}
+  worlds = worlds_lib.load_worlds(config.worlds_dir)
+  added = 0
+  bar = tqdm.tqdm(total=config.num_tasks, initial=min(len(done_ids), config.num_tasks),
+                  desc="offline tasks", unit="task", file=sys.stderr)
+  with store.JsonlAppender(out_path) as out:
+    for record in offline.generate(config.num_tasks, seed=config.seed, worlds=worlds):
+      if record["id"] in done_ids:
+        continue
+      if config.validate:
+        record = task_lib.Task.from_dict(record).to_dict()
+      out.write(record)
+      done_ids.add(record["id"])
+      added += 1
+      bar.update(1)
+  bar.close()
+  return added
+
+
+def build_teacher(config):
+  from synthagent_jax.llm import openai_http  # pylint: disable=g-import-not-at-top
+  return openai_http.OpenAIChatLLM(base_url=config.teacher.base_url, model=config.teacher.model,
+                                   api_key_env=config.teacher.api_key_env)
+
+
+def run_teacher(config, out_path: str, teacher=None) -> dict:
+  """Runs the LLM teacher pipeline; returns its stage report."""
+  from synthagent_jax.synthesis import pipeline  # pylint: disable=g-import-not-at-top
+  from synthagent_jax.synthesis import seeds as seeds_lib  # pylint: disable=g-import-not-at-top
+  teacher = teacher if teacher is not None else build_teacher(config)
+  seed_records = seeds_lib.make_seeds(config.num_tasks, seed=config.seed,
+                                      seeds_dir=config.seeds_dir)
+  return pipeline.run_pipeline(seed_records, teacher, pipeline.PipelineConfig.from_config(config),
+                               out_path=out_path, work_dir=out_path + ".work",
+                               progress=lambda n, desc: tqdm.tqdm(total=n, desc=desc,
+                                                                  file=sys.stderr))
+
+
+def finish(config, out_path: str) -> dict:
+  """Writes the split files; returns a summary."""
+  records = store.load_done(out_path)
+  train_path, eval_path, n_train, n_eval = store.write_splits(records, out_path, config.eval_frac)
+  return {"out": out_path, "tasks": len(records), "train": train_path, "num_train": n_train,
+          "eval": eval_path, "num_eval": n_eval}
+
+
+def main(argv):
+  del argv
+  config = _CONFIG.value
+  out_path = _OUT.value
+  if not out_path:
+    raise app.UsageError("--out=FILE is required")
+  try:
+    check_config(config)
+  except SynthConfigError as e:
+    print(f"synthesize: config error: {e}", file=sys.stderr)
+    sys.exit(2)
+  if config.kind == "offline":
+    added = run_offline(config, out_path)
+    print(f"offline: {added} new tasks", file=sys.stderr)
+  else:
+    report = run_teacher(config, out_path)
+    print(json.dumps(report, indent=2), file=sys.stderr)
+  print(json.dumps(finish(config, out_path)))
+
+
+if __name__ == "__main__":
+  flags.mark_flag_as_required("config")
+  app.run(main)
