@@ -1,0 +1,238 @@
+"""Hugging Face checkpoint import/export for Qwen models, without torch.
+
+`from_pretrained` streams tensors one at a time from (possibly sharded) safetensors files into
+an abstract model, so peak host memory is the model plus one tensor. `save_pretrained` writes a
+directory `transformers.AutoModelForCausalLM.from_pretrained` loads to the same logits.
+
+Layout conversion: HF linear weights are [out, in]; ours are [in, *out_dims] (q/k/v/gate/up/
+down/lm_head) or [*in_dims, out] (o_proj). Both are `W.T.reshape(ours)`; the inverse is
+`ours.reshape(prod(in_dims), -1).T`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_dtypes
+import numpy as np
+from flax import nnx
+from safetensors import safe_open
+from safetensors.numpy import save_file
+
+from synthagent_jax.models.config import ModelConfig
+from synthagent_jax.models.qwen import Qwen, abstract_model
+
+_NP_DTYPES = {"float32": np.float32, "bfloat16": ml_dtypes.bfloat16, "float16": np.float16}
+# Derived buffers some older checkpoints store; they are recomputed from the config.
+_IGNORED_TENSOR_SUFFIXES = ("rotary_emb.inv_freq",)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Entry:
+  """How one of our params maps to one HF tensor."""
+
+  hf_name: str
+  kind: str  # "linear": W.T.reshape; "flat": bias reshape; "same": identical layout
+  num_in_dims: int = 1
+
+
+_LAYER_ENTRIES = {
+    ("input_norm", "weight"): ("input_layernorm.weight", "same", 1),
+    ("post_attn_norm", "weight"): ("post_attention_layernorm.weight", "same", 1),
+    ("attn", "q_kernel"): ("self_attn.q_proj.weight", "linear", 1),
+    ("attn", "k_kernel"): ("self_attn.k_proj.weight", "linear", 1),
+    ("attn", "v_kernel"): ("self_attn.v_proj.weight", "linear", 1),
+    ("attn", "o_kernel"): ("self_attn.o_proj.weight", "linear", 2),
+    ("attn", "q_bias"): ("self_attn.q_proj.bias", "flat", 1),
+    ("attn", "k_bias"): ("self_attn.k_proj.bias", "flat", 1),
+    ("attn", "v_bias"): ("self_attn.v_proj.bias", "flat", 1),
+    ("attn", "o_bias"): ("self_attn.o_proj.bias", "same", 1),
+    ("attn", "q_norm", "weight"): ("self_attn.q_norm.weight", "same", 1),
+    ("attn", "k_norm", "weight"): ("self_attn.k_norm.weight", "same", 1),
+    ("mlp", "gate_kernel"): ("mlp.gate_proj.weight", "linear", 1),
+    ("mlp", "up_kernel"): ("mlp.up_proj.weight", "linear", 1),
+    ("mlp", "down_kernel"): ("mlp.down_proj.weight", "linear", 1),
+}
+
+
+def _entry(path: tuple[Any, ...]) -> _Entry:
+  """The HF tensor for one of our param paths (as given by nnx.to_flat_state)."""
+  path = tuple(str(p) if not isinstance(p, int) else p for p in path)
+  if path == ("embed",):
+    return _Entry("model.embed_tokens.weight", "same")
+  if path == ("final_norm", "weight"):
+    return _Entry("model.norm.weight", "same")
+  if path == ("lm_head",):
+    return _Entry("lm_head.weight", "linear", 1)
+  if len(path) >= 3 and path[0] == "layers" and path[2:] in _LAYER_ENTRIES:
+    name, kind, num_in = _LAYER_ENTRIES[path[2:]]
+    return _Entry(f"model.layers.{path[1]}.{name}", kind, num_in)
+  raise ValueError(f"no Hugging Face name for parameter {'/'.join(map(str, path))}")
+
+
+def _to_ours(w: np.ndarray, entry: _Entry, shape: tuple[int, ...]) -> np.ndarray:
+  if entry.kind == "linear":
+    w = w.T
+  if w.size != math.prod(shape):
+    raise ValueError(f"tensor {entry.hf_name}: {w.size} elements cannot become shape {shape}")
+  return w.reshape(shape)
+
+
+def _to_hf(w: np.ndarray, entry: _Entry) -> np.ndarray:
+  if entry.kind == "linear":
+    return np.ascontiguousarray(
+        w.reshape(math.prod(w.shape[:entry.num_in_dims]), -1).T)
+  if entry.kind == "flat":
+    return w.reshape(-1)
+  return w
+
+
+def load_hf_config(path: str, **overrides: Any) -> ModelConfig:
+  """ModelConfig from `path`/config.json; overrides set dtype, param_dtype, remat, ..."""
+  config_path = os.path.join(path, "config.json")
+  if not os.path.isfile(config_path):
+    raise FileNotFoundError(f"no config.json in checkpoint directory {path!r}")
+  with open(config_path) as f:
+    return ModelConfig.from_hf_dict(json.load(f), **overrides)
+
+
+def _safetensors_files(path: str) -> list[str]:
+  index_path = os.path.join(path, "model.safetensors.index.json")
+  single_path = os.path.join(path, "model.safetensors")
+  if os.path.isfile(index_path):
+    with open(index_path) as f:
+      weight_map = json.load(f)["weight_map"]
+    files = sorted(set(weight_map.values()))
+    absent = [name for name in files if not os.path.isfile(os.path.join(path, name))]
+    if absent:
+      raise FileNotFoundError(f"{index_path} names missing shard files {absent}")
+    return [os.path.join(path, name) for name in files]
+  if os.path.isfile(single_path):
+    return [single_path]
+  raise FileNotFoundError(
+      f"no model.safetensors or model.safetensors.index.json in {path!r} (only safetensors "
+      "checkpoints are supported)")
+
+
+def from_pretrained(path: str, dtype: str = "float32", param_dtype: str = "float32",
+                    remat: str = "none") -> Qwen:
+  """Loads a Hugging Face Qwen2/Qwen2.5/Qwen3 checkpoint directory without torch.
+
+  Args:
+    path: directory with config.json and model.safetensors (or sharded safetensors + index).
+    dtype: compute dtype of the returned model.
+    param_dtype: storage dtype of its parameters (any checkpoint dtype is converted).
+    remat: rematerialisation policy name (see ModelConfig.remat).
+
+  Raises:
+    ValueError: unsupported config, a tensor of the wrong shape, unexpected or missing tensors.
+  """
+  cfg = load_hf_config(path, dtype=dtype, param_dtype=param_dtype, remat=remat)
+  graphdef, state = nnx.split(abstract_model(cfg))
+  expected = {}
+  for param_path, variable in nnx.to_flat_state(state):
+    expected[_entry(param_path).hf_name] = (_entry(param_path), variable)
+  np_dtype = _NP_DTYPES[param_dtype]
+  loaded, unexpected, tied_head = set(), [], None
+  for file_path in _safetensors_files(path):
+    with safe_open(file_path, framework="numpy") as f:
+      for name in f.keys():
+        if name.endswith(_IGNORED_TENSOR_SUFFIXES):
+          continue
+        if name == "lm_head.weight" and cfg.tie_word_embeddings:
+          tied_head = f.get_tensor(name)
+          continue
+        if name not in expected:
+          unexpected.append(name)
+          continue
+        if name in loaded:
+          raise ValueError(f"tensor {name} appears in more than one safetensors file")
+        entry, variable = expected[name]
+        shape = tuple(variable.get_value().shape)
+        w = _to_ours(f.get_tensor(name), entry, shape).astype(np_dtype)
+        if w.shape != shape:
+          raise ValueError(f"tensor {name} has shape {w.shape}, model expects {shape}")
+        variable.set_value(jnp.asarray(w))
+        del w
+        loaded.add(name)
+  missing = sorted(set(expected) - loaded)
+  if unexpected or missing:
+    raise ValueError(f"checkpoint {path!r} does not match the config: unexpected tensors "
+                     f"{sorted(unexpected)}, missing tensors {missing}")
+  model = nnx.merge(graphdef, state)
+  if tied_head is not None and not np.array_equal(
+      np.asarray(tied_head, np.float32), np.asarray(model.embed[...], np.float32)):
+    raise ValueError("config.json says tie_word_embeddings=true but lm_head.weight differs from "
+                     "model.embed_tokens.weight")
+  return model
+
+
+def save_pretrained(model: Qwen, path: str, dtype: str | None = None,
+                    max_shard_bytes: int | None = None) -> None:
+  """Writes config.json and safetensors that transformers loads to the same logits.
+
+  Args:
+    model: the model (its parameters must be addressable from this process).
+    path: output directory (created if absent).
+    dtype: tensor dtype on disk; default the model's param_dtype.
+    max_shard_bytes: split into model-0000i-of-0000n.safetensors + index beyond this size.
+  """
+  cfg = model.config
+  dtype = cfg.param_dtype if dtype is None else dtype
+  if dtype not in _NP_DTYPES:
+    raise ValueError(f"save_pretrained: dtype must be one of {sorted(_NP_DTYPES)}, got {dtype!r}")
+  os.makedirs(path, exist_ok=True)
+  for stale in os.listdir(path):  # a previous save with other sharding would confuse loaders
+    if stale.startswith("model") and (stale.endswith(".safetensors")
+                                      or stale == "model.safetensors.index.json"):
+      os.remove(os.path.join(path, stale))
+  hf_config = cfg.to_hf_dict()
+  hf_config["torch_dtype"] = dtype
+  _write_json(os.path.join(path, "config.json"), hf_config)
+  if cfg.eos_token_id is not None or cfg.bos_token_id is not None:
+    _write_json(os.path.join(path, "generation_config.json"),
+                {k: v for k, v in (("bos_token_id", hf_config["bos_token_id"]),
+                                   ("eos_token_id", hf_config["eos_token_id"])) if v is not None})
+
+  shards, current, current_bytes = [], {}, 0
+  for param_path, variable in nnx.to_flat_state(nnx.state(model, nnx.Param)):
+    entry = _entry(param_path)
+    w = _to_hf(np.asarray(jax.device_get(variable.get_value())), entry)
+    w = np.ascontiguousarray(w.astype(_NP_DTYPES[dtype]))
+    if max_shard_bytes and current and current_bytes + w.nbytes > max_shard_bytes:
+      shards.append(_write_shard(path, len(shards), current))
+      current, current_bytes = {}, 0
+    current[entry.hf_name] = w
+    current_bytes += w.nbytes
+  if current:
+    shards.append(_write_shard(path, len(shards), current))
+
+  if len(shards) == 1:
+    os.replace(shards[0][0], os.path.join(path, "model.safetensors"))
+    return
+  weight_map, total = {}, 0
+  for i, (tmp_path, names, nbytes) in enumerate(shards):
+    final = f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors"
+    os.replace(tmp_path, os.path.join(path, final))
+    weight_map.update({name: final for name in names})
+    total += nbytes
+  _write_json(os.path.join(path, "model.safetensors.index.json"),
+              {"metadata": {"total_size": total}, "weight_map": weight_map})
+
+
+def _write_shard(path: str, index: int, tensors: dict[str, np.ndarray]):
+  tmp_path = os.path.join(path, f".shard-{index:05d}.safetensors.tmp")
+  save_file(tensors, tmp_path, metadata={"format": "pt"})
+  return tmp_path, list(tensors), sum(t.nbytes for t in tensors.values())
+
+
+def _write_json(file_path: str, obj: dict[str, Any]) -> None:
+  with open(file_path, "w") as f:
+    json.dump(obj, f, indent=2)
+    f.write("\n")

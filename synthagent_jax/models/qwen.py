@@ -1,0 +1,350 @@
+"""Qwen2/Qwen2.5/Qwen3 decoder in Flax NNX, with a KV-cache path for batched decoding.
+
+Numerics follow transformers' Qwen2/Qwen3 modeling code: RMSNorm normalises in float32 and
+multiplies by its weight in the compute dtype; RoPE uses the rotate_half convention (the two
+halves of each head are the real and imaginary parts); attention scores and softmax are float32;
+logits are returned as float32.
+
+Dimension letters in names: B batch, T query tokens, S key slots, D hidden, F mlp, H query heads,
+K kv heads, G query heads per kv head, Dh -> `h` head_dim, V vocab, L layers.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from synthagent_jax.models.config import ModelConfig
+
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
+
+# remat name -> jax.checkpoint policy (None: save nothing, recompute the whole layer).
+REMAT_POLICIES = {
+    "full": None,
+    "dots": jax.checkpoint_policies.checkpoint_dots,
+    "dots_no_batch": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
+}
+
+_MASKED = float(jnp.finfo(jnp.float32).min)
+
+
+@flax.struct.dataclass
+class KVCache:
+  """Per-layer keys and values of a batch, slot-indexed.
+
+  Attributes:
+    k: [L, B, S, K, Dh] keys after RoPE (and qk-norm), compute dtype.
+    v: [L, B, S, K, Dh] values.
+  """
+
+  k: jax.Array
+  v: jax.Array
+
+  @property
+  def max_len(self) -> int:
+    return self.k.shape[2]
+
+  @property
+  def batch_size(self) -> int:
+    return self.k.shape[1]
+
+
+def _param(rngs: nnx.Rngs | None, shape: tuple[int, ...], axes: tuple[str, ...], dtype,
+           init: str = "normal") -> nnx.Param:
+  """A parameter annotated with logical axis names (not sharded until a mesh applies rules)."""
+  if init == "ones":
+    value = jnp.ones(shape, dtype)
+  elif init == "zeros":
+    value = jnp.zeros(shape, dtype)
+  else:
+    value = 0.02 * jax.random.normal(rngs.params(), shape, dtype)
+  # eager_sharding=False: the names are logical; parallel/ maps them onto a mesh later.
+  return nnx.Param(value, out_sharding=axes, eager_sharding=False)
+
+
+class RMSNorm(nnx.Module):
+  """y = w * (x / sqrt(mean(x^2) + eps)); the normalisation runs in float32."""
+
+  def __init__(self, size: int, eps: float, axis: str, param_dtype):
+    self.eps = eps
+    self.weight = _param(None, (size,), (axis,), param_dtype, init="ones")
+
+  def __call__(self, x: jax.Array) -> jax.Array:
+    x32 = x.astype(jnp.float32)
+    x32 = x32 * jax.lax.rsqrt(jnp.mean(x32 * x32, axis=-1, keepdims=True) + self.eps)
+    return self.weight[...].astype(x.dtype) * x32.astype(x.dtype)
+
+
+def rope_cos_sin(positions_bt: jax.Array, head_dim: int, theta: float):
+  """cos, sin of shape [B, T, Dh] (float32) for RoPE at the given positions."""
+  inv_freq = 1.0 / (theta ** (jnp.arange(0, head_dim, 2, dtype=jnp.float32) / head_dim))
+  freqs_bth = positions_bt.astype(jnp.float32)[..., None] * inv_freq
+  emb_bth = jnp.concatenate([freqs_bth, freqs_bth], axis=-1)
+  return jnp.cos(emb_bth), jnp.sin(emb_bth)
+
+
+def apply_rope(x_btnh: jax.Array, cos_bth: jax.Array, sin_bth: jax.Array) -> jax.Array:
+  """Rotates x [B, T, N, Dh] by position (HF rotate_half convention)."""
+  half = x_btnh.shape[-1] // 2
+  x32 = x_btnh.astype(jnp.float32)
+  rotated = jnp.concatenate([-x32[..., half:], x32[..., :half]], axis=-1)
+  out = x32 * cos_bth[:, :, None, :] + rotated * sin_bth[:, :, None, :]
+  return out.astype(x_btnh.dtype)
+
+
+def attend(q_btnh: jax.Array, k_bskh: jax.Array, v_bskh: jax.Array, mask_bts: jax.Array):
+  """Grouped-query attention; float32 scores and softmax. Returns [B, T, H, Dh]."""
+  b, t, n, h = q_btnh.shape
+  k = k_bskh.shape[2]
+  q_btkgh = q_btnh.reshape(b, t, k, n // k, h)
+  scores = jnp.einsum("btkgh,bskh->bkgts", q_btkgh, k_bskh,
+                      preferred_element_type=jnp.float32) * (h ** -0.5)
+  scores = jnp.where(mask_bts[:, None, None, :, :], scores, _MASKED)
+  probs = jax.nn.softmax(scores, axis=-1).astype(v_bskh.dtype)
+  out = jnp.einsum("bkgts,bskh->btkgh", probs, v_bskh)
+  return out.reshape(b, t, n, h)
+
+
+class Attention(nnx.Module):
+  """Q/K/V/O projections (+ optional biases and per-head q/k RMSNorm)."""
+
+  def __init__(self, cfg: ModelConfig, rngs: nnx.Rngs):
+    pd = DTYPES[cfg.param_dtype]
+    d, n, k, h = cfg.hidden_size, cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
+    self.q_kernel = _param(rngs, (d, n, h), ("embed", "heads", "head_dim"), pd)
+    self.k_kernel = _param(rngs, (d, k, h), ("embed", "kv_heads", "head_dim"), pd)
+    self.v_kernel = _param(rngs, (d, k, h), ("embed", "kv_heads", "head_dim"), pd)
+    self.o_kernel = _param(rngs, (n, h, d), ("heads", "head_dim", "embed"), pd)
+    if cfg.qkv_bias:
+      self.q_bias = _param(rngs, (n, h), ("heads", "head_dim"), pd, init="zeros")
+      self.k_bias = _param(rngs, (k, h), ("kv_heads", "head_dim"), pd, init="zeros")
+      self.v_bias = _param(rngs, (k, h), ("kv_heads", "head_dim"), pd, init="zeros")
+    if cfg.o_bias:
+      self.o_bias = _param(rngs, (d,), ("embed",), pd, init="zeros")
+    if cfg.qk_norm:
+      self.q_norm = RMSNorm(h, cfg.rms_norm_eps, "head_dim", pd)
+      self.k_norm = RMSNorm(h, cfg.rms_norm_eps, "head_dim", pd)
+    self.qkv_bias, self.has_o_bias, self.qk_norm = cfg.qkv_bias, cfg.o_bias, cfg.qk_norm
+
+  def qkv(self, x_btd: jax.Array, cos_bth: jax.Array, sin_bth: jax.Array):
+    """Projected, normalised and rotated q [B,T,H,Dh], k and v [B,T,K,Dh]."""
+    dt = x_btd.dtype
+    q = jnp.einsum("btd,dnh->btnh", x_btd, self.q_kernel[...].astype(dt))
+    k = jnp.einsum("btd,dkh->btkh", x_btd, self.k_kernel[...].astype(dt))
+    v = jnp.einsum("btd,dkh->btkh", x_btd, self.v_kernel[...].astype(dt))
+    if self.qkv_bias:
+      q = q + self.q_bias[...].astype(dt)
+      k = k + self.k_bias[...].astype(dt)
+      v = v + self.v_bias[...].astype(dt)
+    if self.qk_norm:
+      q, k = self.q_norm(q), self.k_norm(k)
+    return apply_rope(q, cos_bth, sin_bth), apply_rope(k, cos_bth, sin_bth), v
+
+  def out(self, a_btnh: jax.Array) -> jax.Array:
+    dt = a_btnh.dtype
+    y = jnp.einsum("btnh,nhd->btd", a_btnh, self.o_kernel[...].astype(dt))
+    if self.has_o_bias:
+      y = y + self.o_bias[...].astype(dt)
+    return y
+
+
+class MLP(nnx.Module):
+  """SwiGLU: down(silu(gate(x)) * up(x))."""
+
+  def __init__(self, cfg: ModelConfig, rngs: nnx.Rngs):
+    pd = DTYPES[cfg.param_dtype]
+    d, f = cfg.hidden_size, cfg.intermediate_size
+    self.gate_kernel = _param(rngs, (d, f), ("embed", "mlp"), pd)
+    self.up_kernel = _param(rngs, (d, f), ("embed", "mlp"), pd)
+    self.down_kernel = _param(rngs, (f, d), ("mlp", "embed"), pd)
+
+  def __call__(self, x_btd: jax.Array) -> jax.Array:
+    dt = x_btd.dtype
+    gate = jnp.einsum("btd,df->btf", x_btd, self.gate_kernel[...].astype(dt))
+    up = jnp.einsum("btd,df->btf", x_btd, self.up_kernel[...].astype(dt))
+    return jnp.einsum("btf,fd->btd", jax.nn.silu(gate) * up, self.down_kernel[...].astype(dt))
+
+
+class DecoderLayer(nnx.Module):
+  """Pre-norm block: x + attn(norm(x)), then x + mlp(norm(x))."""
+
+  def __init__(self, cfg: ModelConfig, rngs: nnx.Rngs):
+    pd = DTYPES[cfg.param_dtype]
+    self.input_norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps, "embed", pd)
+    self.attn = Attention(cfg, rngs)
+    self.post_attn_norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps, "embed", pd)
+    self.mlp = MLP(cfg, rngs)
+
+  def __call__(self, x_btd, cos_bth, sin_bth, mask_btt):
+    q, k, v = self.attn.qkv(self.input_norm(x_btd), cos_bth, sin_bth)
+    x_btd = x_btd + self.attn.out(attend(q, k, v, mask_btt))
+    return x_btd + self.mlp(self.post_attn_norm(x_btd))
+
+  def forward_cached(self, x_btd, cos_bth, sin_bth, k_cache_lbskh, v_cache_lbskh, layer: int,
+                     cache_index, mask_bts):
+    """Like __call__, but writes this chunk's k/v into the cache and attends to all slots."""
+    q, k, v = self.attn.qkv(self.input_norm(x_btd), cos_bth, sin_bth)
+    start = (layer, 0, cache_index, 0, 0)
+    k_cache_lbskh = jax.lax.dynamic_update_slice(
+        k_cache_lbskh, k[None].astype(k_cache_lbskh.dtype), start)
+    v_cache_lbskh = jax.lax.dynamic_update_slice(
+        v_cache_lbskh, v[None].astype(v_cache_lbskh.dtype), start)
+    a = attend(q, k_cache_lbskh[layer].astype(q.dtype), v_cache_lbskh[layer].astype(q.dtype),
+               mask_bts)
+    x_btd = x_btd + self.attn.out(a)
+    return x_btd + self.mlp(self.post_attn_norm(x_btd)), k_cache_lbskh, v_cache_lbskh
+
+
+def _layer_apply(layer: DecoderLayer, x_btd, cos_bth, sin_bth, mask_btt):
+  return layer(x_btd, cos_bth, sin_bth, mask_btt)
+
+
+class Qwen(nnx.Module):
+  """Decoder-only Qwen2/Qwen3 language model.
+
+  Parameters are stored in `cfg.param_dtype` and cast to `cfg.dtype` at use; every parameter
+  carries logical axis names (see `logical_axes`).
+  """
+
+  def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
+    self.config = cfg
+    pd = DTYPES[cfg.param_dtype]
+    self.embed = _param(rngs, (cfg.vocab_size, cfg.hidden_size), ("vocab", "embed"), pd)
+    self.layers = nnx.List([DecoderLayer(cfg, rngs) for _ in range(cfg.num_layers)])
+    self.final_norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps, "embed", pd)
+    if not cfg.tie_word_embeddings:
+      self.lm_head = _param(rngs, (cfg.hidden_size, cfg.vocab_size), ("embed", "vocab"), pd)
+
+  @property
+  def dtype(self):
+    return DTYPES[self.config.dtype]
+
+  def _embed(self, input_ids_bt: jax.Array) -> jax.Array:
+    _check_ids(input_ids_bt)
+    return jnp.take(self.embed[...], input_ids_bt, axis=0).astype(self.dtype)
+
+  def _logits(self, x_btd: jax.Array) -> jax.Array:
+    x_btd = self.final_norm(x_btd)
+    if self.config.tie_word_embeddings:
+      return jnp.einsum("btd,vd->btv", x_btd, self.embed[...].astype(x_btd.dtype),
+                        preferred_element_type=jnp.float32)
+    return jnp.einsum("btd,dv->btv", x_btd, self.lm_head[...].astype(x_btd.dtype),
+                      preferred_element_type=jnp.float32)
+
+  def __call__(self, input_ids_bt: jax.Array, positions_bt: jax.Array | None = None,
+               attention_mask_bt: jax.Array | None = None) -> jax.Array:
+    """Full causal forward pass.
+
+    Args:
+      input_ids_bt: int [B, T] token ids.
+      positions_bt: int [B, T] RoPE positions. Default: arange(T), or, when a mask is given,
+        the count of real tokens before each token (so left padding does not shift positions).
+      attention_mask_bt: [B, T] 1/True for real tokens, 0/False for padding; padded keys are
+        never attended to (logits at padded queries are meaningless).
+
+    Returns:
+      float32 logits [B, T, V].
+    """
+    b, t = input_ids_bt.shape
+    if attention_mask_bt is not None:
+      _check_shape("attention_mask_bt", attention_mask_bt, (b, t))
+      attention_mask_bt = attention_mask_bt.astype(bool)
+    if positions_bt is None:
+      if attention_mask_bt is None:
+        positions_bt = jnp.broadcast_to(jnp.arange(t, dtype=jnp.int32), (b, t))
+      else:
+        positions_bt = jnp.maximum(jnp.cumsum(attention_mask_bt.astype(jnp.int32), axis=1) - 1, 0)
+    _check_shape("positions_bt", positions_bt, (b, t))
+    mask_btt = jnp.broadcast_to(jnp.tril(jnp.ones((t, t), bool)), (b, t, t))
+    if attention_mask_bt is not None:
+      mask_btt = mask_btt & attention_mask_bt[:, None, :]
+
+    cos_bth, sin_bth = rope_cos_sin(positions_bt, self.config.head_dim, self.config.rope_theta)
+    apply = _layer_apply
+    if self.config.remat != "none":
+      apply = nnx.remat(_layer_apply, policy=REMAT_POLICIES[self.config.remat])
+    x_btd = self._embed(input_ids_bt)
+    for layer in self.layers:
+      x_btd = apply(layer, x_btd, cos_bth, sin_bth, mask_btt)
+    return self._logits(x_btd)
+
+  def init_cache(self, batch_size: int, max_len: int, dtype: Any = None) -> KVCache:
+    """An all-zero cache of `max_len` slots, k/v [L, B, S, K, Dh] in the compute dtype."""
+    cfg = self.config
+    shape = (cfg.num_layers, batch_size, max_len, cfg.num_kv_heads, cfg.head_dim)
+    dtype = self.dtype if dtype is None else dtype
+    return KVCache(k=jnp.zeros(shape, dtype), v=jnp.zeros(shape, dtype))
+
+  def forward_cached(self, input_ids_bt: jax.Array, positions_bt: jax.Array, cache: KVCache,
+                     cache_index: jax.Array | int, kv_mask_bs: jax.Array):
+    """Forward over a chunk of T tokens per sequence, reading and extending the KV cache.
+
+    The chunk's keys/values are written at slots [cache_index, cache_index + T) for every row
+    (ragged prompts are LEFT-padded so one index serves the whole batch). The query at slot s
+    attends to key slots s' <= s with kv_mask_bs[b, s'] True; the caller marks the chunk's own
+    real tokens True in kv_mask_bs before calling.
+
+    Args:
+      input_ids_bt: int [B, T].
+      positions_bt: int [B, T] per-sequence RoPE positions (pad tokens: any value).
+      cache: KVCache with S slots, cache_index + T <= S.
+      cache_index: int32 scalar, first slot this chunk writes.
+      kv_mask_bs: bool [B, S] valid key slots.
+
+    Returns:
+      (float32 logits [B, T, V], updated cache).
+    """
+    b, t = input_ids_bt.shape
+    s = cache.max_len
+    _check_shape("positions_bt", positions_bt, (b, t))
+    _check_shape("kv_mask_bs", kv_mask_bs, (b, s))
+    if cache.batch_size != b:
+      raise ValueError(f"forward_cached: cache batch {cache.batch_size} != input batch {b}")
+    if t > s:
+      raise ValueError(f"forward_cached: chunk of {t} tokens does not fit a cache of {s} slots")
+    cache_index = jnp.asarray(cache_index, jnp.int32)
+    query_slot_t = cache_index + jnp.arange(t, dtype=jnp.int32)
+    causal_ts = jnp.arange(s, dtype=jnp.int32)[None, :] <= query_slot_t[:, None]
+    mask_bts = causal_ts[None] & kv_mask_bs.astype(bool)[:, None, :]
+
+    cos_bth, sin_bth = rope_cos_sin(positions_bt, self.config.head_dim, self.config.rope_theta)
+    k_all, v_all = cache.k, cache.v
+    x_btd = self._embed(input_ids_bt)
+    for i, layer in enumerate(self.layers):
+      x_btd, k_all, v_all = layer.forward_cached(x_btd, cos_bth, sin_bth, k_all, v_all, i,
+                                                 cache_index, mask_bts)
+    return self._logits(x_btd), KVCache(k=k_all, v=v_all)
+
+
+def _check_ids(input_ids_bt) -> None:
+  if input_ids_bt.ndim != 2 or not jnp.issubdtype(input_ids_bt.dtype, jnp.integer):
+    raise ValueError(f"input_ids_bt must be an integer [B, T] array, got dtype "
+                     f"{input_ids_bt.dtype} shape {input_ids_bt.shape}")
+
+
+def _check_shape(name: str, x, shape: tuple[int, ...]) -> None:
+  if tuple(x.shape) != tuple(shape):
+    raise ValueError(f"{name} must have shape {shape}, got {tuple(x.shape)}")
+
+
+def init_model(cfg: ModelConfig, seed: int = 0) -> Qwen:
+  """A randomly initialised model (normal(0.02) weights, unit norms, zero biases)."""
+  return Qwen(cfg, rngs=nnx.Rngs(params=seed))
+
+
+def abstract_model(cfg: ModelConfig) -> Qwen:
+  """The model's structure with jax.ShapeDtypeStruct leaves (no memory allocated)."""
+  return nnx.eval_shape(lambda: Qwen(cfg, rngs=nnx.Rngs(params=0)))
+
+
+def logical_axes(model: Qwen) -> nnx.State:
+  """The params' logical axis names: an nnx.State of PartitionSpecs (e.g. ('vocab', 'embed'))
+  with the same structure as `nnx.state(model, nnx.Param)`."""
+  state = nnx.state(model, nnx.Param)
+  return jax.tree.map(
+      lambda v: jax.sharding.PartitionSpec(*v.get_metadata()["out_sharding"]),
+      state, is_leaf=lambda x: isinstance(x, nnx.Variable))
