@@ -36,6 +36,12 @@ World shape (what the mock tools draw from; `envs/tools.MockToolSystem` is its i
            | {"op": "append", "path": "a.list", "value": any}
            | {"op": "delete", "path": "a.b"}
 
+Rubric semantics: every item's verdict `met` means "the item holds". Subgoal and interaction
+items state what the agent should do. A forbidden item's `text` names the forbidden behaviour
+(e.g. "Looks the user up by email") and it is `met` when the agent AVOIDED it (respected the
+prohibition); a forbidden item's `check`, if any, states that respected condition (typically
+`tool_not_called`). `asked_user_for` uses the shared slot matcher in envs/slots.py.
+
 Normalisation (for matching and caching): strings are stripped, whitespace-collapsed and
 casefolded; integral floats become ints; dict keys are sorted. A call nothing in `responses`
 matches is "unscripted": the tool system simulates it with an LLM (then caches the answer per

@@ -57,7 +57,7 @@ TASK_DICT = {
             {"id": "i2", "text": "Is polite.", "weight": 1.0, "check": None},
         ],
         "forbidden": [
-            {"id": "f1", "text": "Does not look up users by email.", "weight": 1.0,
+            {"id": "f1", "text": "Looks the user up by email.", "weight": 1.0,
              "check": {"type": "tool_not_called", "name": "find_user"}},
         ],
     },
