@@ -32,7 +32,10 @@ def get_config(arg=None):
   c.pipeline = ml_collections.ConfigDict()
   c.pipeline.max_retries = 2         # extra teacher calls per stage after a rejected reply
   c.pipeline.num_solutions = 3       # k solver runs per task
-  c.pipeline.min_agreement = 0.67    # share of solutions that must reach every subgoal's call
+  c.pipeline.min_agreement = 0.67    # share of solutions that must pass the new rubric (KEEP)
+  c.pipeline.pass_reward = 1.0       # a solution passes with rubric reward >= this
+  c.pipeline.batch_size = 8          # records per batched teacher call and per resume checkpoint
+  c.pipeline.simulate_tools = True   # teacher simulates tool calls the world does not script
   c.pipeline.max_turns = 10          # per solver episode
   c.pipeline.dedup_threshold = 0.6   # n-gram Jaccard at or above this is a near-duplicate
   c.pipeline.dedup_ngram = 3

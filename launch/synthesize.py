@@ -47,6 +47,8 @@ def check_config(config) -> None:
     if not config.teacher.base_url:
       raise SynthConfigError("teacher.base_url is not set: pass "
                              "--config.teacher.base_url=http://HOST:PORT/v1")
+    if not config.teacher.model:
+      raise SynthConfigError("teacher.model is not set: pass --config.teacher.model=NAME")
     if not os.path.isdir(config.seeds_dir):
       raise SynthConfigError(f"seeds_dir={config.seeds_dir!r} is not a directory")
 
@@ -74,8 +76,9 @@ def run_offline(config, out_path: str) -> int:
 
 def build_teacher(config):
   from synthagent_jax.llm import openai_http  # pylint: disable=g-import-not-at-top
-  return openai_http.OpenAIChatLLM(base_url=config.teacher.base_url, model=config.teacher.model,
-                                   api_key_env=config.teacher.api_key_env)
+  return openai_http.OpenAIChatLLM(openai_http.OpenAIConfig(
+      base_url=config.teacher.base_url, model=config.teacher.model,
+      api_key_env=config.teacher.api_key_env))
 
 
 def run_teacher(config, out_path: str, teacher=None) -> dict:

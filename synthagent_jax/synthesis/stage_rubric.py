@@ -1,0 +1,117 @@
+"""Stage 6: the rubric from the solutions (subgoals / interactions / forbidden, structured checks
+where possible), then KEEP or DISCARD by whether the solutions agree.
+
+Agreement: every solution is scored with `rewards.rubric.score` under the new rubric (structured
+checks only); the task is kept when at least `min_agreement` of them pass (reward >=
+`pass_reward`) and the teacher's own verdict is KEEP. The first passing solution becomes the
+task's reference trajectory.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Sequence
+
+from synthagent_jax.envs import task as task_lib
+from synthagent_jax.synthesis import assemble
+from synthagent_jax.synthesis import teacher as teacher_lib
+from synthagent_jax.synthesis.teacher import Reject, require
+
+NAME = "rubric"
+SECTIONS = (("subgoals", "sg"), ("interactions", "ia"), ("forbidden", "fb"))
+
+
+def summarize_solution(j: int, sol: dict) -> str:
+  """One attempt as short text for the rubric prompt."""
+  lines = [f"Attempt {j + 1} ({sol['status']}):"]
+  for m in sol["messages"][1:]:
+    if m["role"] == "assistant" and m.get("tool_calls"):
+      for c in m["tool_calls"]:
+        fn = c["function"]
+        lines.append(f"  call {fn['name']}({json.dumps(fn['arguments'], ensure_ascii=False)})")
+    elif m["role"] == "tool":
+      lines.append(f"    -> {m['content'][:200]}")
+    elif m["role"] == "assistant":
+      lines.append(f"  assistant: {m['content'][:200]}")
+    elif m["role"] == "user":
+      lines.append(f"  user: {m['content'][:200]}")
+  return "\n".join(lines)
+
+
+def parse_rubric(obj: dict) -> dict:
+  """Teacher sections -> a Task-schema rubric with ids sg_i / ia_i / fb_i."""
+  rubric = {}
+  for section, prefix in SECTIONS:
+    raw = require(obj, section, list)
+    if not raw:
+      raise Reject("missing_section", f"{section} is empty")
+    items = []
+    for i, it in enumerate(raw):
+      where = f"{section}[{i}]"
+      text = require(it, "text", str, where).strip()
+      if not text:
+        raise Reject("missing_field", f"{where}.text (empty)")
+      check = it.get("check")
+      if check is not None and not isinstance(check, dict):
+        raise Reject("bad_check", f"{where}.check should be an object or null")
+      items.append({"id": f"{prefix}_{i}", "text": text, "weight": float(it.get("weight", 1.0)),
+                    "check": check})
+    rubric[section] = items
+  return rubric
+
+
+def parse_reply(rec: dict, obj: dict) -> dict:
+  rubric = parse_rubric(obj)
+  verdict = str(require(obj, "verdict", str)).strip().upper()
+  if verdict not in ("KEEP", "DISCARD"):
+    raise Reject("bad_field", f"verdict must be KEEP or DISCARD, got {verdict!r}")
+  try:  # checks must name real tools / private slots
+    task_lib.Task.from_dict(assemble.task_dict(rec, rubric))
+  except task_lib.TaskValidationError as e:
+    raise Reject("bad_check", str(e)) from e
+  return {"rubric": rubric, "verdict": verdict, "verdict_reason": str(obj.get("reason", ""))}
+
+
+def conversation(rec: dict) -> list[dict]:
+  sols = "\n".join(summarize_solution(j, s) for j, s in enumerate(rec["solutions"]))
+  prompt = teacher_lib.render_prompt(
+      NAME, full_task=rec["full_task"], instruction=rec["instruction"],
+      private_info=json.dumps(rec["private_info"], ensure_ascii=False),
+      tool_names=", ".join(t["function"]["name"] for t in rec["tools"]),
+      forbidden=json.dumps(rec["forbidden"], ensure_ascii=False), solutions=sols)
+  return [{"role": "system", "content": prompt}, {"role": "user", "content": "Write the rubric now."}]
+
+
+def judge_agreement(rec: dict, rubric: dict, pass_reward: float) -> tuple[list[float], list | None]:
+  """Rewards of the solutions under `rubric` and the first passing solution's messages."""
+  from synthagent_jax.rewards import rubric as rubric_lib  # pylint: disable=g-import-not-at-top
+  task = task_lib.Task.from_dict(assemble.task_dict(rec, rubric))
+  rewards, reference = [], None
+  for sol in rec["solutions"]:
+    r = float(rubric_lib.score(task, sol["messages"]).reward)
+    rewards.append(r)
+    if reference is None and r >= pass_reward:
+      reference = sol["messages"]
+  return rewards, reference
+
+
+def run(records: Sequence[dict], teacher, cfg) -> list[teacher_lib.Answer]:
+  answers = teacher_lib.ask_json(teacher, [conversation(r) for r in records],
+                                 lambda i, obj: parse_reply(records[i], obj),
+                                 cfg.max_retries, cfg.sampling)
+  for rec, ans in zip(records, answers):
+    if not ans.ok:
+      continue
+    got = ans.value
+    if got["verdict"] == "DISCARD":
+      ans.value, ans.reason, ans.detail = None, "discarded_by_teacher", got["verdict_reason"]
+      continue
+    rewards, reference = judge_agreement(rec, got["rubric"], cfg.pass_reward)
+    share = sum(r >= cfg.pass_reward for r in rewards) / max(len(rewards), 1)
+    if share < cfg.min_agreement or reference is None:
+      ans.value, ans.reason = None, "solutions_disagree"
+      ans.detail = f"{share:.2f} of solutions pass (rewards {[round(r, 2) for r in rewards]})"
+      continue
+    ans.value = {**rec, "rubric": got["rubric"], "reference": reference,
+                 "solution_rewards": rewards}
+  return answers
