@@ -62,6 +62,16 @@ def load_rollouts(workdir: str | os.PathLike, step: int | None = None) -> list[d
   return metrics_lib.read_rollouts(workdir, step)
 
 
+def evenly_spaced(steps: Sequence[int], n: int) -> list[int]:
+  """At most `n` (>= 2) of `steps`, evenly spaced, always keeping the first and the last."""
+  if n < 2:
+    raise ValueError(f"n must be >= 2, got {n}")
+  steps = list(steps)
+  if len(steps) <= n:
+    return steps
+  return [steps[i] for i in sorted({round(i * (len(steps) - 1) / (n - 1)) for i in range(n)})]
+
+
 def load_all_rollouts(workdir: str | os.PathLike,
                       steps: Iterable[int] | None = None) -> dict[int, list[dict]]:
   """{step: episodes} for `steps` (default: every logged step), ascending."""
@@ -139,15 +149,10 @@ def reward_distribution(by_step: Mapping[int, Sequence[Record]], max_steps: int 
 
   With more than `max_steps` steps, evenly spaced steps (always the first and last) are shown.
   """
-  import matplotlib  # pylint: disable=g-import-not-at-top
-  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
-  del matplotlib
-  fig, (ax_box, ax_hist) = plt.subplots(1, 2, figsize=(12, 3.8),
-                                        gridspec_kw={"width_ratios": [3, 1]})
-  steps = sorted(s for s, recs in by_step.items() if recs)
-  if len(steps) > max_steps:
-    idx = sorted({round(i * (len(steps) - 1) / (max_steps - 1)) for i in range(max_steps)})
-    steps = [steps[i] for i in idx]
+  from matplotlib.figure import Figure  # pylint: disable=g-import-not-at-top
+  fig = Figure(figsize=(12, 3.8))
+  ax_box, ax_hist = fig.subplots(1, 2, gridspec_kw={"width_ratios": [3, 1]})
+  steps = evenly_spaced(sorted(s for s, recs in by_step.items() if recs), max_steps)
   if not steps:
     for ax in (ax_box, ax_hist):
       ax.text(0.5, 0.5, "no rollouts", transform=ax.transAxes, ha="center", va="center")

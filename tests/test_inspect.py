@@ -3,7 +3,6 @@
 import html.parser
 import math
 
-import matplotlib.pyplot as plt
 import pytest
 
 from synthagent_jax import inspect as insp
@@ -157,6 +156,13 @@ def test_best_and_worst(workdir):
     insp.best_and_worst(recs, k=0)
 
 
+def test_evenly_spaced():
+  assert insp.evenly_spaced([1, 2, 3], 5) == [1, 2, 3]
+  assert insp.evenly_spaced(list(range(0, 100, 10)), 4) == [0, 30, 60, 90]
+  with pytest.raises(ValueError, match="n must be"):
+    insp.evenly_spaced([1, 2], 1)
+
+
 def test_html_table_and_episode(workdir):
   out = insp.html_table([{"a": 1, "b": 0.123456, "c": True}, {"a": "<x>", "b": math.nan}])
   assert_well_formed(out)
@@ -175,12 +181,9 @@ def test_reward_distribution_figure(workdir):
   assert list(ax_box.lines[-1].get_ydata()) == pytest.approx([0.375, 0.5])  # the mean line
   assert ax_hist.get_title() == "Step 3 (2 episodes)"
   assert sum(p.get_height() for p in ax_hist.patches) == 2
-  plt.close(fig)
   many = {s: [record(s, "a", 0, s / 100)] for s in range(100)}
   fig = insp.reward_distribution(many, max_steps=10)
   labels = [t.get_text() for t in fig.axes[0].get_xticklabels()]
   assert len(labels) == 10 and labels[0] == "0" and labels[-1] == "99"
-  plt.close(fig)
   fig = insp.reward_distribution({})
   assert "no rollouts" in fig.axes[0].texts[0].get_text()
-  plt.close(fig)

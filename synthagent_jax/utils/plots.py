@@ -4,6 +4,10 @@ Reads `metrics.jsonl` (see utils/metrics.py). Each panel plots every key of its 
 logged; a panel with no data stays on the figure with a "no data" note naming the keys it looked
 for, so the layout is the same for every run and a missing metric is visible, not hidden.
 Non-finite values (a NaN loss) are skipped in the line and counted in the legend.
+
+Figures are built with `matplotlib.figure.Figure`, not pyplot: no global backend switch (a
+notebook keeps its inline backend), no figure registry growing during a long run, and no display
+needed on a headless server.
 """
 
 from __future__ import annotations
@@ -14,12 +18,9 @@ import os
 import pathlib
 import tempfile
 
-import matplotlib
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402  (backend must be chosen first)
-
-from synthagent_jax.utils import metrics as metrics_lib  # noqa: E402
+from synthagent_jax.utils import metrics as metrics_lib
 
 PLOTS_DIR = "plots"
 CURVES_FILE = "curves.png"
@@ -79,7 +80,8 @@ def curves_figure(records, panels=PANELS, title: str = ""):
   """A matplotlib Figure with one panel per entry of `panels` (2 rows x 3 columns for 6)."""
   ncols = 3
   nrows = max(1, math.ceil(len(panels) / ncols))
-  fig, axes = plt.subplots(nrows, ncols, figsize=(5.0 * ncols, 3.6 * nrows), squeeze=False)
+  fig = Figure(figsize=(5.0 * ncols, 3.6 * nrows))
+  axes = fig.subplots(nrows, ncols, squeeze=False)
   for ax, panel in zip(axes.flat, panels):
     draw_panel(ax, panel, records)
   for ax in list(axes.flat)[len(panels):]:
@@ -108,7 +110,6 @@ def plot_curves(workdir: str | os.PathLike, out_path: str | os.PathLike | None =
     fig.savefig(tmp, dpi=100)
     os.replace(tmp, out)
   finally:
-    plt.close(fig)
     if os.path.exists(tmp):
       os.unlink(tmp)
   return out

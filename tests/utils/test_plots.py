@@ -1,8 +1,10 @@
 """Tests for the training-curve plot (utils/plots.py)."""
 
 import math
+import pathlib
+import subprocess
+import sys
 
-import matplotlib.pyplot as plt
 import pytest
 
 from synthagent_jax.utils import metrics, plots
@@ -37,7 +39,6 @@ def test_plot_curves_writes_png_with_every_panel_filled(tmp_path):
     assert ax.lines, f"panel {ax.get_title()} has no line"
   # The eval line holds exactly the eval steps.
   assert list(axes[0].lines[1].get_xdata()) == [4, 8, 12]
-  plt.close(fig)
 
 
 def test_missing_metrics_give_empty_panels_with_note(tmp_path):
@@ -51,7 +52,6 @@ def test_missing_metrics_give_empty_panels_with_note(tmp_path):
   clip = by_title["Clip fraction"]
   assert not clip.lines
   assert any("no data" in t.get_text() and "learner/clip_frac" in t.get_text() for t in clip.texts)
-  plt.close(fig)
 
 
 def test_no_metrics_file_at_all(tmp_path):
@@ -66,7 +66,6 @@ def test_nan_values_are_skipped_and_counted(tmp_path):
   ys = list(loss_ax.lines[0].get_ydata())
   assert len(ys) == 4 and all(math.isfinite(y) for y in ys)
   assert "1 non-finite" in loss_ax.get_legend().get_texts()[0].get_text()
-  plt.close(fig)
 
 
 @pytest.mark.parametrize("n", [1, 3, 7])
@@ -74,4 +73,15 @@ def test_any_number_of_panels(n):
   panels = tuple(plots.Panel(f"p{i}", (f"x/k{i}",)) for i in range(n))
   fig = plots.curves_figure([{"step": 1, "x/k0": 1.0}], panels=panels)
   assert sum(1 for ax in fig.axes if ax.axison) == n
-  plt.close(fig)
+
+
+def test_plotting_leaves_pyplot_and_backend_alone(tmp_path):
+  # A notebook keeps its inline backend and a long run accumulates no pyplot figures.
+  code = ("import sys, matplotlib; before = dict.__getitem__(matplotlib.rcParams, 'backend'); "
+          "from synthagent_jax.utils import plots; plots.plot_curves(sys.argv[1]); "
+          "assert 'matplotlib.pyplot' not in sys.modules, 'pyplot imported'; "
+          "assert dict.__getitem__(matplotlib.rcParams, 'backend') == before, 'backend changed'")
+  res = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True,
+                       cwd=pathlib.Path(__file__).resolve().parents[2], timeout=60)
+  assert res.returncode == 0, res.stderr
+  assert (tmp_path / "plots" / "curves.png").exists()
