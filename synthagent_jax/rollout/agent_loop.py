@@ -1,0 +1,285 @@
+"""Runs many agent episodes at once, token-in/token-out, against an Engine and two environments.
+
+Per round, ONE `engine.generate` call carries the current turn of every unfinished episode, so no
+episode waits for the slowest: an episode that ends drops out of the next round. Each sampled turn
+is parsed (`turns.parse_turn`) and routed: tool calls -> `ToolEnv.call` (several per turn; a
+malformed call becomes an error observation), a message -> `UserEnv.reply`, an answer -> the end.
+
+Token-in/token-out: the prompt is rendered once with the chat template; sampled tokens are kept
+exactly as sampled (loss_mask 1, sampler logprob kept); environment messages are appended as
+template deltas tokenized on their own (loss_mask 0). History is never re-tokenized, so the ids a
+Trajectory ends with are exactly what the policy saw and what the learner trains on.
+
+The Engine is stateless, so every round re-prefills each episode's whole history; `LoopStats`
+counts those prefill tokens so their cost can be measured (benchmarks/agent_loop_throughput.py).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from typing import Any, Sequence
+
+from synthagent_jax.envs.base import ToolEnv, UserEnv
+from synthagent_jax.inference.engine import Completion, Engine, SamplingParams
+from synthagent_jax.models import chat_format as cf
+from synthagent_jax.rollout.trajectory import Trajectory, TurnRecord
+from synthagent_jax.rollout.turns import Turn, parse_turn
+
+DEFAULT_SYSTEM_PROMPT = (
+    "You are a helpful assistant that completes the user's request with the tools provided. "
+    "If information you need is missing, ask the user for it in a short message. "
+    "When the request is complete, give your final answer inside <answer></answer>.")
+TRUNCATION_NOTE = "\n[tool response truncated]"
+INVALID_CALL_NAME = "invalid_tool_call"
+
+
+@dataclasses.dataclass(frozen=True)
+class AgentLoopConfig:
+  """Limits and sampling for the agent loop.
+
+  Attributes:
+    max_turns: assistant turns per episode; reaching it without an answer ends with "max_turns".
+    max_new_tokens: sampled tokens per assistant turn.
+    max_total_tokens: cap on a trajectory's length (prompt + turns + env deltas); "context_full".
+    max_tool_response_tokens: each tool observation is cut to this many tokens (recorded).
+    temperature, top_p, top_k, seed: passed to SamplingParams (the seed is varied per round).
+    system_prompt: the system message placed before the tool schemas.
+    end_of_turn: the token that ends an assistant turn (the engine's stop token).
+  """
+
+  max_turns: int = 8
+  max_new_tokens: int = 256
+  max_total_tokens: int = 4096
+  max_tool_response_tokens: int = 512
+  temperature: float = 1.0
+  top_p: float = 1.0
+  top_k: int = 0
+  seed: int = 0
+  system_prompt: str = DEFAULT_SYSTEM_PROMPT
+  end_of_turn: str = cf.IM_END
+
+  def __post_init__(self):
+    for name in ("max_turns", "max_new_tokens", "max_total_tokens", "max_tool_response_tokens"):
+      if getattr(self, name) < 1:
+        raise ValueError(f"AgentLoopConfig.{name} must be >= 1, got {getattr(self, name)}")
+    # Validates temperature / top_p / top_k with SamplingParams' own messages.
+    SamplingParams(temperature=self.temperature, top_p=self.top_p, top_k=self.top_k)
+
+
+@dataclasses.dataclass
+class LoopStats:
+  """Where one `run` spent its time and tokens (seconds, token counts)."""
+
+  generate_s: float = 0.0
+  env_s: float = 0.0
+  total_s: float = 0.0
+  rounds: int = 0
+  prefill_tokens: int = 0  # prompt tokens sent to the engine, summed over rounds (re-prefill)
+  sampled_tokens: int = 0
+
+
+@dataclasses.dataclass
+class _Episode:
+  task: Any
+  sample_index: int
+  token_ids: list[int]
+  loss_mask: list[int]
+  logprobs: list[float]
+  prompt_len: int
+  messages: list[dict]
+  tool_state: Any = None
+  turns: list[TurnRecord] = dataclasses.field(default_factory=list)
+  status: str | None = None
+  error: str | None = None
+  num_tool_calls: int = 0
+  truncated: int = 0
+
+  def append(self, ids: Sequence[int], sampled: bool, logprobs: Sequence[float] | None = None):
+    self.token_ids.extend(int(i) for i in ids)
+    self.loss_mask.extend([1 if sampled else 0] * len(ids))
+    self.logprobs.extend([float(x) for x in logprobs] if sampled else [0.0] * len(ids))
+
+  def finish(self, status: str, error: str | None = None):
+    self.status, self.error = status, error
+
+  def trajectory(self) -> Trajectory:
+    return Trajectory(
+        task_id=str(self.task.id), sample_index=self.sample_index, token_ids=self.token_ids,
+        loss_mask=self.loss_mask, sampler_logprobs=self.logprobs, prompt_len=self.prompt_len,
+        messages=self.messages, turns=self.turns, status=self.status, num_turns=len(self.turns),
+        num_tool_calls=self.num_tool_calls, num_response_tokens=sum(self.loss_mask),
+        truncated_tool_responses=self.truncated, error=self.error)
+
+
+def assistant_message(turn: Turn) -> dict:
+  """The decoded chat message of a turn: well-formed calls as `tool_calls`, the rest as content."""
+  if not turn.calls:
+    return {"role": "assistant", "content": turn.text}
+  content = turn.text
+  for block in turn.blocks:
+    if block.call is not None:
+      content = content.replace(f"{cf.TOOL_CALL_START}{block.raw}{cf.TOOL_CALL_END}", "", 1)
+  return {"role": "assistant", "content": content.strip(),
+          "tool_calls": [{"type": "function", "function": {"name": c.name, "arguments": c.arguments}}
+                         for c in turn.calls]}
+
+
+class AgentLoop:
+  """Turns (tasks x samples) into Trajectories. Not thread-safe; one `run` at a time.
+
+  Args:
+    engine: any inference.Engine (the JAX sampler in-process, SGLang over HTTP, a scripted fake).
+    tokenizer: the HF tokenizer whose chat template matches the policy.
+    tools: ToolEnv (`new_episode(task)`, `call(task, call, state) -> str`).
+    user: UserEnv (`reply(task, messages) -> (text, stop)`).
+    config: AgentLoopConfig.
+  Tasks are duck-typed on the Task schema: `.id`, `.instruction`, `.tools` (envs.task.Tool objects
+  or dicts in the Task/OpenAI tool shape).
+  """
+
+  def __init__(self, engine: Engine, tokenizer, tools: ToolEnv, user: UserEnv,
+               config: AgentLoopConfig = AgentLoopConfig()):
+    self.engine, self.tokenizer, self.tools, self.user, self.config = (
+        engine, tokenizer, tools, user, config)
+    self.eot_id = cf.token_id(tokenizer, config.end_of_turn)
+    self.stats = LoopStats()
+
+  # ---- episode setup -------------------------------------------------------------------------
+  def _start(self, task: Any, sample_index: int) -> _Episode:
+    messages = [{"role": "system", "content": self.config.system_prompt},
+                {"role": "user", "content": task.instruction}]
+    ids = cf.render_prompt_ids(self.tokenizer, messages, list(task.tools))
+    ep = _Episode(task, sample_index, [], [], [], len(ids), messages)
+    ep.append(ids, sampled=False)
+    if len(ids) + 2 > self.config.max_total_tokens:  # room for >= 1 sampled token + end token
+      ep.finish("context_full")
+      return ep
+    try:
+      ep.tool_state = self.tools.new_episode(task)
+    except Exception as e:  # pylint: disable=broad-except  # an env failure ends only this episode
+      ep.finish("error", f"tools.new_episode raised {e.__class__.__name__}: {e}")
+    return ep
+
+  # ---- one sampled turn ----------------------------------------------------------------------
+  def _take_turn(self, ep: _Episode, completion: Completion, budget: int) -> Turn:
+    ids, lps = list(completion.token_ids[:budget]), list(completion.logprobs[:budget])
+    finish = completion.finish_reason if len(completion.token_ids) <= budget else "length"
+    start = len(ep.token_ids)
+    ep.append(ids, sampled=True, logprobs=lps)
+    if not ids or ids[-1] != self.eot_id:
+      # Truncated (or stopped on another token): close the turn as the template would, untrained.
+      ep.append([self.eot_id], sampled=False)
+    body = ids[:-1] if ids and ids[-1] == self.eot_id else ids
+    text = self.tokenizer.decode(body, skip_special_tokens=False)
+    turn = parse_turn(text)
+    ep.turns.append(TurnRecord(index=len(ep.turns), kind=turn.kind, start=start,
+                               num_sampled=len(ids), finish_reason=finish,
+                               num_calls=len(turn.calls),
+                               num_call_errors=sum(b.call is None for b in turn.blocks),
+                               errors=list(turn.errors)))
+    ep.messages.append(assistant_message(turn))
+    return turn
+
+  # ---- the environment's answer to a turn ----------------------------------------------------
+  def _observe_tools(self, ep: _Episode, turn: Turn) -> list[dict]:
+    out = []
+    for block in turn.blocks:
+      if block.call is None:
+        out.append({"role": "tool", "name": INVALID_CALL_NAME, "content": f"Error: {block.error}"})
+        continue
+      text = self.tools.call(ep.task, block.call, ep.tool_state)
+      if not isinstance(text, str):
+        raise TypeError(f"ToolEnv.call returned {type(text).__name__}, expected str")
+      ep.num_tool_calls += 1
+      text = self._truncate(ep, text)
+      out.append({"role": "tool", "name": block.call.name, "content": text})
+    return out
+
+  def _truncate(self, ep: _Episode, text: str) -> str:
+    limit = self.config.max_tool_response_tokens
+    ids = cf.encode(self.tokenizer, text)
+    if len(ids) <= limit:
+      return text
+    ep.truncated += 1
+    ep.turns[-1].truncated_tool_responses += 1
+    return self.tokenizer.decode(ids[:limit], skip_special_tokens=False) + TRUNCATION_NOTE
+
+  def _respond(self, ep: _Episode, turn: Turn):
+    """Routes a turn; appends the environment's delta or finishes the episode."""
+    cfg = self.config
+    if turn.kind == "answer":
+      ep.finish("answered")
+      return
+    if len(ep.turns) >= cfg.max_turns:
+      ep.finish("max_turns")
+      return
+    try:
+      if turn.kind == "tool_calls":
+        env_messages = self._observe_tools(ep, turn)
+      else:
+        reply, stop = self.user.reply(ep.task, list(ep.messages))
+        if not isinstance(reply, str):
+          raise TypeError(f"UserEnv.reply returned {type(reply).__name__} text, expected str")
+        env_messages = [{"role": "user", "content": reply}]
+        if stop:
+          ep.messages.extend(env_messages)  # the user's last word has no tokens (nothing follows)
+          ep.finish("user_stopped")
+          return
+    except Exception as e:  # pylint: disable=broad-except  # an env failure ends only this episode
+      ep.finish("error", f"{e.__class__.__name__}: {e}")
+      return
+    delta = cf.render_delta_ids(self.tokenizer, env_messages, add_generation_prompt=True,
+                                end_of_turn=cfg.end_of_turn)
+    if len(ep.token_ids) + len(delta) + 2 > cfg.max_total_tokens:  # + >= 1 sampled + end token
+      ep.finish("context_full")  # the observation never reached the policy, so it is not kept
+      return
+    ep.messages.extend(env_messages)
+    ep.append(delta, sampled=False)
+    ep.turns[-1].num_env_tokens = len(delta)
+
+  # ---- the batched loop ----------------------------------------------------------------------
+  def run(self, tasks: Sequence[Any], num_samples: int = 1, seed: int | None = None
+          ) -> list[Trajectory]:
+    """Runs `num_samples` episodes per task; returns Trajectories task-major (task 0's samples
+    first). `seed` (default config.seed) makes a run reproducible; vary it per RL step."""
+    if num_samples < 1:
+      raise ValueError(f"num_samples must be >= 1, got {num_samples}")
+    cfg = self.config
+    stats = self.stats = LoopStats()
+    t_start = time.perf_counter()
+    base_seed = cfg.seed if seed is None else seed
+    t0 = time.perf_counter()
+    episodes = [self._start(task, g) for task in tasks for g in range(num_samples)]
+    stats.env_s += time.perf_counter() - t0
+    while True:
+      active = [ep for ep in episodes if ep.status is None]
+      if not active:
+        break
+      # One slot stays free for the end token a truncated turn is closed with.
+      budgets = [min(cfg.max_new_tokens, cfg.max_total_tokens - len(ep.token_ids) - 1)
+                 for ep in active]
+      sampling = SamplingParams(
+          max_new_tokens=max(budgets), temperature=cfg.temperature, top_p=cfg.top_p,
+          top_k=cfg.top_k, stop_token_ids=(self.eot_id,),
+          seed=(base_seed * 1_000_003 + stats.rounds) % (2**31))
+      prompts = [list(ep.token_ids) for ep in active]
+      t0 = time.perf_counter()
+      completions = self.engine.generate(prompts, sampling)
+      stats.generate_s += time.perf_counter() - t0
+      if len(completions) != len(prompts):
+        raise RuntimeError(f"engine returned {len(completions)} completions for {len(prompts)} prompts")
+      stats.rounds += 1
+      stats.prefill_tokens += sum(len(p) for p in prompts)
+      t0 = time.perf_counter()
+      for ep, completion, budget in zip(active, completions, budgets):
+        turn = self._take_turn(ep, completion, budget)
+        stats.sampled_tokens += ep.turns[-1].num_sampled
+        out_of_room = budget < cfg.max_new_tokens and ep.turns[-1].finish_reason == "length"
+        if out_of_room and turn.kind != "answer":
+          ep.finish("context_full")
+          continue
+        self._respond(ep, turn)
+      stats.env_s += time.perf_counter() - t0
+    stats.total_s = time.perf_counter() - t_start
+    return [ep.trajectory() for ep in episodes]
