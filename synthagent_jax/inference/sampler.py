@@ -1,0 +1,275 @@
+"""The in-process JAX sampler: batched prefill + KV-cache decode, all inside one `jit`.
+
+Layout of one call (B prompts, bucketed to Bb rows and Pb prompt slots, Nb new-token slots):
+
+    cache slots   [0 ........ Pb) [Pb ........... Pb+Nb)
+    row r         pad.. prompt_r   t0 t1 t2 ...             (prompts are LEFT-padded)
+
+Every row's prompt ends at slot Pb-1, so the prefill is one `forward_cached` over [Bb, Pb] and
+decode step i writes token i-1 at slot Pb+i-1 for the whole batch (a scalar cache index).
+RoPE positions are per row (slot minus that row's padding) and `kv_mask_bs` hides the padding
+slots, so a left-padded prompt sees exactly what it would see alone. The decode loop is a
+`lax.while_loop` that stops as soon as every row has sampled a stop token (or at
+max_new_tokens). Shapes are rounded up to power-of-two buckets and the sampling knobs are traced
+scalars, so repeated calls reuse compiled code; `trace_count()` counts compilations.
+
+Parameters are never copied: the engine holds the learner's model (and splits it per call,
+which only collects references) or a `(graphdef, state)` pair replaced by `update_params`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Any, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from synthagent_jax.inference import sampling as sampling_lib
+from synthagent_jax.inference.engine import Completion, SamplingParams
+
+_TRACES = {"count": 0}
+
+
+def trace_count() -> int:
+  """How many times the generation function has been traced (= compiled) in this process."""
+  return _TRACES["count"]
+
+
+def bucket(n: int, minimum: int = 1) -> int:
+  """Smallest power of two >= max(n, minimum)."""
+  if n < 0 or minimum < 1:
+    raise ValueError(f"bucket needs n >= 0 and minimum >= 1, got n={n}, minimum={minimum}")
+  size = 1
+  while size < max(n, minimum):
+    size *= 2
+  return size
+
+
+@dataclasses.dataclass(frozen=True)
+class Buckets:
+  """Minimum bucket sizes (each bucket is the next power of two above these).
+
+  Attributes:
+    min_batch: smallest batch bucket.
+    min_prompt_len: smallest prompt-length bucket.
+    min_new_tokens: smallest max_new_tokens bucket.
+    num_stop_ids: stop-id slots (more stop ids round up to the next power of two).
+  """
+
+  min_batch: int = 1
+  min_prompt_len: int = 16
+  min_new_tokens: int = 16
+  num_stop_ids: int = 8
+
+  def __post_init__(self):
+    for field in dataclasses.fields(self):
+      value = getattr(self, field.name)
+      if not isinstance(value, int) or value < 1:
+        raise ValueError(f"Buckets.{field.name} must be a positive int, got {value!r}")
+
+
+@functools.partial(jax.jit, static_argnames=("graphdef", "mode", "new_tokens_bucket"))
+def _generate_padded(graphdef, state, prompt_bp, prompt_len_b, active_b, key, temperature, top_p,
+                     top_k, stop_ids_s, max_new_tokens, *, mode, new_tokens_bucket):
+  """Prefill + decode on bucketed arrays.
+
+  Args:
+    graphdef: nnx GraphDef of the model (static).
+    state: nnx State (the parameters), any sharding.
+    prompt_bp: int32 [Bb, Pb] left-padded prompts.
+    prompt_len_b: int32 [Bb] real prompt lengths (>= 1).
+    active_b: bool [Bb]; False rows are batch padding (finished from the start).
+    key: PRNG key.
+    temperature, top_p: float32 scalars; top_k: int32 scalar.
+    stop_ids_s: int32 [S] stop ids padded with -1.
+    max_new_tokens: int32 scalar <= new_tokens_bucket.
+    mode: static sampling mode (see sampling_lib.MODES).
+    new_tokens_bucket: static Nb, cache room for new tokens.
+
+  Returns:
+    tokens_bn int32 [Bb, Nb] (-1 after a row finished), logprobs_bn float32 [Bb, Nb] (0 there),
+    num_steps int32 scalar (decode steps run, prefill's token included).
+  """
+  _TRACES["count"] += 1
+  model = nnx.merge(graphdef, state)
+  batch, prompt_slots = prompt_bp.shape
+  num_slots = prompt_slots + new_tokens_bucket
+  pad_b = prompt_slots - prompt_len_b
+  kv_mask_bs = jnp.arange(num_slots)[None, :] >= pad_b[:, None]
+  positions_bp = jnp.maximum(jnp.arange(prompt_slots)[None, :] - pad_b[:, None], 0)
+
+  def is_stop(tokens_b):
+    return jnp.any(tokens_b[:, None] == stop_ids_s[None, :], axis=-1)
+
+  def pick(logits_bv, step):
+    return sampling_lib.sample_step(logits_bv, jax.random.fold_in(key, step), temperature, top_p,
+                                top_k, mode)
+
+  cache = model.init_cache(batch, num_slots)
+  logits_bpv, cache = model.forward_cached(prompt_bp, positions_bp.astype(jnp.int32), cache,
+                                           jnp.int32(0), kv_mask_bs)
+  token_b, logprob_b = pick(logits_bpv[:, -1, :], 0)
+  token_b = jnp.where(active_b, token_b, -1)
+  tokens_bn = jnp.full((batch, new_tokens_bucket), -1, jnp.int32).at[:, 0].set(token_b)
+  logprobs_bn = jnp.zeros((batch, new_tokens_bucket), jnp.float32).at[:, 0].set(
+      jnp.where(active_b, logprob_b, 0.0))
+  done_b = ~active_b | is_stop(token_b)
+
+  def cond(carry):
+    step, _, _, done_b, _, _ = carry
+    return (step < max_new_tokens) & ~jnp.all(done_b)
+
+  def body(carry):
+    step, cache, last_b, done_b, tokens_bn, logprobs_bn = carry
+    positions_b1 = (prompt_len_b + step - 1)[:, None].astype(jnp.int32)
+    feed_b1 = jnp.maximum(last_b, 0)[:, None]  # finished rows feed a harmless id
+    logits_b1v, cache = model.forward_cached(feed_b1, positions_b1, cache,
+                                             (prompt_slots + step - 1).astype(jnp.int32),
+                                             kv_mask_bs)
+    token_b, logprob_b = pick(logits_b1v[:, 0, :], step)
+    token_b = jnp.where(done_b, -1, token_b)
+    tokens_bn = tokens_bn.at[:, step].set(token_b)
+    logprobs_bn = logprobs_bn.at[:, step].set(jnp.where(done_b, 0.0, logprob_b))
+    done_b = done_b | is_stop(token_b)
+    return step + 1, cache, token_b, done_b, tokens_bn, logprobs_bn
+
+  carry = (jnp.int32(1), cache, token_b, done_b, tokens_bn, logprobs_bn)
+  num_steps, _, _, _, tokens_bn, logprobs_bn = jax.lax.while_loop(cond, body, carry)
+  return tokens_bn, logprobs_bn, num_steps
+
+
+def _check_prompts(prompt_ids: Sequence[Sequence[int]]) -> list[list[int]]:
+  prompts = [list(p) for p in prompt_ids]
+  if not prompts:
+    raise ValueError("generate needs at least one prompt")
+  for i, prompt in enumerate(prompts):
+    if not prompt:
+      raise ValueError(f"prompt {i} is empty; every prompt needs at least one token")
+    if min(prompt) < 0:
+      raise ValueError(f"prompt {i} has a negative token id {min(prompt)}")
+  return prompts
+
+
+def _to_completions(tokens_bn: np.ndarray, logprobs_bn: np.ndarray, num_rows: int,
+                    sampling_params: SamplingParams) -> list[Completion]:
+  stop_ids = set(sampling_params.stop_token_ids)
+  completions = []
+  for row in range(num_rows):
+    tokens = tokens_bn[row, :sampling_params.max_new_tokens]
+    n = int(np.argmax(tokens < 0)) if np.any(tokens < 0) else len(tokens)
+    ids = [int(t) for t in tokens[:n]]
+    reason = "stop" if ids and ids[-1] in stop_ids else "length"
+    completions.append(Completion(token_ids=ids, logprobs=[float(x) for x in logprobs_bn[row, :n]],
+                                  finish_reason=reason))
+  return completions
+
+
+class JaxEngine:
+  """`Engine` over an in-process Flax NNX model (see the module docstring).
+
+  Args:
+    model: an nnx model with `init_cache` / `forward_cached` (held by reference: in-place
+      updates by the learner are seen by the next call), or a `(graphdef, state)` pair.
+    buckets: minimum bucket sizes.
+    max_batch_size: prompts beyond this are generated in consecutive chunks; None = no limit.
+  """
+
+  def __init__(self, model: nnx.Module | tuple[Any, Any], *, buckets: Buckets = Buckets(),
+               max_batch_size: int | None = None):
+    if max_batch_size is not None and max_batch_size < 1:
+      raise ValueError(f"JaxEngine.max_batch_size must be >= 1 or None, got {max_batch_size}")
+    self._model = None
+    self._graphdef = self._state = None
+    if isinstance(model, nnx.Module):
+      self._check_model(model)
+      self._model = model
+    elif isinstance(model, tuple) and len(model) == 2:
+      self._graphdef, self._state = model
+      self._check_model(nnx.merge(self._graphdef, self._state))
+    else:
+      raise TypeError(f"JaxEngine needs an nnx.Module or a (graphdef, state) pair, got "
+                      f"{type(model).__name__}")
+    self.buckets = buckets
+    self.max_batch_size = max_batch_size
+    self.last_num_steps = 0  # decode steps of the last chunk generated (for tests / metrics)
+
+  def _check_model(self, model):
+    for name in ("init_cache", "forward_cached"):
+      if not callable(getattr(model, name, None)):
+        raise TypeError(f"JaxEngine: model {type(model).__name__} has no {name}() method")
+    self._vocab_size = getattr(getattr(model, "config", None), "vocab_size", None)
+
+  def update_params(self, params: Any) -> None:
+    """Points the engine at new parameters: an nnx State (from `nnx.split`), a `(graphdef,
+    state)` pair, or a model. No copy is made."""
+    if isinstance(params, nnx.Module):
+      self._check_model(params)
+      self._model, self._graphdef, self._state = params, None, None
+    elif isinstance(params, tuple) and len(params) == 2:
+      self._model, (self._graphdef, self._state) = None, params
+    else:
+      if self._model is not None:
+        self._graphdef = nnx.graphdef(self._model)
+      self._model, self._state = None, params
+
+  def split(self) -> tuple[Any, Any]:
+    """The (graphdef, state) the next call will use (references, not copies)."""
+    if self._model is not None:
+      return nnx.split(self._model)
+    return self._graphdef, self._state
+
+  def generate(self, prompt_ids: Sequence[Sequence[int]],
+               sampling: SamplingParams) -> list[Completion]:
+    """Returns one Completion per prompt, in prompt order (see `engine.Engine`)."""
+    prompts = _check_prompts(prompt_ids)
+    if self._vocab_size is not None:
+      for i, prompt in enumerate(prompts):
+        if max(prompt) >= self._vocab_size:
+          raise ValueError(f"prompt {i} has token id {max(prompt)} >= vocab_size "
+                           f"{self._vocab_size}")
+    chunk = self.max_batch_size or len(prompts)
+    graphdef, state = self.split()
+    completions = []
+    for start in range(0, len(prompts), chunk):
+      completions += self._generate_chunk(graphdef, state, prompts[start:start + chunk],
+                                          sampling, chunk_index=start // chunk)
+    return completions
+
+  def _generate_chunk(self, graphdef, state, prompts, sp: SamplingParams,
+                      chunk_index: int) -> list[Completion]:
+    b = self.buckets
+    batch = bucket(len(prompts), b.min_batch)
+    prompt_slots = bucket(max(len(p) for p in prompts), b.min_prompt_len)
+    new_tokens_bucket = bucket(sp.max_new_tokens, b.min_new_tokens)
+    prompt_bp = np.zeros((batch, prompt_slots), np.int32)
+    prompt_len_b = np.ones((batch,), np.int32)
+    for row, prompt in enumerate(prompts):
+      prompt_bp[row, prompt_slots - len(prompt):] = prompt
+      prompt_len_b[row] = len(prompt)
+    active_b = np.arange(batch) < len(prompts)
+    stop_ids_s = np.full((bucket(len(sp.stop_token_ids), b.num_stop_ids),), -1, np.int32)
+    stop_ids_s[:len(sp.stop_token_ids)] = sp.stop_token_ids
+    key = jax.random.fold_in(jax.random.key(sp.seed), chunk_index)
+    tokens_bn, logprobs_bn, num_steps = _generate_padded(
+        graphdef, state, jnp.asarray(prompt_bp), jnp.asarray(prompt_len_b),
+        jnp.asarray(active_b), key, jnp.float32(max(sp.temperature, 1e-6)),
+        jnp.float32(sp.top_p), jnp.int32(sp.top_k), jnp.asarray(stop_ids_s),
+        jnp.int32(sp.max_new_tokens),
+        mode=sampling_lib.mode_for(sp.temperature, sp.top_p, sp.top_k),
+        new_tokens_bucket=new_tokens_bucket)
+    self.last_num_steps = int(num_steps)
+    return _to_completions(np.asarray(tokens_bn), np.asarray(logprobs_bn), len(prompts), sp)
+
+
+def generate(model: nnx.Module | tuple[Any, Any], prompt_ids: Sequence[Sequence[int]],
+             max_new_tokens: int, temperature: float = 0.0, top_p: float = 1.0, top_k: int = 0,
+             stop_token_ids: Sequence[int] = (), seed: int = 0) -> list[Completion]:
+  """One-shot convenience over `JaxEngine` for notebooks and tests (compiled code is shared
+  across calls with the same shapes)."""
+  sp = SamplingParams(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
+                      top_k=top_k, stop_token_ids=tuple(stop_token_ids), seed=seed)
+  return JaxEngine(model).generate(prompt_ids, sp)
