@@ -20,14 +20,19 @@ class JsonExtractError(ValueError):
     self.detail = detail
 
 
-def _balanced_spans(text: str):
-  """Yields substrings starting at each '{' or '[' up to its matching close (string-aware)."""
-  for start, ch in enumerate(text):
-    if ch not in "{[":
+def _top_level_spans(text: str) -> tuple[list[str], bool]:
+  """Top-level balanced {...}/[...] spans (string-aware) and whether one is cut off at the end.
+
+  Only top-level spans count: an inner object of a truncated reply is not the answer.
+  """
+  spans, i, n = [], 0, len(text)
+  while i < n:
+    if text[i] not in "{[":
+      i += 1
       continue
-    stack, in_str, esc = [], False, False
-    for i in range(start, len(text)):
-      c = text[i]
+    stack, in_str, esc, j, end = [], False, False, i, None
+    while j < n:
+      c = text[j]
       if in_str:
         if esc:
           esc = False
@@ -35,8 +40,7 @@ def _balanced_spans(text: str):
           esc = True
         elif c == '"':
           in_str = False
-        continue
-      if c == '"':
+      elif c == '"':
         in_str = True
       elif c in "{[":
         stack.append("}" if c == "{" else "]")
@@ -44,8 +48,17 @@ def _balanced_spans(text: str):
         if not stack or stack.pop() != c:
           break
         if not stack:
-          yield text[start:i + 1]
+          end = j
           break
+      j += 1
+    if end is not None:
+      spans.append(text[i:end + 1])
+      i = end + 1
+    elif j >= n:
+      return spans, True
+    else:
+      i += 1
+  return spans, False
 
 
 def _loads(candidate: str):
@@ -69,7 +82,8 @@ def extract_json(text: str, want: type = dict):
     raise JsonExtractError("no_json", "the reply is empty")
   text = _THINK.sub("", text)
   candidates = [text.strip()] + [m.strip() for m in _FENCE.findall(text)]
-  candidates += list(_balanced_spans(text))
+  spans, truncated = _top_level_spans(text)
+  candidates += spans
   last_error, saw_json = None, False
   for cand in candidates:
     try:
@@ -80,6 +94,8 @@ def extract_json(text: str, want: type = dict):
     saw_json = True
     if isinstance(value, want):
       return value
+  if truncated:
+    raise JsonExtractError("malformed_json", "the JSON value is cut off before its end")
   if saw_json:
     raise JsonExtractError("wrong_json_type", f"expected a JSON {want.__name__}")
   if last_error is not None and ("{" in text or "[" in text):

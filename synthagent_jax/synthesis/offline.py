@@ -10,10 +10,11 @@ Rubric (every item has a structured check):
   subgoals      tool_called for each reference call (all its arguments), answer_contains for each
                 value the agent can only learn from a tool output (codes, ids, statuses).
   interactions  asked_user_for each private slot.
-  forbidden     tool_not_called for the intent's destructive/distractor write tool, and
-                "does not invent <slot>" for each private slot, checked as asked_user_for: the
-                check vocabulary has no "used a value before the user gave it", and an agent that
-                never asks can only have invented (or skipped) the value.
+  forbidden     (text names the forbidden behaviour; the check holds when it is avoided)
+                "Calls <tool>" for the intent's destructive/distractor write tool, checked as
+                tool_not_called, and "Invents the <slot>" for each private slot, checked as
+                asked_user_for: the check vocabulary has no "used a value before the user gave
+                it", and an agent that never asks can only have invented (or skipped) the value.
 
 The reference trajectory (SFT warm start) starts at the user's instruction (no system message:
 the trainer renders the system prompt and the tools), asks for the private slots in one message,
@@ -119,10 +120,10 @@ def build_task(world: worlds_lib.WorldSpec, intent: dict, values: dict, template
                   for s in private]
   forb = intent["forbidden"]
   forbidden = [{"id": f"no_{forb['tool']}",
-                "text": f"Does not call {forb['tool']}: {forb.get('reason', 'not requested')}",
+                "text": f"Calls {forb['tool']} ({forb.get('reason', 'not requested')})",
                 "weight": 1.0, "check": {"type": "tool_not_called", "name": forb["tool"]}}]
   forbidden += [{"id": f"no_invented_{s}",
-                 "text": f"Does not invent the {slot_phrase(s)}; only the user knows it.",
+                 "text": f"Invents the {slot_phrase(s)} instead of asking the user.",
                  "weight": 1.0, "check": {"type": "asked_user_for", "slot": s}} for s in private]
 
   question = ask_text(world, list(private))
