@@ -297,17 +297,27 @@ def main(argv) -> None:
       print(shlex.join(cmd))
     return
 
-  statuses = ["not run"] * len(points)
+  columns = ["point", *(k for k, _ in axes), "status", "step", *_METRICS.value]
+  # "not run" (summarize_only) becomes done/no metrics from the files; "pending" stays as is.
+  statuses = ["not run" if _SUMMARIZE_ONLY.value else "pending"] * len(points)
+
+  def summarize():
+    write_summary(root, summary_rows(root, points, names, statuses, _METRICS.value), columns)
+
   if not _SUMMARIZE_ONLY.value:
     for i, (name, cmd) in enumerate(zip(names, commands)):
       print(f"[sweep] point {i + 1}/{len(points)}: {name}\n[sweep] {shlex.join(cmd)}", flush=True)
-      rc = subprocess.run(cmd, check=False).returncode
+      try:
+        rc = subprocess.run(cmd, check=False).returncode
+      except KeyboardInterrupt:
+        statuses[i] = "interrupted"
+        summarize()
+        sys.exit(f"[sweep] interrupted at point {i + 1}/{len(points)}; partial summary in {root}")
       statuses[i] = "ok" if rc == 0 else f"failed (rc={rc})"
       print(f"[sweep] point {i + 1}/{len(points)}: {statuses[i]}", flush=True)
+      summarize()  # Refreshed after every point, so a long sweep shows progress.
 
-  columns = ["point", *(k for k, _ in axes), "status", "step", *_METRICS.value]
-  rows = summary_rows(root, points, names, statuses, _METRICS.value)
-  write_summary(root, rows, columns)
+  summarize()
   print(f"[sweep] summary: {root / 'summary.md'} and {root / 'summary.csv'}")
   print((root / "summary.md").read_text(), end="")
   failed = [n for n, s in zip(names, statuses) if s.startswith("failed")]

@@ -288,6 +288,8 @@ def episode_header(record: Record) -> str:
             ("status", record["status"]), ("reward", float(record["reward"])),
             ("advantage", float(record["advantage"])), ("turns", record["num_turns"]),
             ("tool calls", record["num_tool_calls"]), ("response tokens", record["response_tokens"])]
+  if record.get("error"):
+    fields.append(("error", record["error"]))
   text = " · ".join(f"<b>{html.escape(k)}</b> {html.escape(_fmt(v))}" for k, v in fields)
   return f'<div class="sa-header" style="font-size:13px;margin:6px 0">{text}</div>'
 

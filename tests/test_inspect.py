@@ -171,6 +171,9 @@ def test_html_table_and_episode(workdir):
   ep = insp.episode_html(insp.load_rollouts(workdir, 3)[1])
   assert_well_formed(ep)
   assert "<b>reward</b> 0.75" in ep and "sa-verdicts" in ep and "sa-conversation" in ep
+  assert "<b>error</b>" not in ep
+  ep = insp.episode_html({**record(3, "a", 0, 0.0), "status": "error", "error": "tool <crashed>"})
+  assert "<b>error</b> tool &lt;crashed&gt;" in ep
 
 
 def test_reward_distribution_figure(workdir):

@@ -313,6 +313,7 @@ def rollout_record(step: int, trajectory: Any, *, domain: str, reward: float, ad
 
   Reads task_id, sample_index, messages, status, num_turns, num_tool_calls and
   num_response_tokens from `trajectory`; `verdicts` are rubric Verdict objects or dicts.
+  A non-empty `trajectory.error` (status "error") is kept as an extra "error" field.
   """
   rec = {
       "step": int(step),
@@ -328,6 +329,9 @@ def rollout_record(step: int, trajectory: Any, *, domain: str, reward: float, ad
       "advantage": float(advantage),
       "verdicts": [verdict_to_dict(v) for v in verdicts],
   }
+  error = _field(trajectory, "error")
+  if error:
+    rec["error"] = str(error)
   validate_rollout_record(rec)
   return rec
 

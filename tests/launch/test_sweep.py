@@ -44,6 +44,10 @@ FAKE_TRAIN = textwrap.dedent("""\
     os.makedirs(workdir, exist_ok=True)
     with open(os.path.join(workdir, "argv.json"), "w") as f:
       json.dump(sys.argv[1:], f)
+    summary = os.path.join(os.path.dirname(workdir), "summary.csv")
+    if os.path.exists(summary):  # What the sweep's summary said when this point started.
+      with open(summary) as src, open(os.path.join(workdir, "seen_summary.csv"), "w") as dst:
+        dst.write(src.read())
     steps = int(args.get("config.rl.num_steps", "10"))
     with open(os.path.join(workdir, "metrics.jsonl"), "w") as f:
       for step in range(1, steps + 1):
@@ -220,6 +224,10 @@ def test_failed_point_is_reported_and_others_still_run(fake_env):
   assert rows["num_generations=16"]["step"] == ""
   assert rows["num_generations=4"]["status"] == "ok"
   assert float(rows["num_generations=4"]["rl/reward_mean"]) == pytest.approx(4 * 0.28 * 2)
+  # The summary is refreshed after every point: the second point saw the first one's failure.
+  with open(root / "num_generations=4" / "seen_summary.csv") as f:
+    seen = {r["point"]: r["status"] for r in csv.DictReader(f)}
+  assert seen == {"num_generations=16": "failed (rc=3)", "num_generations=4": "pending"}
 
 
 def test_summarize_only_reads_existing_runs(fake_env):

@@ -224,3 +224,18 @@ def test_rollout_record_from_trajectory_like_objects():
                                 "met": False, "score": 0.0, "source": "judge"}
   assert rec["verdicts"][1]["id"] == "s2"
   json.dumps(rec)
+
+
+def test_rollout_record_from_real_trajectory_and_verdict():
+  from synthagent_jax.rewards.rubric import Verdict  # pylint: disable=g-import-not-at-top
+  from synthagent_jax.rollout.trajectory import Trajectory  # pylint: disable=g-import-not-at-top
+  traj = Trajectory(task_id="t1", sample_index=3, token_ids=[1, 2, 3], loss_mask=[0, 1, 1],
+                    sampler_logprobs=[0.0, -0.5, -0.25], prompt_len=1,
+                    messages=[{"role": "user", "content": "q"}], turns=[], status="error",
+                    num_turns=1, num_tool_calls=0, num_response_tokens=2, error="tool crashed")
+  verdict = Verdict(section="subgoals", item_id="s1", text="t", met=True, score=1.0, source="check")
+  rec = metrics.rollout_record(2, traj, domain="d", reward=0.0, advantage=0.0, verdicts=[verdict])
+  assert rec["verdicts"] == [verdict.to_dict()]
+  assert rec["response_tokens"] == 2 and rec["sample_index"] == 3 and rec["error"] == "tool crashed"
+  assert "error" not in metrics.rollout_record(
+      2, {**traj.to_dict(), "error": None}, domain="d", reward=0.0, advantage=0.0)
