@@ -201,10 +201,16 @@ def load_config(config_arg: str):
     raise SweepError(f"--config={config_arg!r}: no such file {path!r}")
   spec = importlib.util.spec_from_file_location(pathlib.Path(path).stem, path)
   module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
+  try:
+    spec.loader.exec_module(module)
+  except Exception as e:  # pylint: disable=broad-except  (any error in the user's config file)
+    raise SweepError(f"--config={config_arg!r}: loading {path} failed: {type(e).__name__}: {e}") from e
   if not hasattr(module, "get_config"):
     raise SweepError(f"--config={config_arg!r}: {path} defines no get_config()")
-  return module.get_config(arg) if arg else module.get_config()
+  try:
+    return module.get_config(arg) if arg else module.get_config()
+  except Exception as e:  # pylint: disable=broad-except
+    raise SweepError(f"--config={config_arg!r}: get_config() failed: {type(e).__name__}: {e}") from e
 
 
 def check_against_config(config, overrides: dict[str, Any]) -> None:
@@ -237,7 +243,11 @@ def read_last_metrics(workdir: pathlib.Path) -> tuple[int | None, dict[str, floa
 def summary_rows(root: pathlib.Path, points, names, statuses, metric_keys) -> list[dict[str, Any]]:
   rows = []
   for point, name, status in zip(points, names, statuses):
-    step, last = read_last_metrics(root / name)
+    try:
+      step, last = read_last_metrics(root / name)
+    except ValueError as e:  # A corrupt metrics file must not hide the other points.
+      step, last = None, {}
+      status = f"{status}; unreadable metrics ({e})"
     if status == "not run":
       status = "done" if step is not None else "no metrics"
     row = {"point": name, **point, "status": status, "step": step}

@@ -244,3 +244,22 @@ def test_summarize_only_reads_existing_runs(fake_env):
   assert rows["num_generations=8"]["rl/reward_mean"] == "0.75"
   assert rows["num_generations=4"]["status"] == "no metrics"
   assert not (root / "num_generations=4").exists()
+
+
+def test_corrupt_metrics_file_is_reported_in_its_row(tmp_path):
+  (tmp_path / "p1").mkdir()
+  (tmp_path / "p1" / "metrics.jsonl").write_text("garbage\n{}\n")
+  (tmp_path / "p2").mkdir()
+  (tmp_path / "p2" / "metrics.jsonl").write_text('{"step": 2, "rl/r": 0.5}\n')
+  rows = sweep.summary_rows(tmp_path, [{"a": 1}, {"a": 2}], ["p1", "p2"], ["ok", "ok"], ["rl/r"])
+  assert rows[0]["status"].startswith("ok; unreadable metrics") and "metrics.jsonl:1" in rows[0]["status"]
+  assert rows[1] == {"point": "p2", "a": 2, "status": "ok", "step": 2, "rl/r": 0.5}
+
+
+def test_config_that_fails_to_load(tmp_path):
+  (tmp_path / "bad.py").write_text("import does_not_exist_anywhere\n")
+  with pytest.raises(sweep.SweepError, match="loading .*bad.py failed: ModuleNotFoundError"):
+    sweep.load_config(str(tmp_path / "bad.py"))
+  (tmp_path / "noget.py").write_text("x = 1\n")
+  with pytest.raises(sweep.SweepError, match="defines no get_config"):
+    sweep.load_config(str(tmp_path / "noget.py"))
