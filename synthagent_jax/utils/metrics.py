@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import operator
 import os
 import pathlib
 import re
@@ -31,6 +32,8 @@ import tempfile
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
+
+import numpy as np
 
 METRICS_FILE = "metrics.jsonl"
 TENSORBOARD_DIR = "tensorboard"
@@ -86,18 +89,33 @@ def _atomic_write_text(path: pathlib.Path, text: str) -> None:
 
 
 def _to_float(key: str, value: Any) -> float:
-  """Converts a python/numpy/jax scalar to float; anything else is a clear error."""
+  """Converts a python/numpy/jax scalar (or one-element array) to float; else a clear error."""
   if isinstance(value, bool):
     return float(value)
   try:
-    size = getattr(value, "size", 1)
-    if size != 1:
-      raise TypeError
+    if hasattr(value, "shape"):  # numpy / jax array: one element of any rank.
+      array = np.asarray(value)
+      if array.size != 1 or not np.issubdtype(array.dtype, np.number):
+        raise TypeError
+      value = array.reshape(())
     return float(value)
   except (TypeError, ValueError):
     raise ValueError(
         f"metric {key!r}: expected a scalar number, got {type(value).__name__} {value!r:.80}"
     ) from None
+
+
+def _as_step(step: Any) -> int:
+  """A non-negative python/numpy/jax integer -> int; anything else (bool, float) is an error."""
+  try:
+    if isinstance(step, bool):
+      raise TypeError
+    value = operator.index(step)
+  except TypeError:
+    raise ValueError(f"step must be a non-negative int, got {step!r}") from None
+  if value < 0:
+    raise ValueError(f"step must be a non-negative int, got {value}")
+  return value
 
 
 def _json_number(x: float) -> float | None:
@@ -209,8 +227,7 @@ class MetricWriter:
     """
     if not self.active:
       return 0
-    if isinstance(step, bool) or not isinstance(step, int) or step < 0:
-      raise ValueError(f"truncate_after: step must be a non-negative int, got {step!r}")
+    step = _as_step(step)
     dropped = 0
     if self.path.exists():
       records, _ = _read_jsonl(self.path)
@@ -241,8 +258,7 @@ class MetricWriter:
     """
     if not self.active:
       return
-    if isinstance(step, bool) or not isinstance(step, int) or step < 0:
-      raise ValueError(f"metric step must be a non-negative int, got {step!r}")
+    step = _as_step(step)
     values: dict[str, float] = {}
     for key, value in scalars.items():
       if not isinstance(key, str) or not _KEY_RE.match(key):
@@ -379,6 +395,7 @@ class RolloutLogger:
     """Validates and writes `records` (rollout log lines, see `rollout_record`) for `step`."""
     if not self.active:
       return None
+    step = _as_step(step)
     for i, rec in enumerate(records):
       try:
         validate_rollout_record(rec)
@@ -394,6 +411,7 @@ class RolloutLogger:
     """Deletes the logs of steps > `step` (resume); returns the steps removed."""
     if not self.active:
       return []
+    step = _as_step(step)
     removed = [s for s in list_rollout_steps(self.workdir) if s > step]
     for s in removed:
       rollout_path(self.workdir, s).unlink()

@@ -101,8 +101,19 @@ def test_bad_value_and_step_rejected(tmp_path):
     w.write(0, {"rl/x": "high"})
   with pytest.raises(ValueError, match="scalar"):
     w.write(0, {"rl/x": np.zeros(3)})
-  with pytest.raises(ValueError, match="step"):
-    w.write(-1, {"rl/x": 1.0})
+  for step in (-1, 1.5, True, "3"):
+    with pytest.raises(ValueError, match="step must be"):
+      w.write(step, {"rl/x": 1.0})
+
+
+def test_numpy_and_jax_steps_and_values(tmp_path):
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  w = metrics.MetricWriter(tmp_path, process_index=0, tensorboard=False)
+  w.write(np.int64(4), {"rl/x": jnp.float32(0.5), "rl/y": jnp.array([2.0])})
+  w.write(jnp.array(5, jnp.int32), {"rl/x": np.array(1.5)})
+  recs = metrics.read_metrics(tmp_path)
+  assert [(r["step"], r["rl/x"]) for r in recs] == [(4, 0.5), (5, 1.5)]
+  assert recs[0]["rl/y"] == 2.0
 
 
 def test_truncate_after_and_resume(tmp_path):
@@ -122,6 +133,7 @@ def test_truncate_after_and_resume(tmp_path):
   assert [r["step"] for r in metrics.read_metrics(tmp_path)] == [1, 2]
   with pytest.raises(ValueError, match="non-negative"):
     w.truncate_after(-1)
+  assert w.truncate_after(np.int32(1)) == 1
 
 
 def test_resume_purges_tensorboard(tmp_path):
