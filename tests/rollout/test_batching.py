@@ -1,0 +1,30 @@
+import numpy as np
+import pytest
+
+from synthagent_jax.rollout.batching import round_up, to_batch
+from synthagent_jax.rollout.trajectory import Trajectory
+
+
+def _traj(ids, mask, lps):
+  return Trajectory(task_id="t", sample_index=0, token_ids=ids, loss_mask=mask,
+                    sampler_logprobs=lps, prompt_len=1, messages=[], turns=[], status="answered")
+
+
+def test_to_batch_pads_rows_and_length():
+  a = _traj([5, 6, 7], [0, 1, 1], [0.0, -0.5, -0.25])
+  b = _traj([5, 9], [0, 1], [0.0, -1.0])
+  batch = to_batch([a, b], [1.5, -2.0], pad_id=0, length_multiple=4, rows_multiple=4)
+  assert batch["input_ids"].shape == (4, 4)
+  np.testing.assert_array_equal(batch["input_ids"][0], [5, 6, 7, 0])
+  np.testing.assert_array_equal(batch["attention_mask"][1], [1, 1, 0, 0])
+  np.testing.assert_array_equal(batch["loss_mask"][2], [0, 0, 0, 0])  # empty padding row
+  np.testing.assert_allclose(batch["sampler_logprobs"][0], [0.0, -0.5, -0.25, 0.0])
+  np.testing.assert_allclose(batch["advantages"], [1.5, -2.0, 0.0, 0.0])
+
+
+def test_to_batch_sft_has_no_advantages_and_rejects_overlong():
+  a = _traj([1, 2, 3], [0, 1, 1], [0.0, 0.0, 0.0])
+  assert "advantages" not in to_batch([a], pad_id=0)
+  with pytest.raises(ValueError, match="max_len"):
+    to_batch([a], pad_id=0, max_len=2)
+  assert round_up(0, 8) == 8 and round_up(9, 8) == 16
