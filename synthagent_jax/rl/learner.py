@@ -1,0 +1,304 @@
+"""The learner step: `train_step(state, batch) -> (state, metrics)`, pure, jitted once, sharded.
+
+Batch format (a dict of arrays; B sequences of padded length T; build it with `make_batch`):
+  input_ids        int32   [B, T]  full multi-turn token ids (prompt, responses, env turns, pad)
+  attention_mask   int32   [B, T]  1 real token, 0 padding (left or right padding both work)
+  loss_mask        int32   [B, T]  1 where token t was sampled by the policy (Trajectory.loss_mask)
+  advantages       float32 [B]     one advantage per sequence (rl/advantages.py)
+  sampler_logprobs float32 [B, T]  log-prob the sampler gave token t (0 where loss_mask is 0)
+  old_logprobs     float32 [B, T]  optional; log-probs of the pre-update policy. When absent, the
+                                   step computes them with the incoming params in a first
+                                   forward pass, before any update (the usual case).
+  ref_logprobs     float32 [B, T]  optional; reference policy, needed when kl_coef > 0.
+All per-token arrays are aligned to token positions: entry t is about token t. The learner's
+log-prob of token t comes from the logits at position t - 1, so token 0 is never trained on.
+For SFT (`loss="sft"`) only input_ids, attention_mask and loss_mask are read.
+
+One call runs `ppo_epochs` epochs over the batch in minibatches of `minibatch_size` sequences
+(one optimizer update each, shuffled per epoch when there are several), each accumulated over
+micro-batches of `micro_batch_size`. Per-token losses are normalised with the whole minibatch's
+denominator, so accumulation is exact. A minibatch whose loss or gradient is not finite leaves
+params and optimizer state untouched and is counted in `learner/skipped_updates`.
+
+B is part of the compiled shape: pad a short batch with rows whose loss_mask is 0.
+"""
+
+import dataclasses
+import functools
+from typing import Any, Mapping
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from synthagent_jax import parallel
+from synthagent_jax.rl import losses
+from synthagent_jax.rl.state import StateSpec, TrainState
+
+PER_TOKEN_KEYS = ("input_ids", "attention_mask", "loss_mask", "sampler_logprobs", "old_logprobs",
+                  "ref_logprobs")
+REQUIRED = {"policy": ("input_ids", "attention_mask", "loss_mask", "advantages",
+                       "sampler_logprobs"),
+            "sft": ("input_ids", "attention_mask", "loss_mask")}
+
+
+@dataclasses.dataclass(frozen=True)
+class LearnerConfig:
+  """Loss and batching of one train_step (the `config.rl` section, or SFT settings).
+
+  Attributes:
+    loss: "policy" (PPO-clip, rl/losses.policy_loss) or "sft" (masked cross-entropy).
+    clip_low, clip_high: PPO ratio clip range [1 - clip_low, 1 + clip_high].
+    agg: loss aggregation, see losses.AGGREGATIONS.
+    kl_coef: k3 KL penalty to ref_logprobs (0 = off).
+    tis_cap: truncated importance-sampling cap for sampler/learner mismatch (None or 0 = off).
+    ppo_epochs: passes over each batch.
+    minibatch_size: sequences per optimizer update (None: the whole batch).
+    micro_batch_size: sequences per accumulation micro-step (None: the whole minibatch).
+  """
+
+  loss: str = "policy"
+  clip_low: float = 0.2
+  clip_high: float = 0.28
+  agg: str = "token-mean"
+  kl_coef: float = 0.0
+  tis_cap: float | None = None
+  ppo_epochs: int = 1
+  minibatch_size: int | None = None
+  micro_batch_size: int | None = None
+
+  def __post_init__(self):
+    if self.loss not in losses.LOSSES:
+      raise ValueError(f"learner loss must be one of {sorted(losses.LOSSES)}, got {self.loss!r}")
+    if self.agg not in losses.AGGREGATIONS:
+      raise ValueError(f"agg must be one of {losses.AGGREGATIONS}, got {self.agg!r}")
+    if not 0 <= self.clip_low < 1 or self.clip_high < 0:
+      raise ValueError(f"need 0 <= clip_low < 1 and clip_high >= 0, got {self.clip_low}, "
+                       f"{self.clip_high}")
+    if self.kl_coef < 0:
+      raise ValueError(f"kl_coef must be >= 0, got {self.kl_coef}")
+    if self.tis_cap is not None and self.tis_cap <= 0:
+      object.__setattr__(self, "tis_cap", None)
+    if self.ppo_epochs < 1:
+      raise ValueError(f"ppo_epochs must be >= 1, got {self.ppo_epochs}")
+    for name in ("minibatch_size", "micro_batch_size"):
+      v = getattr(self, name)
+      if v is not None and v < 1:
+        raise ValueError(f"{name} must be >= 1 or None, got {v}")
+
+  @classmethod
+  def from_config(cls, rl_cfg, **overrides) -> "LearnerConfig":
+    """From `config.rl`: clip_low, clip_high, agg, kl_coef, is_cap, ppo_epochs, minibatch_size,
+    micro_batch_size (other keys of the section belong to the loop and are ignored)."""
+    get = rl_cfg.get
+    kw = dict(clip_low=get("clip_low", 0.2), clip_high=get("clip_high", 0.28),
+              agg=get("agg", "token-mean"), kl_coef=get("kl_coef", 0.0),
+              tis_cap=get("is_cap", None) or None, ppo_epochs=get("ppo_epochs", 1),
+              minibatch_size=get("minibatch_size", None),
+              micro_batch_size=get("micro_batch_size", None))
+    kw.update(overrides)
+    return cls(**kw)
+
+  def sizes(self, batch_size: int) -> tuple[int, int, int]:
+    """(num_minibatches, minibatch_size, micro_batch_size) for a batch; raises if not divisible."""
+    mini = self.minibatch_size or batch_size
+    micro = self.micro_batch_size or mini
+    if batch_size % mini:
+      raise ValueError(f"batch of {batch_size} sequences is not divisible by minibatch_size {mini}")
+    if mini % micro:
+      raise ValueError(f"minibatch_size {mini} is not divisible by micro_batch_size {micro}")
+    return batch_size // mini, mini, micro
+
+
+def token_logprobs(graphdef, params, input_ids_bt, attention_mask_bt):
+  """Per-token log-probs and entropies [B, T] (float32), aligned to token positions.
+
+  logp_bt[:, t] = log p(input_ids[:, t] | tokens < t), computed from the logits at t - 1;
+  column 0 is 0. entropy_bt[:, t] is the entropy of that same predictive distribution.
+  """
+  model = nnx.merge(graphdef, params)
+  logits_btv = model(input_ids_bt, attention_mask_bt=attention_mask_bt)
+  logits_btv = logits_btv[:, :-1].astype(jnp.float32)
+  logz_bt = jax.nn.logsumexp(logits_btv, axis=-1)
+  target_bt = input_ids_bt[:, 1:]
+  picked_bt = jnp.take_along_axis(logits_btv, target_bt[..., None], axis=-1)[..., 0]
+  logp_bt = picked_bt - logz_bt
+  probs_btv = jax.nn.softmax(jax.lax.stop_gradient(logits_btv), axis=-1)
+  entropy_bt = jax.lax.stop_gradient(logz_bt) - (probs_btv * jax.lax.stop_gradient(
+      logits_btv)).sum(-1)
+  pad = jnp.zeros((logp_bt.shape[0], 1), jnp.float32)
+  return jnp.concatenate([pad, logp_bt], 1), jnp.concatenate([pad, entropy_bt], 1)
+
+
+def _policy_mask(batch) -> jnp.ndarray:
+  mask_bt = (batch["loss_mask"] * batch["attention_mask"]).astype(jnp.float32)
+  return mask_bt.at[:, 0].set(0.0)
+
+
+def _split_rows(x, n: int, batch_axes=None, mesh=None):
+  """[B, ...] -> [n, B // n, ...], chunk i = rows i, i + n, ... (keeps every chunk spread over
+  all data-parallel devices instead of putting chunk i on a subset of them)."""
+  y = jnp.swapaxes(x.reshape((x.shape[0] // n, n) + x.shape[1:]), 0, 1)
+  if mesh is not None:
+    spec = PartitionSpec(None, batch_axes, *([None] * (x.ndim - 1)))
+    y = jax.lax.with_sharding_constraint(y, NamedSharding(mesh, spec))
+  return y
+
+
+_MIN_KEYS = ("ratio_min",)
+_MAX_KEYS = ("ratio_max",)
+
+
+def _micro_loss(params, mb, denom, graphdef, cfg):
+  logp_bt, ent_bt = token_logprobs(graphdef, params, mb["input_ids"], mb["attention_mask"])
+  mask_bt = _policy_mask(mb)
+  loss, metrics = losses.LOSSES[cfg.loss](logp_bt, mb, mask_bt, cfg, denom)
+  metrics = dict(metrics)
+  metrics["entropy"] = (ent_bt * mask_bt).sum() / jnp.maximum(mask_bt.sum(), 1.0)
+  return loss, metrics
+
+
+def _accumulate(params, minibatch, graphdef, cfg, n_micro, mesh):
+  """Summed grads and loss over micro-batches, token-weighted metric means."""
+  denom = losses.agg_denominator(_policy_mask(minibatch), cfg.agg)
+  micro = jax.tree.map(functools.partial(_split_rows, n=n_micro, batch_axes=parallel.BATCH_AXES,
+                                         mesh=mesh), minibatch)
+  grad_fn = jax.value_and_grad(_micro_loss, has_aux=True)
+
+  def body(carry, mb):
+    g_acc, loss_acc, m_acc = carry
+    (loss, m), g = grad_fn(params, mb, denom, graphdef, cfg)
+    n = m["num_tokens"]
+    new_m = {}
+    for k, v in m.items():
+      if k in _MIN_KEYS:
+        new_m[k] = jnp.where(n > 0, jnp.minimum(m_acc[k], v), m_acc[k])
+      elif k in _MAX_KEYS:
+        new_m[k] = jnp.where(n > 0, jnp.maximum(m_acc[k], v), m_acc[k])
+      elif k == "num_tokens":
+        new_m[k] = m_acc[k] + n
+      else:
+        new_m[k] = m_acc[k] + v * n
+    return (jax.tree.map(jnp.add, g_acc, g), loss_acc + loss, new_m), None
+
+  first = jax.tree.map(lambda x: x[0], micro)
+  _, m_shape = jax.eval_shape(functools.partial(_micro_loss, graphdef=graphdef, cfg=cfg), params,
+                              first, denom)
+  big = jnp.finfo(jnp.float32).max
+  m0 = {k: jnp.full((), big if k in _MIN_KEYS else -big if k in _MAX_KEYS else 0.0, jnp.float32)
+        for k in m_shape}
+  g0 = jax.tree.map(jnp.zeros_like, params)
+  (grads, loss, m), _ = jax.lax.scan(body, (g0, jnp.float32(0.0), m0), micro)
+  n = jnp.maximum(m["num_tokens"], 1.0)
+  metrics = {k: (v if k in _MIN_KEYS + _MAX_KEYS + ("num_tokens",) else v / n)
+             for k, v in m.items()}
+  return grads, loss, metrics
+
+
+def _logprobs_only(params, batch, graphdef, n_micro, mesh):
+  micro = jax.tree.map(functools.partial(_split_rows, n=n_micro, batch_axes=parallel.BATCH_AXES,
+                                         mesh=mesh),
+                       {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]})
+  lp = jax.lax.map(lambda mb: token_logprobs(graphdef, params, mb["input_ids"],
+                                             mb["attention_mask"])[0], micro)
+  # Undo _split_rows: [n, B // n, T] -> [B, T] with row i of chunk c at c + i * n.
+  return jnp.swapaxes(lp, 0, 1).reshape(batch["input_ids"].shape)
+
+
+def train_step(state: TrainState, batch: Mapping[str, jax.Array], *, graphdef,
+               tx: optax.GradientTransformation, cfg: LearnerConfig,
+               mesh: Mesh | None = None) -> tuple[TrainState, dict[str, jax.Array]]:
+  """One learner step over a rollout batch (see the module docstring). Pure."""
+  batch = dict(batch)
+  bsz = batch["input_ids"].shape[0]
+  n_mini, _, micro = cfg.sizes(bsz)
+  rng, shuffle_rng = jax.random.split(state.rng)
+  if cfg.loss == "policy" and "old_logprobs" not in batch:
+    old = _logprobs_only(state.params, batch, graphdef, bsz // micro, mesh)
+    batch["old_logprobs"] = jax.lax.stop_gradient(old)
+
+  def update(carry, minibatch):
+    params, opt_state = carry
+    grads, loss, metrics = _accumulate(params, minibatch, graphdef, cfg,
+                                       minibatch["input_ids"].shape[0] // micro, mesh)
+    grad_norm = optax.global_norm(grads)
+    ok = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+    updates, new_opt = tx.update(grads, opt_state, params)
+    new_params = optax.apply_updates(params, updates)
+    keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(ok, a, b), new, old)
+    metrics = dict(metrics, loss=loss, grad_norm=grad_norm,
+                   skipped_updates=1.0 - ok.astype(jnp.float32))
+    return (keep(new_params, params), keep(new_opt, opt_state)), metrics
+
+  def epoch(carry, epoch_rng):
+    epoch_batch = batch
+    if n_mini > 1:
+      perm = jax.random.permutation(epoch_rng, bsz)
+      epoch_batch = jax.tree.map(lambda x: x[perm], batch)
+    minibatches = jax.tree.map(functools.partial(_split_rows, n=n_mini), epoch_batch)
+    return jax.lax.scan(update, carry, minibatches)
+
+  carry, stacked = jax.lax.scan(epoch, (state.params, state.opt_state),
+                                jax.random.split(shuffle_rng, cfg.ppo_epochs))
+  out = {}
+  for k, v in stacked.items():
+    if k in _MIN_KEYS:
+      out[k] = v.min()
+    elif k in _MAX_KEYS:
+      out[k] = v.max()
+    elif k in ("skipped_updates", "num_tokens"):
+      out[k] = v.sum()
+    else:
+      out[k] = v.mean()
+  metrics = {f"learner/{k}": v for k, v in out.items()}
+  metrics["learner/updates"] = jnp.float32(n_mini * cfg.ppo_epochs)
+  params, opt_state = carry
+  new_state = TrainState(params=params, opt_state=opt_state, step=state.step + 1, rng=rng)
+  return new_state, metrics
+
+
+def make_train_step(spec: StateSpec, tx: optax.GradientTransformation, cfg: LearnerConfig,
+                    mesh: Mesh):
+  """train_step jitted once: state in/out on its shardings (donated), batch split over
+  data x fsdp, metrics replicated."""
+  fn = functools.partial(train_step, graphdef=spec.graphdef, tx=tx, cfg=cfg, mesh=mesh)
+  return jax.jit(fn, in_shardings=(spec.shardings, parallel.batch_sharding(mesh)),
+                 out_shardings=(spec.shardings, parallel.replicated(mesh)), donate_argnums=0)
+
+
+_DTYPES = {"input_ids": np.int32, "attention_mask": np.int32, "loss_mask": np.int32,
+           "advantages": np.float32, "sampler_logprobs": np.float32,
+           "old_logprobs": np.float32, "ref_logprobs": np.float32}
+
+
+def validate_batch(batch: Mapping[str, Any], loss: str = "policy") -> dict[str, np.ndarray]:
+  """Host-side check of a batch dict; returns numpy arrays in the documented dtypes."""
+  missing = [k for k in REQUIRED[loss] if k not in batch]
+  if missing:
+    raise ValueError(f"batch is missing {missing} (loss={loss!r} needs {list(REQUIRED[loss])})")
+  unknown = sorted(set(batch) - set(_DTYPES))
+  if unknown:
+    raise ValueError(f"batch has unknown keys {unknown}; known: {sorted(_DTYPES)}")
+  out = {k: np.asarray(v, _DTYPES[k]) for k, v in batch.items()}
+  if out["input_ids"].ndim != 2:
+    raise ValueError(f"input_ids must be [B, T], got shape {out['input_ids'].shape}")
+  b, t = out["input_ids"].shape
+  for k, v in out.items():
+    want = (b,) if k == "advantages" else (b, t)
+    if v.shape != want:
+      raise ValueError(f"batch[{k!r}] has shape {v.shape}, expected {want}")
+  if loss == "policy" and not np.all(np.isfinite(out["advantages"])):
+    raise ValueError("batch['advantages'] contains NaN or inf")
+  return out
+
+
+def make_batch(batch: Mapping[str, Any], mesh: Mesh, loss: str = "policy") -> dict[str, jax.Array]:
+  """Validates a global host batch (the same on every process) and places it on the mesh,
+  rows split over data x fsdp; each process only materialises its own shards."""
+  arrays = validate_batch(batch, loss)
+  sharding = parallel.batch_sharding(mesh)
+  return {k: jax.make_array_from_callback(v.shape, sharding, lambda idx, v=v: v[idx])
+          for k, v in arrays.items()}
