@@ -73,8 +73,9 @@ class Buckets:
 
 
 @functools.partial(jax.jit, static_argnames=("graphdef", "mode", "new_tokens_bucket"))
-def _generate_padded(graphdef, state, prompt_bp, prompt_len_b, active_b, key, temperature, top_p,
-                     top_k, stop_ids_s, max_new_tokens, *, mode, new_tokens_bucket):
+def _generate_padded(graphdef, state, prompt_bp, prompt_len_b, active_b, seed_b, stream_b,
+                     temperature, top_p, top_k, stop_ids_s, max_new_tokens, *, mode,
+                     new_tokens_bucket):
   """Prefill + decode on bucketed arrays.
 
   Args:
@@ -83,7 +84,8 @@ def _generate_padded(graphdef, state, prompt_bp, prompt_len_b, active_b, key, te
     prompt_bp: int32 [Bb, Pb] left-padded prompts.
     prompt_len_b: int32 [Bb] real prompt lengths (>= 1).
     active_b: bool [Bb]; False rows are batch padding (finished from the start).
-    key: PRNG key.
+    seed_b, stream_b: int32 [Bb]; row r samples with fold_in(key(seed_b[r]), stream_b[r]), so its
+      draws do not depend on the other rows, the batch bucket or chunking.
     temperature, top_p: float32 scalars; top_k: int32 scalar.
     stop_ids_s: int32 [S] stop ids padded with -1.
     max_new_tokens: int32 scalar <= new_tokens_bucket.
@@ -105,9 +107,11 @@ def _generate_padded(graphdef, state, prompt_bp, prompt_len_b, active_b, key, te
   def is_stop(tokens_b):
     return jnp.any(tokens_b[:, None] == stop_ids_s[None, :], axis=-1)
 
+  row_keys_b = jax.vmap(lambda s, i: jax.random.fold_in(jax.random.key(s), i))(seed_b, stream_b)
+
   def pick(logits_bv, step):
-    return sampling_lib.sample_step(logits_bv, jax.random.fold_in(key, step), temperature, top_p,
-                                top_k, mode)
+    keys_b = jax.vmap(lambda k: jax.random.fold_in(k, step))(row_keys_b)
+    return sampling_lib.sample_step(logits_bv, keys_b, temperature, top_p, top_k, mode)
 
   cache = model.init_cache(batch, num_slots)
   logits_bpv, cache = model.forward_cached(prompt_bp, positions_bp.astype(jnp.int32), cache,
@@ -222,10 +226,22 @@ class JaxEngine:
       return nnx.split(self._model)
     return self._graphdef, self._state
 
-  def generate(self, prompt_ids: Sequence[Sequence[int]],
-               sampling: SamplingParams) -> list[Completion]:
-    """Returns one Completion per prompt, in prompt order (see `engine.Engine`)."""
+  def generate(self, prompt_ids: Sequence[Sequence[int]], sampling: SamplingParams, *,
+               row_seeds: Sequence[int] | None = None) -> list[Completion]:
+    """Returns one Completion per prompt, in prompt order (see `engine.Engine`).
+
+    Prompt i samples with its own PRNG stream: fold_in(key(sampling.seed), i), or, when
+    `row_seeds` is given, fold_in(key(row_seeds[i]), 0) (a server batching independent requests
+    uses this so each request's samples depend only on its own seed).
+    """
     prompts = _check_prompts(prompt_ids)
+    if row_seeds is None:
+      seeds = [sampling.seed] * len(prompts)
+      streams = list(range(len(prompts)))
+    else:
+      if len(row_seeds) != len(prompts):
+        raise ValueError(f"row_seeds has {len(row_seeds)} entries for {len(prompts)} prompts")
+      seeds, streams = [int(s) for s in row_seeds], [0] * len(prompts)
     if self._vocab_size is not None:
       for i, prompt in enumerate(prompts):
         if max(prompt) >= self._vocab_size:
@@ -235,12 +251,13 @@ class JaxEngine:
     graphdef, state = self.split()
     completions = []
     for start in range(0, len(prompts), chunk):
-      completions += self._generate_chunk(graphdef, state, prompts[start:start + chunk],
-                                          sampling, chunk_index=start // chunk)
+      end = start + chunk
+      completions += self._generate_chunk(graphdef, state, prompts[start:end], sampling,
+                                          seeds[start:end], streams[start:end])
     return completions
 
-  def _generate_chunk(self, graphdef, state, prompts, sp: SamplingParams,
-                      chunk_index: int) -> list[Completion]:
+  def _generate_chunk(self, graphdef, state, prompts, sp: SamplingParams, seeds: list[int],
+                      streams: list[int]) -> list[Completion]:
     b = self.buckets
     batch = bucket(len(prompts), b.min_batch)
     prompt_slots = bucket(max(len(p) for p in prompts), b.min_prompt_len)
@@ -251,12 +268,16 @@ class JaxEngine:
       prompt_bp[row, prompt_slots - len(prompt):] = prompt
       prompt_len_b[row] = len(prompt)
     active_b = np.arange(batch) < len(prompts)
+    seed_b = np.zeros((batch,), np.int32)
+    seed_b[:len(prompts)] = [s % 2**31 for s in seeds]
+    stream_b = np.zeros((batch,), np.int32)
+    stream_b[:len(prompts)] = streams
     stop_ids_s = np.full((bucket(len(sp.stop_token_ids), b.num_stop_ids),), -1, np.int32)
     stop_ids_s[:len(sp.stop_token_ids)] = sp.stop_token_ids
-    key = jax.random.fold_in(jax.random.key(sp.seed), chunk_index)
     tokens_bn, logprobs_bn, num_steps = _generate_padded(
         graphdef, state, jnp.asarray(prompt_bp), jnp.asarray(prompt_len_b),
-        jnp.asarray(active_b), key, jnp.float32(max(sp.temperature, 1e-6)),
+        jnp.asarray(active_b), jnp.asarray(seed_b), jnp.asarray(stream_b),
+        jnp.float32(max(sp.temperature, 1e-6)),
         jnp.float32(sp.top_p), jnp.int32(sp.top_k), jnp.asarray(stop_ids_s),
         jnp.int32(sp.max_new_tokens),
         mode=sampling_lib.mode_for(sp.temperature, sp.top_p, sp.top_k),

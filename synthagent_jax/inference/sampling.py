@@ -85,7 +85,7 @@ def sample_step(logits_bv: jax.Array, key: jax.Array, temperature: jax.Array, to
 
   Args:
     logits_bv: float [B, V] next-token logits.
-    key: PRNG key for this step.
+    key: PRNG key for this step: one key, or a [B] array of keys (one per row).
     temperature: float scalar (> 0 unless mode == "greedy").
     top_p: float scalar; used in mode "filtered".
     top_k: int scalar; used in mode "filtered".
@@ -102,7 +102,11 @@ def sample_step(logits_bv: jax.Array, key: jax.Array, temperature: jax.Array, to
     scaled_bv = logits_bv / temperature
     logp_bv = jax.nn.log_softmax(scaled_bv, axis=-1)
     draw_bv = filter_logits(scaled_bv, top_p, top_k) if mode == "filtered" else scaled_bv
-    tokens_b = jax.random.categorical(key, draw_bv, axis=-1).astype(jnp.int32)
+    if jnp.ndim(key) == 0:
+      tokens_b = jax.random.categorical(key, draw_bv, axis=-1)
+    else:  # one key per row: a row's draw does not depend on the rest of the batch
+      tokens_b = jax.vmap(lambda k, l: jax.random.categorical(k, l))(key, draw_bv)
+    tokens_b = tokens_b.astype(jnp.int32)
   else:
     raise ValueError(f"unknown sampling mode {mode!r}; expected one of {MODES}")
   logprobs_b = jnp.take_along_axis(logp_bv, tokens_b[:, None], axis=-1)[:, 0]

@@ -173,3 +173,17 @@ def test_bad_inputs_are_named(model):
 
 def test_bucket():
   assert [sampler.bucket(n, 4) for n in (0, 1, 4, 5, 16, 17)] == [4, 4, 4, 8, 16, 32]
+
+
+def test_row_seeds_make_samples_independent_of_batching(model):
+  eng = sampler.JaxEngine(model, buckets=BUCKETS)
+  sp = engine_lib.SamplingParams(max_new_tokens=6, temperature=1.0, seed=0)
+  batch = eng.generate(PROMPTS, sp, row_seeds=[11, 12, 13])
+  alone = eng.generate([PROMPTS[1]], sp, row_seeds=[12])
+  assert alone[0].token_ids == batch[1].token_ids
+  # Default streams: prompt i of a call is independent of chunking.
+  whole = eng.generate(PROMPTS, sp)
+  chunked = sampler.JaxEngine(model, buckets=BUCKETS, max_batch_size=1).generate(PROMPTS, sp)
+  assert [c.token_ids for c in whole] == [c.token_ids for c in chunked]
+  with pytest.raises(ValueError, match="row_seeds"):
+    eng.generate(PROMPTS, sp, row_seeds=[1])

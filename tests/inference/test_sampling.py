@@ -104,3 +104,12 @@ def test_unknown_mode_raises():
   with pytest.raises(ValueError, match="unknown sampling mode"):
     sampling.sample_step(_logits(), jax.random.key(0), jnp.float32(1.0), jnp.float32(1.0),
                          jnp.int32(0), "beam")
+
+
+def test_per_row_keys_make_rows_independent_of_the_batch():
+  logits = jax.random.normal(jax.random.key(3), (3, 50))
+  keys = jax.random.split(jax.random.key(5), 3)
+  args = (jnp.float32(1.0), jnp.float32(1.0), jnp.int32(0), "sample")
+  batch, _ = sampling.sample_step(logits, keys, *args)
+  alone, _ = sampling.sample_step(logits[1:2], keys[1:2], *args)
+  assert int(batch[1]) == int(alone[0])
