@@ -36,6 +36,7 @@ def get_config(arg=None):
   c.pipeline.pass_reward = 1.0       # a solution passes with rubric reward >= this
   c.pipeline.batch_size = 8          # records per batched teacher call and per resume checkpoint
   c.pipeline.simulate_tools = True   # teacher simulates tool calls the world does not script
+  c.pipeline.user = "rule"           # user simulator while solving: rule | llm (the teacher)
   c.pipeline.max_turns = 10          # per solver episode
   c.pipeline.dedup_threshold = 0.6   # n-gram Jaccard at or above this is a near-duplicate
   c.pipeline.dedup_ngram = 3

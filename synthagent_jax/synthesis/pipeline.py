@@ -43,6 +43,9 @@ class PipelineConfig:
     dedup_ngram: n of the word n-grams.
     batch_size: records per batched teacher call (and per resume checkpoint).
     simulate_tools: let the teacher simulate unscripted tool calls while solving.
+    user: the user simulator the solver talks to: "rule" (envs.user.RuleUserSimulator) or "llm"
+      (envs.user.LLMUserSimulator played by the teacher).
+    difficulty_samples: policy samples per task for the optional difficulty filter.
     sampling: teacher sampling parameters.
   """
 
@@ -55,6 +58,8 @@ class PipelineConfig:
   dedup_ngram: int = 3
   batch_size: int = 8
   simulate_tools: bool = True
+  user: str = "rule"
+  difficulty_samples: int = 8
   sampling: SamplingParams = dataclasses.field(
       default_factory=lambda: SamplingParams(max_new_tokens=2048, temperature=0.7))
 
@@ -69,6 +74,10 @@ class PipelineConfig:
       raise ValueError(f"dedup_threshold must be in (0, 1], got {self.dedup_threshold}")
     if self.max_turns < 1 or self.batch_size < 1 or self.dedup_ngram < 1:
       raise ValueError("max_turns, batch_size and dedup_ngram must be >= 1")
+    if self.user not in ("rule", "llm"):
+      raise ValueError(f"user must be 'rule' or 'llm', got {self.user!r}")
+    if self.difficulty_samples < 1:
+      raise ValueError(f"difficulty_samples must be >= 1, got {self.difficulty_samples}")
 
   @classmethod
   def from_config(cls, config) -> "PipelineConfig":
@@ -77,7 +86,7 @@ class PipelineConfig:
                min_agreement=p.min_agreement, pass_reward=p.pass_reward,
                max_turns=p.max_turns, dedup_threshold=p.dedup_threshold,
                dedup_ngram=p.dedup_ngram, batch_size=p.batch_size,
-               simulate_tools=p.simulate_tools,
+               simulate_tools=p.simulate_tools, user=p.user,
                sampling=SamplingParams(max_new_tokens=t.max_new_tokens,
                                        temperature=t.temperature, seed=config.seed))
 
@@ -113,9 +122,10 @@ def run_stage(name: str, fn: Callable[[Sequence[dict]], list], inputs: Sequence[
   return outputs
 
 
-def run_filters(records: Sequence[dict], cfg: PipelineConfig, out_path: str,
-                work_dir: str) -> list[dict]:
-  """Schema validation and near-duplicate removal; appends kept tasks to `out_path`."""
+def run_filters(records: Sequence[dict], cfg: PipelineConfig, out_path: str, work_dir: str,
+                pass_rate: Callable[[dict, int], float] | None = None) -> list[dict]:
+  """Schema validation, near-duplicate removal and (with `pass_rate`) the difficulty filter;
+  appends kept tasks to `out_path`."""
   _, rej_path = _paths(work_dir, FILTER_STAGE)
   kept = store.load_done(out_path)
   index = filters.NearDupIndex(cfg.dedup_threshold, cfg.dedup_ngram)
@@ -131,6 +141,11 @@ def run_filters(records: Sequence[dict], cfg: PipelineConfig, out_path: str,
         task = filters.validate(assemble.task_dict(rec, rec["rubric"], rec["reference"],
                                                    task_id=f"teacher-{rec['id']}"))
         index.check(task)
+        if pass_rate is not None:
+          _, dropped = filters.difficulty_filter([task], pass_rate, cfg.difficulty_samples)
+          for reason, ids in dropped.items():
+            if ids:
+              raise Reject(reason, f"policy pass rate over {cfg.difficulty_samples} samples")
       except Reject as e:
         rej.write({"id": rec["id"], "reason": e.reason, "detail": e.detail, "retries": []})
         continue
@@ -165,9 +180,17 @@ def stage_report(work_dir: str, num_seeds: int, out_path: str) -> dict:
 
 
 def run_pipeline(seeds: Sequence[dict], teacher, cfg: PipelineConfig, out_path: str,
-                 work_dir: str, progress=None, tool_env=None, user_env=None) -> dict:
-  """Runs every stage over `seeds`; returns (and saves to work_dir/report.json) the report."""
+                 work_dir: str, progress=None, tool_env=None, user_env=None,
+                 pass_rate: Callable[[dict, int], float] | None = None) -> dict:
+  """Runs every stage over `seeds`; returns (and saves to work_dir/report.json) the report.
+
+  `pass_rate(task_dict, n)`, if given, samples the current policy n times on a task and returns
+  its pass rate; tasks with rate 0 or 1 are rejected (too_hard / too_easy).
+  """
   os.makedirs(work_dir, exist_ok=True)
+  if user_env is None and cfg.user == "llm":
+    from synthagent_jax.envs import user as user_lib  # pylint: disable=g-import-not-at-top
+    user_env = user_lib.LLMUserSimulator(teacher)
   records = list(seeds)
   for stage in STAGES:
     if stage is stage_solve:
@@ -175,7 +198,7 @@ def run_pipeline(seeds: Sequence[dict], teacher, cfg: PipelineConfig, out_path: 
     else:
       fn = lambda batch, stage=stage: stage.run(batch, teacher, cfg)
     records = run_stage(stage.NAME, fn, records, work_dir, cfg.batch_size, progress)
-  run_filters(records, cfg, out_path, work_dir)
+  run_filters(records, cfg, out_path, work_dir, pass_rate)
   report = stage_report(work_dir, len(seeds), out_path)
   with open(os.path.join(work_dir, "report.json"), "w", encoding="utf-8") as f:
     json.dump(report, f, indent=2)

@@ -86,7 +86,6 @@ def test_bad_config_fails_clearly(overrides, match):
 
 
 def test_teacher_config_needs_base_url():
-  sys.path.insert(0, REPO)
   from configs import synth_teacher  # pylint: disable=g-import-not-at-top
   c = synth_teacher.get_config()
   c.seeds_dir = os.path.join(REPO, "data/seeds")
@@ -103,3 +102,21 @@ def test_in_process_offline_run_and_split(tmp_path):
   assert synthesize.run_offline(_config(num_tasks=30), out) == 5
   summary = synthesize.finish(_config(), out)
   assert summary["tasks"] == 30 and summary["num_train"] + summary["num_eval"] == 30
+
+
+def test_teacher_cli_path_wires_config_to_pipeline(tmp_path):
+  """The teacher path end to end with a teacher that never returns JSON: every seed is rejected
+  at the first stage with its reason, after the configured retries."""
+  from configs import synth_teacher  # pylint: disable=g-import-not-at-top
+  from synthagent_jax.llm import scripted  # pylint: disable=g-import-not-at-top
+  c = synth_teacher.get_config()
+  c.seeds_dir = os.path.join(REPO, "data/seeds")
+  c.num_tasks = 3
+  c.pipeline.max_retries = 1
+  teacher = scripted.ScriptedLLM(default="Sorry, I can't do that.")
+  out = str(tmp_path / "teacher.jsonl")
+  report = synthesize.run_teacher(c, out, teacher=teacher)
+  assert report["tools_task"] == {"in": 3, "out": 0, "rejected": {"no_json": 3},
+                                  "retried": {"no_json": 3}}
+  assert len(teacher.calls) == 6
+  assert synthesize.finish(c, out)["tasks"] == 0

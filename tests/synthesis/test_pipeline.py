@@ -116,3 +116,15 @@ def test_interrupted_stage_resumes(tmp_path):
   assert len(asked) == 2
   assert report["filters"]["out"] == 2
   assert len(store.load_done(str(tmp_path / "o.jsonl"))) == 2
+
+
+def test_difficulty_filter_in_the_pipeline(tmp_path):
+  records = load_recording()
+  seeds = [r["seed"] for r in records]
+  # s1 is too easy, so s5 is no longer a near-duplicate of a kept task; it is too hard.
+  rates = {"teacher-s1": 1.0, "teacher-s2": 0.5, "teacher-s5": 0.0}
+  report = pipeline.run_pipeline(seeds, recorded_teacher(records), CFG,
+                                 out_path=str(tmp_path / "o.jsonl"), work_dir=str(tmp_path / "w"),
+                                 pass_rate=lambda task, n: rates[task["id"]])
+  assert report["filters"]["out"] == 1
+  assert report["filters"]["rejected"] == {"too_easy": 1, "too_hard": 1}
