@@ -16,6 +16,7 @@ import json
 import os
 from typing import Callable, Sequence
 
+from synthagent_jax.envs import tools as tools_lib
 from synthagent_jax.inference.engine import SamplingParams
 from synthagent_jax.synthesis import assemble
 from synthagent_jax.synthesis import filters
@@ -188,6 +189,9 @@ def run_pipeline(seeds: Sequence[dict], teacher, cfg: PipelineConfig, out_path: 
   its pass rate; tasks with rate 0 or 1 are rejected (too_hard / too_easy).
   """
   os.makedirs(work_dir, exist_ok=True)
+  if tool_env is None:  # simulated tool answers persist across reruns next to the stage files
+    tool_env = tools_lib.MockToolSystem(llm=teacher if cfg.simulate_tools else None,
+                                        cache_path=os.path.join(work_dir, "tool_cache.sqlite"))
   if user_env is None and cfg.user == "llm":
     from synthagent_jax.envs import user as user_lib  # pylint: disable=g-import-not-at-top
     user_env = user_lib.LLMUserSimulator(teacher)
