@@ -54,8 +54,10 @@ def parse_rubric(obj: dict) -> dict:
       check = it.get("check")
       if check is not None and not isinstance(check, dict):
         raise Reject("bad_check", f"{where}.check should be an object or null")
-      items.append({"id": f"{prefix}_{i}", "text": text, "weight": float(it.get("weight", 1.0)),
-                    "check": check})
+      weight = it.get("weight", 1.0)
+      if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not weight > 0:
+        raise Reject("bad_field", f"{where}.weight should be a number > 0, got {weight!r}")
+      items.append({"id": f"{prefix}_{i}", "text": text, "weight": float(weight), "check": check})
     rubric[section] = items
   return rubric
 

@@ -94,6 +94,8 @@ def ask_json(teacher: LLM, conversations: Sequence[list[dict]],
         answers[i].reason, answers[i].detail = e.reason, e.detail
       except Reject as e:
         answers[i].reason, answers[i].detail = e.reason, e.detail
+      except (TypeError, AttributeError, KeyError) as e:  # a JSON shape the parser did not expect
+        answers[i].reason, answers[i].detail = "bad_field", f"{type(e).__name__}: {e}"
       if answers[i].reason is not None:
         if attempt < max_retries:
           answers[i].retries.append(answers[i].reason)

@@ -131,3 +131,18 @@ def test_truncated_reply_is_malformed_not_its_inner_object():
   with pytest.raises(jsonx.JsonExtractError) as e:
     jsonx.extract_json(text)
   assert e.value.reason == "malformed_json"
+
+
+def test_unexpected_json_shapes_are_rejections_not_crashes():
+  from synthagent_jax.synthesis import stage_rubric, stage_tools_task  # pylint: disable=g-import-not-at-top
+  teacher = scripted.ScriptedLLM(default='{"tools": "not a list of tools"}')
+  answers = teacher_lib.ask_json(teacher, [[{"role": "user", "content": "x"}]],
+                                 lambda i, obj: stage_tools_task.parse_reply(obj), max_retries=0)
+  assert answers[0].reason == "bad_field"
+  teacher = scripted.ScriptedLLM(default='{"tools": [1, 2, 3]}')
+  answers = teacher_lib.ask_json(teacher, [[{"role": "user", "content": "x"}]],
+                                 lambda i, obj: stage_tools_task.parse_reply(obj), max_retries=0)
+  assert answers[0].reason == "bad_field"
+  with pytest.raises(teacher_lib.Reject, match="weight"):
+    stage_rubric.parse_rubric({s: [{"text": "t", "weight": "heavy"}] for s in
+                               ("subgoals", "interactions", "forbidden")})
