@@ -4,7 +4,7 @@ where possible), then KEEP or DISCARD by whether the solutions agree.
 Agreement: every solution is scored with `rewards.rubric.score` under the new rubric (structured
 checks only); the task is kept when at least `min_agreement` of them pass (reward >=
 `pass_reward`) and the teacher's own verdict is KEEP. The first passing solution becomes the
-task's reference trajectory.
+task's reference trajectory (a passing one without malformed turns when there is one).
 """
 
 from __future__ import annotations
@@ -88,13 +88,11 @@ def judge_agreement(rec: dict, rubric: dict, pass_reward: float) -> tuple[list[f
   """Rewards of the solutions under `rubric` and the first passing solution's messages."""
   from synthagent_jax.rewards import rubric as rubric_lib  # pylint: disable=g-import-not-at-top
   task = task_lib.Task.from_dict(assemble.task_dict(rec, rubric))
-  rewards, reference = [], None
-  for sol in rec["solutions"]:
-    r = float(rubric_lib.score(task, sol["messages"]).reward)
-    rewards.append(r)
-    if reference is None and r >= pass_reward:
-      reference = sol["messages"]
-  return rewards, reference
+  rewards = [float(rubric_lib.score(task, sol["messages"]).reward) for sol in rec["solutions"]]
+  passing = [s for s, r in zip(rec["solutions"], rewards) if r >= pass_reward]
+  # Prefer a clean trajectory (no malformed turns) as the SFT reference.
+  passing.sort(key=lambda s: s.get("num_errors", 0) > 0)
+  return rewards, (passing[0]["messages"] if passing else None)
 
 
 def run(records: Sequence[dict], teacher, cfg) -> list[teacher_lib.Answer]:

@@ -28,6 +28,7 @@ class Episode:
   messages: list      # our chat-message format (assistant tool_calls, tool role)
   status: str | None = None
   error: str = ""
+  num_errors: int = 0  # turns with malformed tool calls or other parse errors
 
 
 def _new_episode(i: int, task: task_lib.Task, tool_env) -> Episode:
@@ -46,11 +47,15 @@ def _step(ep: Episode, reply: str, tool_env, user_env):
     ep.messages.append({"role": "assistant", "content": f"<answer>{turn.answer}</answer>"})
     ep.status = "answered"
     return
+  ep.num_errors += bool(turn.errors)
   if turn.kind == "tool_calls":
     calls = turn.calls
-    ep.messages.append({"role": "assistant", "content": turn.content, "tool_calls": [
-        {"type": "function", "function": {"name": c.name, "arguments": c.arguments}}
-        for c in calls]})
+    if calls:
+      ep.messages.append({"role": "assistant", "content": turn.content, "tool_calls": [
+          {"type": "function", "function": {"name": c.name, "arguments": c.arguments}}
+          for c in calls]})
+    else:  # nothing parseable: keep the raw turn so the record shows what happened
+      ep.messages.append({"role": "assistant", "content": turn.text})
     outputs = []
     for c in calls:
       obs = tool_env.call(ep.task, env_base.ToolCall(c.name, c.arguments), ep.state)
@@ -70,7 +75,8 @@ def _step(ep: Episode, reply: str, tool_env, user_env):
 
 def solve(tasks: Sequence[task_lib.Task], teacher, tool_env, user_env, k: int, max_turns: int,
           sampling=None) -> list[list[dict]]:
-  """k episodes per task; returns per task a list of {"messages", "status", "error"}."""
+  """k episodes per task; returns per task a list of {"messages", "status", "error",
+  "num_errors"}."""
   episodes = [_new_episode(i, t, tool_env) for i, t in enumerate(tasks) for _ in range(k)]
   for _ in range(max_turns):
     active = [e for e in episodes if e.status is None]
@@ -87,7 +93,7 @@ def solve(tasks: Sequence[task_lib.Task], teacher, tool_env, user_env, k: int, m
   out = [[] for _ in tasks]
   for ep in episodes:
     out[ep.rec_index].append({"messages": ep.messages, "status": ep.status or "max_turns",
-                              "error": ep.error})
+                              "error": ep.error, "num_errors": ep.num_errors})
   return out
 
 
