@@ -105,23 +105,33 @@ def render_delta_text(tokenizer, new_messages: Sequence[Mapping], add_generation
   "\\n<|im_start|>user\\n<tool_response>\\n...\\n</tool_response><|im_end|>\\n<|im_start|>assistant\\n".
   The leading "\\n" follows the sampled <|im_end|>, which the sampler produced itself.
 
+  The delta is what follows the anchor assistant turn's end token in the rendering of
+  anchor + new_messages. The anchor turn's own text may render differently once it is no longer
+  last (Qwen3's template adds an empty think block only to a final assistant turn); that text is
+  never used, but everything before the anchor turn must be unchanged.
+
   Raises:
-    ValueError: if `new_messages` is empty, or the template is not prefix-stable (rendering the
-      anchor plus `new_messages` does not start with the anchor's rendering up to its end token).
+    ValueError: if `new_messages` is empty, the template does not end turns with `end_of_turn`,
+      or it is not prefix-stable (appending messages changed the turns before the anchor turn).
   """
   if not new_messages:
     raise ValueError("render_delta_text needs at least one new message")
+  head = render_text(tokenizer, _ANCHOR[:2])
   base = render_text(tokenizer, _ANCHOR)
-  cut = base.rfind(end_of_turn)
-  if cut < 0:
-    raise ValueError(f"the chat template does not end an assistant turn with {end_of_turn!r}")
-  cut += len(end_of_turn)
   full = render_text(tokenizer, list(_ANCHOR) + list(new_messages),
                      add_generation_prompt=add_generation_prompt)
-  if not full.startswith(base[:cut]):
+  num_ends = base.count(end_of_turn)
+  if num_ends == 0 or not base.rstrip().endswith(end_of_turn):
+    raise ValueError(f"the chat template does not end an assistant turn with {end_of_turn!r}")
+  if not (base.startswith(head) and full.startswith(head)):
     raise ValueError("the chat template is not prefix-stable: appending messages changed the "
                      "rendering of earlier turns, so deltas cannot be rendered token-in/token-out")
-  return full[cut:]
+  cut = -1
+  for _ in range(num_ends):
+    cut = full.find(end_of_turn, cut + 1)
+    if cut < 0:
+      raise ValueError(f"the chat template dropped an {end_of_turn!r} when messages were appended")
+  return full[cut + len(end_of_turn):]
 
 
 def render_delta_ids(tokenizer, new_messages: Sequence[Mapping], add_generation_prompt: bool = True,

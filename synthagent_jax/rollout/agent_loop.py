@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 from synthagent_jax.envs.base import ToolEnv, UserEnv
 from synthagent_jax.inference.engine import Completion, Engine, SamplingParams
@@ -65,6 +65,17 @@ class AgentLoopConfig:
         raise ValueError(f"AgentLoopConfig.{name} must be >= 1, got {getattr(self, name)}")
     # Validates temperature / top_p / top_k with SamplingParams' own messages.
     SamplingParams(temperature=self.temperature, top_p=self.top_p, top_k=self.top_k)
+
+  @classmethod
+  def from_mapping(cls, section: Mapping[str, Any], **overrides: Any) -> "AgentLoopConfig":
+    """From a config section (a dict or the `rollout` ml_collections.ConfigDict) plus keyword
+    overrides (e.g. seed=step). A key that is not a field is an error, never ignored."""
+    values = {**dict(section), **overrides}
+    fields = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - fields)
+    if unknown:
+      raise ValueError(f"AgentLoopConfig: unknown keys {unknown}; known: {sorted(fields)}")
+    return cls(**values)
 
 
 @dataclasses.dataclass

@@ -316,3 +316,12 @@ def test_real_task_objects(tok):
   assert traj.status == "answered" and traj.task_id == "real-1"
   prompt = tok.decode(traj.token_ids[:traj.prompt_len])
   assert '"name": "lookup"' in prompt and '"kind"' not in prompt
+
+
+def test_config_from_mapping():
+  ml_collections = pytest.importorskip("ml_collections")
+  section = ml_collections.ConfigDict({"max_turns": 3, "max_new_tokens": 16, "top_k": 5})
+  cfg = AgentLoopConfig.from_mapping(section, seed=7)
+  assert (cfg.max_turns, cfg.max_new_tokens, cfg.top_k, cfg.seed) == (3, 16, 5, 7)
+  with pytest.raises(ValueError, match="unknown keys \\['max_turn'\\]"):
+    AgentLoopConfig.from_mapping({"max_turn": 3})

@@ -1,5 +1,6 @@
 """models/chat_format: the tool-call text matches the chat template; deltas are prefix-stable."""
 
+import copy
 import pathlib
 
 import pytest
@@ -84,3 +85,40 @@ def test_token_id(tok):
   assert cf.token_id(tok, cf.IM_END) == tok.convert_tokens_to_ids(cf.IM_END)
   with pytest.raises(ValueError, match="not a single token"):
     cf.token_id(tok, "hello world, this is long")
+
+
+# Like Qwen3's template in the one respect that matters here: only a *final* assistant turn gets an
+# (empty) think block, so the anchor turn renders differently once messages follow it.
+_LAST_TURN_THINK_TEMPLATE = (
+    "{%- for m in messages %}"
+    "{%- if m.role == 'assistant' %}{{- '<|im_start|>assistant\\n' }}"
+    "{%- if loop.last %}{{- '<think>\\n\\n</think>\\n\\n' }}{%- endif %}"
+    "{{- m.content + '<|im_end|>\\n' }}"
+    "{%- elif m.role == 'tool' %}"
+    "{%- if loop.index0 == 0 or messages[loop.index0 - 1].role != 'tool' %}{{- '<|im_start|>user' }}{%- endif %}"
+    "{{- '\\n<tool_response>\\n' + m.content + '\\n</tool_response>' }}"
+    "{%- if loop.last or messages[loop.index0 + 1].role != 'tool' %}{{- '<|im_end|>\\n' }}{%- endif %}"
+    "{%- else %}{{- '<|im_start|>' + m.role + '\\n' + m.content + '<|im_end|>\\n' }}{%- endif %}"
+    "{%- endfor %}"
+    "{%- if add_generation_prompt %}{{- '<|im_start|>assistant\\n' }}{%- endif %}")
+
+
+def _with_template(tok, template):
+  other = copy.deepcopy(tok)
+  other.chat_template = template
+  return other
+
+
+def test_delta_with_template_that_renders_last_turn_differently(tok):
+  other = _with_template(tok, _LAST_TURN_THINK_TEMPLATE)
+  delta = cf.render_delta_text(other, [{"role": "tool", "name": "f", "content": "r"}])
+  assert delta == ("\n<|im_start|>user\n<tool_response>\nr\n</tool_response><|im_end|>\n"
+                   "<|im_start|>assistant\n")
+
+
+def test_delta_rejects_template_that_is_not_prefix_stable(tok):
+  unstable = ("{{- '<|im_start|>system\\n' + (messages | length | string) + '<|im_end|>\\n' }}"
+              "{%- for m in messages[1:] %}{{- '<|im_start|>' + m.role + '\\n' + m.content"
+              " + '<|im_end|>\\n' }}{%- endfor %}")
+  with pytest.raises(ValueError, match="not prefix-stable"):
+    cf.render_delta_text(_with_template(tok, unstable), [{"role": "user", "content": "x"}])
