@@ -1,0 +1,133 @@
+"""SGLangEngine against launch.serve over real HTTP on localhost.
+
+One server (a tiny checkpoint on disk) serves every test: greedy outputs equal the in-process
+JaxEngine, injected 500s are retried until the server recovers, seeds travel per request, and
+a weight sync (export + /update_weights_from_disk) changes what the server generates.
+"""
+
+import os
+
+import httpx
+import jax
+import numpy as np
+import pytest
+from flax import nnx
+
+from launch import serve
+from synthagent_jax import models
+from synthagent_jax.inference import engine as engine_lib
+from synthagent_jax.inference import sampler
+from synthagent_jax.inference import sglang
+from tests import toys
+
+BUCKETS = sampler.Buckets(min_batch=8, min_prompt_len=16, min_new_tokens=16)
+PROMPTS = [[5, 17, 3], [9, 2, 44, 61, 7, 8, 30, 12, 1], [100]]
+GREEDY = engine_lib.SamplingParams(max_new_tokens=8, temperature=0.0)
+
+
+def _sharp_model(seed):
+  """A tiny random model with weights x10, so greedy outputs depend clearly on the weights."""
+  model = toys.tiny_model(vocab_size=128, seed=seed)
+  state = nnx.state(model, nnx.Param)
+  nnx.update(model, jax.tree.map(lambda p: p * 10.0 if p.ndim >= 2 else p, state))
+  return model
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+  path = str(tmp_path_factory.mktemp("ckpt") / "policy")
+  models.save_pretrained(_sharp_model(seed=0), path)
+  return path
+
+
+@pytest.fixture(scope="module")
+def server(checkpoint):
+  engine = sampler.JaxEngine(models.from_pretrained(checkpoint), buckets=BUCKETS)
+  api = serve.create_app(engine, model_path=checkpoint, batch_wait_s=0.02)
+  with serve.BackgroundServer(api) as background:
+    yield background, api
+
+
+def _local(path_or_model, prompts=PROMPTS, sp=GREEDY, **kw):
+  model = path_or_model
+  if isinstance(path_or_model, str):
+    model = models.from_pretrained(path_or_model)
+  return sampler.JaxEngine(model, buckets=BUCKETS).generate(prompts, sp, **kw)
+
+
+def test_greedy_over_http_equals_in_process(server, checkpoint):
+  background, _ = server
+  with sglang.SGLangEngine(background.url, backoff_s=0.01) as eng:
+    eng.wait_healthy(timeout_s=30)
+    remote = eng.generate(PROMPTS, GREEDY)
+  local = _local(checkpoint)
+  for r, l in zip(remote, local):
+    assert r.token_ids == l.token_ids and r.finish_reason == l.finish_reason
+    np.testing.assert_allclose(r.logprobs, l.logprobs, atol=1e-5)
+
+
+def test_server_failing_then_recovering(server, checkpoint):
+  background, api = server
+  api.state.server.failures_left = 4
+  with sglang.SGLangEngine(background.url, max_concurrency=1, max_retries=5,
+                           backoff_s=0.01) as eng:
+    remote = eng.generate(PROMPTS[:1], GREEDY)
+  assert api.state.server.failures_left == 0
+  assert remote[0].token_ids == _local(checkpoint, PROMPTS[:1])[0].token_ids
+  api.state.server.failures_left = 10
+  with sglang.SGLangEngine(background.url, max_retries=1, backoff_s=0.0) as eng:
+    with pytest.raises(sglang.SGLangError, match="HTTP 500"):
+      eng.generate(PROMPTS[:1], GREEDY)
+  api.state.server.failures_left = 0
+
+
+def test_seeds_travel_per_request(server, checkpoint):
+  background, _ = server
+  sp = engine_lib.SamplingParams(max_new_tokens=8, temperature=1.0, seed=5)
+  with sglang.SGLangEngine(background.url, send_seed=True) as eng:
+    first = eng.generate(PROMPTS, sp)
+    again = eng.generate(PROMPTS, sp)
+  assert [c.token_ids for c in first] == [c.token_ids for c in again]
+  # The client sends seed + i for prompt i; the server samples each request on its own stream.
+  local = _local(checkpoint, sp=sp, row_seeds=[5, 6, 7])
+  assert [c.token_ids for c in first] == [c.token_ids for c in local]
+
+
+def test_weight_sync_changes_outputs(server, checkpoint, tmp_path):
+  background, _ = server
+  new_model = _sharp_model(seed=1)
+  with sglang.SGLangEngine(background.url, export_dir=str(tmp_path / "exports"),
+                           keep_exports=1) as eng:
+    before = eng.generate(PROMPTS, GREEDY)
+    path = eng.sync_weights(new_model, step=7)
+    after = eng.generate(PROMPTS, GREEDY)
+    assert eng.weight_version == 7 and path.endswith("step_000007")
+    info = httpx.get(f"{background.url}/get_model_info").json()
+    assert info["model_path"] == path
+    # The old export is removed once the next one is loaded.
+    eng.sync_weights(new_model, step=8)
+    assert not os.path.exists(path) and os.path.isdir(path.replace("07", "08"))
+    # Back to the original weights for the other tests.
+    eng.load_weights_from_disk(checkpoint)
+  assert [c.token_ids for c in before] != [c.token_ids for c in after]
+  assert [c.token_ids for c in after] == [c.token_ids for c in _local(new_model)]
+
+
+def test_bad_weight_path_is_refused(server):
+  background, _ = server
+  with sglang.SGLangEngine(background.url, max_retries=0) as eng:
+    with pytest.raises(sglang.SGLangError, match="refused"):
+      eng.load_weights_from_disk("/nonexistent/dir")
+
+
+def test_bad_generate_requests_get_400(server):
+  background, _ = server
+  url = f"{background.url}/generate"
+  r = httpx.post(url, json={"input_ids": [1, 2], "sampling_params": {"min_p": 0.1}})
+  assert r.status_code == 400 and "min_p" in r.text
+  r = httpx.post(url, json={"sampling_params": {}})
+  assert r.status_code == 400 and "input_ids" in r.text
+  r = httpx.post(url, json={"input_ids": [1], "sampling_params": {"top_p": 0}})
+  assert r.status_code == 400 and "top_p" in r.text
+  r = httpx.post(url, json={"text": "hi"})
+  assert r.status_code == 400 and "tokenizer" in r.text
