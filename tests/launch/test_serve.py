@@ -1,0 +1,149 @@
+"""launch.serve's OpenAI chat completions, driven by the official openai client over HTTP.
+
+A scripted engine stands in for the policy (a random model never emits a well-formed tool call):
+it returns the tokens of a fixed assistant turn, so the test checks the server's rendering,
+decoding and tool-call parsing, not the model.
+"""
+
+import json
+import pathlib
+
+import httpx
+import openai
+import pytest
+import transformers
+
+from launch import serve
+from synthagent_jax.inference import engine as engine_lib
+from synthagent_jax.models import chat_format
+
+TOOLS = [{"type": "function", "function": {
+    "name": "get_weather", "description": "Weather in a city.",
+    "parameters": {"type": "object", "properties": {"city": {"type": "string"}},
+                   "required": ["city"]}}}]
+
+
+class ScriptedEngine:
+  """Engine that answers every prompt with the next scripted text (+ <|im_end|>)."""
+
+  def __init__(self, tokenizer, texts):
+    self.tokenizer = tokenizer
+    self.texts = list(texts)
+    self.prompts = []
+    self.sampling = []
+
+  def generate(self, prompt_ids, sampling):
+    self.prompts += [list(p) for p in prompt_ids]
+    self.sampling.append(sampling)
+    end = chat_format.token_id(self.tokenizer, chat_format.IM_END)
+    out = []
+    for _ in prompt_ids:
+      ids = chat_format.encode(self.tokenizer, self.texts.pop(0)) + [end]
+      out.append(engine_lib.Completion(ids, [-0.1] * len(ids), "stop"))
+    return out
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+  root = pathlib.Path(__file__).resolve().parents[2]
+  return transformers.AutoTokenizer.from_pretrained(str(root / "data" / "tokenizer"))
+
+
+def _serve(tokenizer, texts):
+  engine = ScriptedEngine(tokenizer, texts)
+  return engine, serve.BackgroundServer(serve.create_app(engine, tokenizer, model_name="toy"))
+
+
+def test_tool_calls_come_back_as_openai_tool_calls(tokenizer):
+  call = chat_format.format_tool_call("get_weather", {"city": "Paris"})
+  engine, background = _serve(tokenizer, [f"Let me check.\n{call}"])
+  messages = [{"role": "system", "content": "You are helpful."},
+              {"role": "user", "content": "Weather in Paris?"}]
+  with background:
+    client = openai.OpenAI(base_url=f"{background.url}/v1", api_key="unused", max_retries=0)
+    response = client.chat.completions.create(model="toy", messages=messages, tools=TOOLS,
+                                              max_tokens=64, temperature=0.0, seed=3)
+  choice = response.choices[0]
+  assert choice.finish_reason == "tool_calls"
+  assert choice.message.content == "Let me check."
+  (tool_call,) = choice.message.tool_calls
+  assert tool_call.function.name == "get_weather"
+  assert json.loads(tool_call.function.arguments) == {"city": "Paris"}
+  # The prompt is the chat template's rendering with the tool schemas.
+  assert engine.prompts[0] == chat_format.render_prompt_ids(tokenizer, messages, tools=TOOLS)
+  sp = engine.sampling[0]
+  assert (sp.max_new_tokens, sp.temperature, sp.seed) == (64, 0.0, 3)
+  assert set(sp.stop_token_ids) == {chat_format.token_id(tokenizer, chat_format.IM_END),
+                                    chat_format.token_id(tokenizer, chat_format.ENDOFTEXT)}
+  assert response.usage.prompt_tokens == len(engine.prompts[0])
+
+
+def test_plain_message_and_tool_history_round_trip(tokenizer):
+  engine, background = _serve(tokenizer, ["It is sunny."])
+  messages = [
+      {"role": "user", "content": "Weather in Paris?"},
+      {"role": "assistant", "content": None, "tool_calls": [{
+          "id": "call_1", "type": "function",
+          "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'}}]},
+      {"role": "tool", "tool_call_id": "call_1", "name": "get_weather", "content": "sunny"},
+  ]
+  with background:
+    client = openai.OpenAI(base_url=f"{background.url}/v1", api_key="unused", max_retries=0)
+    response = client.chat.completions.create(model="toy", messages=messages, tools=TOOLS)
+  choice = response.choices[0]
+  assert choice.finish_reason == "stop"
+  assert choice.message.content == "It is sunny." and not choice.message.tool_calls
+  expected = [dict(messages[0]),
+              {"role": "assistant", "content": "", "tool_calls": [{
+                  "type": "function",
+                  "function": {"name": "get_weather", "arguments": {"city": "Paris"}}}]},
+              dict(messages[2])]
+  assert engine.prompts[0] == chat_format.render_prompt_ids(tokenizer, expected, tools=TOOLS)
+
+
+def test_malformed_call_stays_text(tokenizer):
+  engine, background = _serve(tokenizer, ['<tool_call>\n{"name": "get_weather", oops}\n'
+                                          '</tool_call>'])
+  with background:
+    r = httpx.post(f"{background.url}/v1/chat/completions",
+                   json={"messages": [{"role": "user", "content": "hi"}], "tools": TOOLS})
+  message = r.json()["choices"][0]["message"]
+  assert "tool_calls" not in message and "oops" in message["content"]
+  assert len(engine.prompts) == 1
+
+
+@pytest.mark.parametrize("body,match", [
+    ({"messages": []}, "messages"),
+    ({"messages": [{"role": "robot", "content": "x"}]}, "role"),
+    ({"messages": [{"role": "user", "content": "x"}], "n": 2}, "n=1"),
+    ({"messages": [{"role": "user", "content": "x"}], "stream": True}, "stream"),
+    ({"messages": [{"role": "user", "content": "x"}], "temperature": -1}, "temperature"),
+    ({"messages": [{"role": "assistant", "content": "", "tool_calls": [
+        {"type": "function", "function": {"name": "f", "arguments": "{bad"}}]}]}, "not JSON"),
+])
+def test_bad_chat_requests_get_400(tokenizer, body, match):
+  _, background = _serve(tokenizer, [])
+  with background:
+    r = httpx.post(f"{background.url}/v1/chat/completions", json=body)
+  assert r.status_code == 400 and match in r.json()["error"]["message"]
+
+
+def test_health_models_and_text_generate(tokenizer):
+  engine, background = _serve(tokenizer, ["abc"])
+  with background:
+    assert httpx.get(f"{background.url}/health").status_code == 200
+    assert httpx.get(f"{background.url}/v1/models").json()["data"][0]["id"] == "toy"
+    r = httpx.post(f"{background.url}/generate",
+                   json={"text": "hello", "return_logprob": True,
+                         "sampling_params": {"max_new_tokens": 8, "temperature": 0}})
+    body = r.json()
+    assert body["text"] == "abc<|im_end|>"
+    assert engine.prompts[0] == chat_format.encode(tokenizer, "hello")
+    assert [e[1] for e in body["meta_info"]["output_token_logprobs"]] == body["output_ids"]
+    # The scripted engine cannot load weights: refused with a clear message.
+    r = httpx.post(f"{background.url}/update_weights_from_disk", json={"model_path": "/x"})
+    assert r.status_code == 400 and "cannot load weights" in r.text
+
+
+def test_binds_localhost_by_default():
+  assert serve._HOST.default == "127.0.0.1"
