@@ -1,6 +1,7 @@
 """Trains the project's shipped byte-level BPE tokenizer (data/tokenizer/).
 
-Rerunnable and deterministic for a given repo state:
+Rerunnable and deterministic: the same flags give byte-identical files (the repository text is
+read from the pinned --corpus_commit, not the working tree; tests check the shipped files):
 
     python data/tokenizer/train_tokenizer.py            # writes data/tokenizer/{tokenizer,tokenizer_config}.json
     python data/tokenizer/train_tokenizer.py --vocab_size=4096 --out_dir=/tmp/tok
@@ -20,12 +21,15 @@ import argparse
 import json
 import pathlib
 import random
+import subprocess
 from typing import Iterator
 
 from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
 
 HERE = pathlib.Path(__file__).resolve().parent
 REPO = HERE.parent.parent
+# The repo snapshot the shipped tokenizer was trained on (its .md/.py files are the corpus).
+CORPUS_COMMIT = "5f641075d1ebc31a4605dd6acf33a0be9d224c8e"
 
 # (content, special). Qwen marks the ChatML tokens special and the tool/think tags as plain added
 # tokens (special=False) so decode(skip_special_tokens=True) keeps them; we do the same.
@@ -128,31 +132,40 @@ def _dialogue(rng: random.Random) -> str:
                  + "\n</tool_call><|im_end|>")
     result = {"status": rng.choice(STATUS), **{s: _value(rng, s) for s in rng.sample(slots, k=2)}}
     lines.append("<|im_start|>user\n<tool_response>\n" + json.dumps(result) + "\n</tool_response><|im_end|>")
+  if rng.random() < 0.3:
+    lines.append(f"<|im_start|>user\nDid the agent {rng.choice(tools).replace('_', ' ')}? "
+                 f"Answer yes or no.<|im_end|>\n<|im_start|>assistant\n{rng.choice(['yes', 'no', 'Yes', 'No'])}<|im_end|>")
   lines.append("<|im_start|>assistant\n<answer>" + rng.choice(ANSWERS).format(x=_value(rng, rng.choice(slots)))
                + "</answer><|im_end|><|endoftext|>")
   return "\n".join(lines)
 
 
-def repo_texts() -> Iterator[str]:
-  """The repository's own markdown and python files, in sorted order."""
-  for path in sorted(REPO.rglob("*")):
-    if path.suffix not in (".md", ".py") or any(p.startswith(".") for p in path.relative_to(REPO).parts):
+def repo_texts(commit: str) -> Iterator[str]:
+  """The repository's own markdown and python files at `commit` (not the working tree, so the
+  corpus, and hence the tokenizer, is reproducible), in path order."""
+  try:
+    names = subprocess.run(["git", "-C", str(REPO), "ls-tree", "-r", "--name-only", commit],
+                           check=True, capture_output=True, text=True).stdout.split("\n")
+  except (OSError, subprocess.CalledProcessError) as e:
+    raise SystemExit(f"cannot list the corpus files of commit {commit} ({e}); pass "
+                     "--corpus_commit=<a commit of this repository>") from e
+  for name in sorted(n for n in names if n.endswith((".md", ".py"))):
+    if name.startswith("data/tokenizer/"):
       continue
-    try:
-      yield path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError):
-      continue
+    blob = subprocess.run(["git", "-C", str(REPO), "show", f"{commit}:{name}"], check=True,
+                          capture_output=True).stdout
+    yield blob.decode("utf-8", errors="replace")
 
 
-def corpus(num_dialogues: int, seed: int) -> Iterator[str]:
-  yield from repo_texts()
+def corpus(num_dialogues: int, seed: int, commit: str) -> Iterator[str]:
+  yield from repo_texts(commit)
   yield (HERE / "qwen25_chat_template.jinja").read_text(encoding="utf-8")
   rng = random.Random(seed)
   for _ in range(num_dialogues):
     yield _dialogue(rng)
 
 
-def build_tokenizer(vocab_size: int, num_dialogues: int, seed: int) -> Tokenizer:
+def build_tokenizer(vocab_size: int, num_dialogues: int, seed: int, commit: str) -> Tokenizer:
   tok = Tokenizer(models.BPE())
   tok.pre_tokenizer = pre_tokenizers.Sequence([
       pre_tokenizers.Split(Regex(SPLIT_PATTERN), behavior="isolated", invert=False),
@@ -162,7 +175,7 @@ def build_tokenizer(vocab_size: int, num_dialogues: int, seed: int) -> Tokenizer
   trainer = trainers.BpeTrainer(
       vocab_size=vocab_size - len(ADDED_TOKENS), min_frequency=1, show_progress=False,
       initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), special_tokens=[])
-  tok.train_from_iterator(corpus(num_dialogues, seed), trainer=trainer)
+  tok.train_from_iterator(corpus(num_dialogues, seed, commit), trainer=trainer)
   tok.add_special_tokens([AddedToken(t, special=True, normalized=False) for t, s in ADDED_TOKENS if s])
   tok.add_tokens([AddedToken(t, special=False, normalized=False) for t, s in ADDED_TOKENS if not s])
   return tok
@@ -197,10 +210,12 @@ def main():
   parser.add_argument("--num_dialogues", type=int, default=6000)
   parser.add_argument("--seed", type=int, default=0)
   parser.add_argument("--out_dir", type=pathlib.Path, default=HERE)
+  parser.add_argument("--corpus_commit", default=CORPUS_COMMIT,
+                      help="git commit whose .md/.py files are part of the training text")
   args = parser.parse_args()
   if args.vocab_size < 256 + len(ADDED_TOKENS) + 1:
     parser.error(f"--vocab_size must exceed the 256-byte alphabet plus {len(ADDED_TOKENS)} added tokens")
-  tok = build_tokenizer(args.vocab_size, args.num_dialogues, args.seed)
+  tok = build_tokenizer(args.vocab_size, args.num_dialogues, args.seed, args.corpus_commit)
   args.out_dir.mkdir(parents=True, exist_ok=True)
   tok.save(str(args.out_dir / "tokenizer.json"))
   with open(args.out_dir / "tokenizer_config.json", "w", encoding="utf-8") as f:

@@ -2,6 +2,8 @@
 Qwen2.5 chat template checked against hand-written expected renderings of the published format."""
 
 import pathlib
+import subprocess
+import sys
 
 import hypothesis
 from hypothesis import strategies as st
@@ -121,3 +123,11 @@ def test_template_tokenize_true_matches_encode(tok):
                                 return_dict=False)
   assert list(ids) == tok.encode(EXPECTED_TOOLS, add_special_tokens=False)
   assert tok.decode(ids) == EXPECTED_TOOLS
+
+
+@pytest.mark.slow  # retrains the BPE (~6 s of CPU)
+def test_shipped_files_are_what_the_script_produces(tmp_path):
+  subprocess.run([sys.executable, str(TOKENIZER_DIR / "train_tokenizer.py"), f"--out_dir={tmp_path}"],
+                 check=True, capture_output=True)
+  for name in ("tokenizer.json", "tokenizer_config.json"):
+    assert (tmp_path / name).read_bytes() == (TOKENIZER_DIR / name).read_bytes(), name
