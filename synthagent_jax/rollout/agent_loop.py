@@ -3,7 +3,9 @@
 Per round, ONE `engine.generate` call carries the current turn of every unfinished episode, so no
 episode waits for the slowest: an episode that ends drops out of the next round. Each sampled turn
 is parsed (`turns.parse_turn`) and routed: tool calls -> `ToolEnv.call` (several per turn; a
-malformed call becomes an error observation), a message -> `UserEnv.reply`, an answer -> the end.
+malformed call becomes an error observation), a message -> `UserEnv.reply` (or one
+`reply_batch(tasks, conversations)` per round for every waiting episode, when the UserEnv has it,
+as envs.user.LLMUserSimulator does), an answer -> the end.
 
 Token-in/token-out: the prompt is rendered once with the chat template; sampled tokens are kept
 exactly as sampled (loss_mask 1, sampler logprob kept); environment messages are appended as
@@ -216,30 +218,65 @@ class AgentLoop:
     ep.turns[-1].truncated_tool_responses += 1
     return self.tokenizer.decode(ids[:limit], skip_special_tokens=False) + TRUNCATION_NOTE
 
-  def _respond(self, ep: _Episode, turn: Turn):
-    """Routes a turn; appends the environment's delta or finishes the episode."""
-    cfg = self.config
+  def _route(self, ep: _Episode, turn: Turn) -> list[dict] | None:
+    """Ends the episode, or answers tool calls now (-> the tool messages), or returns None with
+    the episode still running when the turn is a message waiting for the user."""
     if turn.kind == "answer":
       ep.finish("answered")
-      return
-    if len(ep.turns) >= cfg.max_turns:
+    elif len(ep.turns) >= self.config.max_turns:
       ep.finish("max_turns")
-      return
-    try:
-      if turn.kind == "tool_calls":
-        env_messages = self._observe_tools(ep, turn)
-      else:
-        reply, stop = self.user.reply(ep.task, list(ep.messages))
-        if not isinstance(reply, str):
-          raise TypeError(f"UserEnv.reply returned {type(reply).__name__} text, expected str")
-        env_messages = [{"role": "user", "content": reply}]
-        if stop:
-          ep.messages.extend(env_messages)  # the user's last word has no tokens (nothing follows)
-          ep.finish("user_stopped")
-          return
-    except Exception as e:  # pylint: disable=broad-except  # an env failure ends only this episode
-      ep.finish("error", f"{e.__class__.__name__}: {e}")
-      return
+    elif turn.kind == "tool_calls":
+      try:
+        return self._observe_tools(ep, turn)
+      except Exception as e:  # pylint: disable=broad-except  # an env failure ends only this episode
+        ep.finish("error", f"{e.__class__.__name__}: {e}")
+    return None
+
+  def _user_replies(self, waiting: list[_Episode]) -> list[tuple[str, bool] | Exception]:
+    """One reply per waiting episode: one `reply_batch` call when the UserEnv has it (an LLM user
+    then answers every episode in one batch), else `reply` per episode. If the batch call
+    raises, each episode asks alone so that a failure ends only its own episode."""
+    if not waiting:
+      return []
+    batch = getattr(self.user, "reply_batch", None)
+    if callable(batch) and len(waiting) > 1:
+      try:
+        replies = batch([ep.task for ep in waiting], [list(ep.messages) for ep in waiting])
+        if len(replies) != len(waiting):
+          raise ValueError(f"UserEnv.reply_batch returned {len(replies)} replies for "
+                           f"{len(waiting)} conversations")
+        return list(replies)
+      except Exception:  # pylint: disable=broad-except  # isolate the failing episode below
+        pass
+    out = []
+    for ep in waiting:
+      try:
+        out.append(self.user.reply(ep.task, list(ep.messages)))
+      except Exception as e:  # pylint: disable=broad-except
+        out.append(e)
+    return out
+
+  def _hear_user(self, ep: _Episode, reply: tuple[str, bool] | Exception) -> list[dict] | None:
+    if isinstance(reply, Exception):
+      ep.finish("error", f"{reply.__class__.__name__}: {reply}")
+      return None
+    if not (isinstance(reply, (tuple, list)) and len(reply) == 2):
+      ep.finish("error", f"UserEnv reply must be (text, stop), got {reply!r}")
+      return None
+    text, stop = reply
+    if not isinstance(text, str):
+      ep.finish("error", f"UserEnv reply text must be a str, got {type(text).__name__}")
+      return None
+    env_messages = [{"role": "user", "content": text}]
+    if stop:
+      ep.messages.extend(env_messages)  # the user's last word has no tokens (nothing follows)
+      ep.finish("user_stopped")
+      return None
+    return env_messages
+
+  def _append_env(self, ep: _Episode, env_messages: list[dict]):
+    """Appends the environment's messages as a template delta, or ends with context_full."""
+    cfg = self.config
     delta = cf.render_delta_ids(self.tokenizer, env_messages, add_generation_prompt=True,
                                 end_of_turn=cfg.end_of_turn)
     if len(ep.token_ids) + len(delta) + 2 > cfg.max_total_tokens:  # + >= 1 sampled + end token
@@ -283,6 +320,8 @@ class AgentLoop:
       stats.rounds += 1
       stats.prefill_tokens += sum(len(p) for p in prompts)
       t0 = time.perf_counter()
+      answered: list[tuple[_Episode, list[dict]]] = []
+      waiting: list[_Episode] = []
       for ep, completion, budget in zip(active, completions, budgets):
         turn = self._take_turn(ep, completion, budget)
         stats.sampled_tokens += ep.turns[-1].num_sampled
@@ -290,7 +329,17 @@ class AgentLoop:
         if out_of_room and turn.kind != "answer":
           ep.finish("context_full")
           continue
-        self._respond(ep, turn)
+        tool_messages = self._route(ep, turn)
+        if tool_messages is not None:
+          answered.append((ep, tool_messages))
+        elif ep.status is None:
+          waiting.append(ep)
+      for ep, reply in zip(waiting, self._user_replies(waiting)):
+        user_messages = self._hear_user(ep, reply)
+        if user_messages is not None:
+          answered.append((ep, user_messages))
+      for ep, env_messages in answered:
+        self._append_env(ep, env_messages)
       stats.env_s += time.perf_counter() - t0
     stats.total_s = time.perf_counter() - t_start
     return [ep.trajectory() for ep in episodes]

@@ -325,3 +325,45 @@ def test_config_from_mapping():
   assert (cfg.max_turns, cfg.max_new_tokens, cfg.top_k, cfg.seed) == (3, 16, 5, 7)
   with pytest.raises(ValueError, match="unknown keys \\['max_turn'\\]"):
     AgentLoopConfig.from_mapping({"max_turn": 3})
+
+
+class BatchUser(ScriptedUser):
+  """A user with reply_batch (like envs.user.LLMUserSimulator): one call per round."""
+
+  def __init__(self):
+    self.batch_sizes = []
+
+  def reply_batch(self, tasks, conversations):
+    self.batch_sizes.append(len(tasks))
+    return [self.reply(t, m) for t, m in zip(tasks, conversations)]
+
+
+def test_user_replies_batched_per_round(tok):
+  user = BatchUser()
+  loop = AgentLoop(ScriptedEngine(tok, SCRIPTS), tok, RecordingTools(), user,
+                   AgentLoopConfig(max_turns=3))
+  trajs = loop.run([FakeTask("a", "chatty"), FakeTask("b", "ask then answer")], num_samples=2)
+  # Round 1: all 4 episodes message the user; round 2: only "chatty" (the others call a tool).
+  assert user.batch_sizes == [4, 2]
+  assert [t.status for t in trajs] == ["max_turns", "max_turns", "answered", "answered"]
+  assert trajs[2].messages[3] == {"role": "user", "content": "My key is K3."}
+
+
+def test_failing_batch_falls_back_to_per_episode(tok):
+  # "user error" raises inside reply(): the batch call fails, each episode then asks alone and
+  # only the failing one ends with "error".
+  user = BatchUser()
+  loop = AgentLoop(ScriptedEngine(tok, SCRIPTS), tok, RecordingTools(), user, AgentLoopConfig())
+  trajs = loop.run([FakeTask("a", "user error"), FakeTask("b", "ask then answer")])
+  assert [t.status for t in trajs] == ["error", "answered"]
+  assert "user simulator crashed" in trajs[0].error
+
+
+def test_bad_user_reply_shape_is_an_error(tok):
+  class BadUser:
+    def reply(self, task, messages):
+      return "just text"
+
+  loop = AgentLoop(ScriptedEngine(tok, SCRIPTS), tok, RecordingTools(), BadUser(), AgentLoopConfig())
+  (traj,) = loop.run([FakeTask("a", "chatty")])
+  assert traj.status == "error" and "(text, stop)" in traj.error
