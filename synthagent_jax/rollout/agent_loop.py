@@ -157,6 +157,7 @@ class AgentLoop:
         engine, tokenizer, tools, user, config)
     self.eot_id = cf.token_id(tokenizer, config.end_of_turn)
     self.stats = LoopStats()
+    self._num_runs = 0
 
   # ---- episode setup -------------------------------------------------------------------------
   def _start(self, task: Any, sample_index: int) -> _Episode:
@@ -290,13 +291,18 @@ class AgentLoop:
   def run(self, tasks: Sequence[Any], num_samples: int = 1, seed: int | None = None
           ) -> list[Trajectory]:
     """Runs `num_samples` episodes per task; returns Trajectories task-major (task 0's samples
-    first). `seed` (default config.seed) makes a run reproducible; vary it per RL step."""
+    first).
+
+    `seed` makes a run reproducible (pass e.g. the RL step, so a resumed run samples the same).
+    Without it, call n of this loop uses config.seed + n, so repeated calls never repeat samples.
+    """
     if num_samples < 1:
       raise ValueError(f"num_samples must be >= 1, got {num_samples}")
     cfg = self.config
     stats = self.stats = LoopStats()
     t_start = time.perf_counter()
-    base_seed = cfg.seed if seed is None else seed
+    base_seed = cfg.seed + self._num_runs if seed is None else seed
+    self._num_runs += 1
     t0 = time.perf_counter()
     episodes = [self._start(task, g) for task in tasks for g in range(num_samples)]
     stats.env_s += time.perf_counter() - t0

@@ -367,3 +367,22 @@ def test_bad_user_reply_shape_is_an_error(tok):
   loop = AgentLoop(ScriptedEngine(tok, SCRIPTS), tok, RecordingTools(), BadUser(), AgentLoopConfig())
   (traj,) = loop.run([FakeTask("a", "chatty")])
   assert traj.status == "error" and "(text, stop)" in traj.error
+
+
+def test_seeds_vary_per_round_and_run_unless_given(tok):
+  seeds = []
+
+  class SeedEngine(ScriptedEngine):
+    def generate(self, prompt_ids, sampling):
+      seeds.append(sampling.seed)
+      return super().generate(prompt_ids, sampling)
+
+  loop = AgentLoop(SeedEngine(tok, SCRIPTS), tok, RecordingTools(), ScriptedUser(),
+                   AgentLoopConfig(seed=3))
+  tasks = [FakeTask("a", "two calls then answer")]
+  loop.run(tasks)
+  loop.run(tasks)
+  loop.run(tasks, seed=3)
+  assert seeds[0] != seeds[1]  # rounds differ
+  assert len(set(seeds[:4])) == 4  # the second run does not repeat the first
+  assert seeds[4:6] == seeds[0:2]  # an explicit seed reproduces
