@@ -5,6 +5,8 @@ import dataclasses
 import json
 import pathlib
 
+import hypothesis
+from hypothesis import strategies as st
 import pytest
 import transformers
 
@@ -386,3 +388,29 @@ def test_seeds_vary_per_round_and_run_unless_given(tok):
   assert seeds[0] != seeds[1]  # rounds differ
   assert len(set(seeds[:4])) == 4  # the second run does not repeat the first
   assert seeds[4:6] == seeds[0:2]  # an explicit seed reproduces
+
+
+# No "e"/"y": ScriptedUser reacts to "bye" and "explode".
+_word = st.text(alphabet="abcdfghijklmnopqrstuvwxzABCDEFGHIJ0123456789", min_size=1, max_size=8)
+_sentence = st.lists(_word, min_size=1, max_size=6).map(" ".join)
+_turn = st.one_of(
+    _sentence,  # a message to the user
+    st.lists(st.tuples(st.sampled_from(["lookup", "big"]),
+                       st.dictionaries(_word, st.one_of(_word, st.integers(-99, 99)), max_size=2)),
+             min_size=1, max_size=3).map(lambda cs: "\n".join(call(n, **a) for n, a in cs)))
+
+
+@hypothesis.settings(max_examples=100, deadline=None,
+                     suppress_health_check=[hypothesis.HealthCheck.function_scoped_fixture])
+@hypothesis.given(st.lists(_turn, max_size=4), _sentence, _sentence)
+def test_retokenizing_random_conversations_reproduces_ids(tok, turns, instruction, answer):
+  # With canonically tokenized turns that start with a word, the template is deterministic:
+  # re-rendering the decoded messages gives back the loop's ids exactly.
+  scripts = {instruction: turns + [f"<answer>{answer}</answer>"]}
+  loop = AgentLoop(ScriptedEngine(tok, scripts), tok, RecordingTools(), ScriptedUser(),
+                   AgentLoopConfig(max_turns=10, max_total_tokens=8192,
+                                   max_tool_response_tokens=4096))
+  (traj,) = loop.run([FakeTask("r", instruction)])
+  assert traj.status == "answered" and traj.num_turns == len(turns) + 1
+  check_alignment(traj, loop.eot_id)
+  assert retokenize(tok, traj) == traj.token_ids + cf.encode(tok, "\n")
