@@ -157,6 +157,9 @@ class Tool:
       _fail(pwhere, f"invalid JSON schema: {e.message}")
     return cls(name=name, description=description, parameters=params, kind=kind)
 
+  def __hash__(self) -> int:
+    return hash((self.name, self.kind))
+
   def to_dict(self) -> dict:
     return {"type": "function", "kind": self.kind, "function": self.openai_function()}
 
@@ -439,6 +442,9 @@ class Task:
             "full_task": self.full_task, "tools": [t.to_dict() for t in self.tools],
             "world": self.world, "user": self.user.to_dict(), "rubric": self.rubric.to_dict(),
             "reference": self.reference, "metadata": self.metadata}
+
+  def __hash__(self) -> int:  # Fields hold dicts; a task's identity is its id.
+    return hash(self.id)
 
   def tool(self, name: str) -> Tool | None:
     for t in self.tools:

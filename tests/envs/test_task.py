@@ -95,3 +95,8 @@ def test_load_reports_file_line_field_and_skips_bad_records(tmp_path):
   assert rendered[0].startswith(f"{path}:3: <json>: invalid JSON")
   assert rendered[1] == f"{path}:4: rubric.subgoals[0].weight: must be a number > 0, got -1"
   assert rendered[2] == f"{path}:6: id: duplicate task id 'ok1'"
+
+
+def test_tasks_are_hashable_by_id():
+  a, b = make_task(), make_task(id="other")
+  assert len({a, make_task(), b}) == 2
