@@ -11,6 +11,7 @@ K kv heads, G query heads per kv head, Dh -> `h` head_dim, V vocab, L layers.
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import flax.struct
@@ -63,7 +64,8 @@ def _param(rngs: nnx.Rngs | None, shape: tuple[int, ...], axes: tuple[str, ...],
   else:
     value = 0.02 * jax.random.normal(rngs.params(), shape, dtype)
   # eager_sharding=False: the names are logical; parallel/ maps them onto a mesh later.
-  return nnx.Param(value, out_sharding=axes, eager_sharding=False)
+  # `init` is kept so init_model can redraw all params in one cheap-to-compile program.
+  return nnx.Param(value, out_sharding=axes, eager_sharding=False, init=init)
 
 
 class RMSNorm(nnx.Module):
@@ -224,7 +226,6 @@ class Qwen(nnx.Module):
     return DTYPES[self.config.dtype]
 
   def _embed(self, input_ids_bt: jax.Array) -> jax.Array:
-    _check_ids(input_ids_bt)
     return jnp.take(self.embed[...], input_ids_bt, axis=0).astype(self.dtype)
 
   def _logits(self, x_btd: jax.Array) -> jax.Array:
@@ -249,16 +250,30 @@ class Qwen(nnx.Module):
     Returns:
       float32 logits [B, T, V].
     """
+    input_ids_bt = jnp.asarray(input_ids_bt)
+    _check_ids(input_ids_bt)
     b, t = input_ids_bt.shape
     if attention_mask_bt is not None:
       _check_shape("attention_mask_bt", attention_mask_bt, (b, t))
-      attention_mask_bt = attention_mask_bt.astype(bool)
+      attention_mask_bt = jnp.asarray(attention_mask_bt).astype(bool)
+    if positions_bt is not None:
+      _check_shape("positions_bt", positions_bt, (b, t))
+      positions_bt = jnp.asarray(positions_bt)
+    if _is_eager(self, input_ids_bt, positions_bt, attention_mask_bt):
+      # Outside any transform: run the whole pass as one compiled program (cached per shape)
+      # instead of dispatching each op eagerly.
+      graphdef, state = nnx.split(self)
+      return _jit_forward(graphdef, state, input_ids_bt, positions_bt, attention_mask_bt)
+    return self._forward(input_ids_bt, positions_bt, attention_mask_bt)
+
+  def _forward(self, input_ids_bt, positions_bt, attention_mask_bt):
+    """The traceable body of __call__ (inputs already validated)."""
+    b, t = input_ids_bt.shape
     if positions_bt is None:
       if attention_mask_bt is None:
         positions_bt = jnp.broadcast_to(jnp.arange(t, dtype=jnp.int32), (b, t))
       else:
         positions_bt = jnp.maximum(jnp.cumsum(attention_mask_bt.astype(jnp.int32), axis=1) - 1, 0)
-    _check_shape("positions_bt", positions_bt, (b, t))
     mask_btt = jnp.broadcast_to(jnp.tril(jnp.ones((t, t), bool)), (b, t, t))
     if attention_mask_bt is not None:
       mask_btt = mask_btt & attention_mask_bt[:, None, :]
@@ -298,15 +313,27 @@ class Qwen(nnx.Module):
     Returns:
       (float32 logits [B, T, V], updated cache).
     """
+    input_ids_bt = jnp.asarray(input_ids_bt)
+    _check_ids(input_ids_bt)
     b, t = input_ids_bt.shape
     s = cache.max_len
-    _check_shape("positions_bt", positions_bt, (b, t))
-    _check_shape("kv_mask_bs", kv_mask_bs, (b, s))
     if cache.batch_size != b:
       raise ValueError(f"forward_cached: cache batch {cache.batch_size} != input batch {b}")
+    _check_shape("positions_bt", positions_bt, (b, t))
+    _check_shape("kv_mask_bs", kv_mask_bs, (b, s))
     if t > s:
       raise ValueError(f"forward_cached: chunk of {t} tokens does not fit a cache of {s} slots")
+    positions_bt, kv_mask_bs = jnp.asarray(positions_bt), jnp.asarray(kv_mask_bs)
     cache_index = jnp.asarray(cache_index, jnp.int32)
+    if _is_eager(self, input_ids_bt, positions_bt, cache.k, cache.v, cache_index, kv_mask_bs):
+      graphdef, state = nnx.split(self)
+      return _jit_forward_cached(graphdef, state, input_ids_bt, positions_bt, cache, cache_index,
+                                 kv_mask_bs)
+    return self._forward_cached(input_ids_bt, positions_bt, cache, cache_index, kv_mask_bs)
+
+  def _forward_cached(self, input_ids_bt, positions_bt, cache, cache_index, kv_mask_bs):
+    """The traceable body of forward_cached (inputs already validated)."""
+    t, s = input_ids_bt.shape[1], cache.max_len
     query_slot_t = cache_index + jnp.arange(t, dtype=jnp.int32)
     causal_ts = jnp.arange(s, dtype=jnp.int32)[None, :] <= query_slot_t[:, None]
     mask_bts = causal_ts[None] & kv_mask_bs.astype(bool)[:, None, :]
@@ -331,9 +358,59 @@ def _check_shape(name: str, x, shape: tuple[int, ...]) -> None:
     raise ValueError(f"{name} must have shape {shape}, got {tuple(x.shape)}")
 
 
+def _is_eager(model: Qwen, *arrays) -> bool:
+  """True when called outside jit/grad/vmap (no tracers among the inputs or the params)."""
+  leaves = [model.embed.get_value(), *jax.tree.leaves(arrays)]
+  return not any(isinstance(x, jax.core.Tracer) for x in leaves)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _jit_forward(graphdef, state, input_ids_bt, positions_bt, attention_mask_bt):
+  return nnx.merge(graphdef, state)._forward(input_ids_bt, positions_bt, attention_mask_bt)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _jit_forward_cached(graphdef, state, input_ids_bt, positions_bt, cache, cache_index,
+                        kv_mask_bs):
+  return nnx.merge(graphdef, state)._forward_cached(input_ids_bt, positions_bt, cache,
+                                                    cache_index, kv_mask_bs)
+
+
+@functools.lru_cache(maxsize=16)
+def _abstract_split(cfg: ModelConfig):
+  return nnx.split(abstract_model(cfg))
+
+
+@functools.partial(jax.jit, static_argnums=(0,))
+def _init_state(cfg: ModelConfig, key: jax.Array) -> nnx.State:
+  """All params from ONE normal draw, sliced: XLA compiles one RNG instead of one per param
+  (seconds instead of tens of seconds on CPU)."""
+  _, abstract = _abstract_split(cfg)
+  is_var = lambda x: isinstance(x, nnx.Variable)
+  variables = jax.tree.leaves(abstract, is_leaf=is_var)
+  sizes = [v.get_value().size for v in variables if v.get_metadata()["init"] == "normal"]
+  noise = 0.02 * jax.random.normal(key, (sum(sizes),), jnp.float32)
+  values, offset = [], 0
+  for v in variables:
+    shape, dtype, init = v.get_value().shape, v.get_value().dtype, v.get_metadata()["init"]
+    if init == "normal":
+      size = v.get_value().size
+      values.append(noise[offset:offset + size].reshape(shape).astype(dtype))
+      offset += size
+    else:
+      values.append(jnp.full(shape, 1.0 if init == "ones" else 0.0, dtype))
+  values = iter(values)
+  return jax.tree.map(lambda v: v.replace(next(values)), abstract, is_leaf=is_var)
+
+
 def init_model(cfg: ModelConfig, seed: int = 0) -> Qwen:
-  """A randomly initialised model (normal(0.02) weights, unit norms, zero biases)."""
-  return Qwen(cfg, rngs=nnx.Rngs(params=seed))
+  """A randomly initialised model: normal(0, 0.02) weights, unit norms, zero biases.
+
+  Built in one compiled program (weights differ from `Qwen(cfg, rngs=nnx.Rngs(seed))`, which
+  draws per parameter); parameters land on the default device.
+  """
+  graphdef, _ = _abstract_split(cfg)
+  return nnx.merge(graphdef, _init_state(cfg, jax.random.key(seed)))
 
 
 def abstract_model(cfg: ModelConfig) -> Qwen:
