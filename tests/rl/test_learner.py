@@ -12,7 +12,7 @@ from synthagent_jax import models
 from synthagent_jax.rl import learner
 from synthagent_jax.rl import state as state_lib
 from tests import toys
-from tests.rl.conftest import DEFAULT_LEARNER, make_host_batch
+from tests.rl.learner_toys import DEFAULT_LEARNER, make_host_batch
 
 # Parameters after two optimizer updates on different meshes / accumulation splits agree to
 # this absolute tolerance (float32 reductions in a different order; Adam normalises the
