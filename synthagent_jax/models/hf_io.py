@@ -76,12 +76,21 @@ def _entry(path: tuple[Any, ...]) -> _Entry:
   raise ValueError(f"no Hugging Face name for parameter {'/'.join(map(str, path))}")
 
 
-def _to_ours(w: np.ndarray, entry: _Entry, shape: tuple[int, ...]) -> np.ndarray:
+def _hf_shape(entry: _Entry, shape: tuple[int, ...]) -> tuple[int, ...]:
+  """The HF tensor shape that holds one of our params of `shape`."""
   if entry.kind == "linear":
-    w = w.T
-  if w.size != math.prod(shape):
-    raise ValueError(f"tensor {entry.hf_name}: {w.size} elements cannot become shape {shape}")
-  return w.reshape(shape)
+    return (math.prod(shape[entry.num_in_dims:]), math.prod(shape[:entry.num_in_dims]))
+  if entry.kind == "flat":
+    return (math.prod(shape),)
+  return tuple(shape)
+
+
+def _to_ours(w: np.ndarray, entry: _Entry, shape: tuple[int, ...]) -> np.ndarray:
+  expected = _hf_shape(entry, shape)
+  if tuple(w.shape) != expected:
+    raise ValueError(f"tensor {entry.hf_name} has shape {tuple(w.shape)}, the config implies "
+                     f"{expected}")
+  return (w.T if entry.kind == "linear" else w).reshape(shape)
 
 
 def _to_hf(w: np.ndarray, entry: _Entry) -> np.ndarray:
@@ -156,15 +165,15 @@ def from_pretrained(path: str, dtype: str = "float32", param_dtype: str = "float
         entry, variable = expected[name]
         shape = tuple(variable.get_value().shape)
         w = _to_ours(f.get_tensor(name), entry, shape).astype(np_dtype)
-        if w.shape != shape:
-          raise ValueError(f"tensor {name} has shape {w.shape}, model expects {shape}")
         variable.set_value(jnp.asarray(w))
         del w
         loaded.add(name)
   missing = sorted(set(expected) - loaded)
   if unexpected or missing:
-    raise ValueError(f"checkpoint {path!r} does not match the config: unexpected tensors "
-                     f"{sorted(unexpected)}, missing tensors {missing}")
+    problems = [f"{label} tensors {names}" for label, names in
+                (("unexpected", sorted(unexpected)), ("missing", missing)) if names]
+    raise ValueError(f"checkpoint {path!r} does not match its config.json: "
+                     + "; ".join(problems))
   model = nnx.merge(graphdef, state)
   if tied_head is not None and not np.array_equal(
       np.asarray(tied_head, np.float32), np.asarray(model.embed[...], np.float32)):
