@@ -1,20 +1,22 @@
 """In-process judge: every (trajectory, item) pair scored as P("yes") at the verdict position.
 
-Each pair becomes one chat prompt (full task, transcript, one criterion, "answer yes or no") that
-ends with the assistant generation prompt; the verdict position is the prompt's last token, whose
-next-token logits give the answer. No decoding: pairs are sorted by length, packed into batches
-(at most `max_batch_size` rows and `max_tokens_per_batch` padded tokens), LEFT-padded to a
-power-of-two length bucket so the verdict position is the last column, and each batch is ONE jitted
-forward pass of the model (`forward_calls` counts them).
+Each pair's prompt is a chat (full task, transcript, one criterion, "answer yes or no") ending with
+the assistant generation prompt; the verdict position is its last token, whose next-token logits
+give the answer. No decoding. The prompt is tokenized as two pieces, a PREFIX shared by all items of
+a trajectory (system prompt, full task, transcript) and a short per-item SUFFIX (criterion, end of
+turn, generation prompt): `prompt_ids = prefix_ids + suffix_ids`, always.
 
-    P(yes) = sigmoid(logsumexp(logits[yes ids]) - logsumexp(logits[no ids]))
+A batch holds a few trajectories and up to `max_batch_size` of their items, and is ONE jitted call
+(`forward_calls` counts them): prefill the prefixes into a KV cache ([Bp, P], left-padded; their
+logits are unused and compiled away), gather each item's prefix cache row, then one
+`forward_cached` over the suffixes ([N, S], left-padded) whose last column is every item's verdict
+position. So the transcript is encoded once per trajectory, not once per item.
+
+    P(yes) = sigmoid(logsumexp(logp[yes ids]) - logsumexp(logp[no ids]))
 
 i.e. the probability of answering yes given that the answer is yes or no. The yes/no ids are the
 first token of each spelling variant ("yes", "Yes", " yes", ...), so a tokenizer that splits
 "yes" into several tokens still works (the first token decides). `met` is P(yes) >= threshold.
-
-Memory note: the model's public call returns logits for every position; XLA does not prune them
-to the last column, so a batch costs B * T * V floats of logits. `max_tokens_per_batch` bounds that.
 """
 
 from __future__ import annotations
@@ -38,12 +40,22 @@ PYES_JUDGE_SYSTEM = ("You are a strict grader of customer-support conversations.
                      "one word: yes or no.")
 
 
+_CRITERION_MARK = "\u2063CRITERION\u2063"
+
+
 def render_item_prompt(request: JudgeRequest, section: str, item, max_chars_per_message: int
                        ) -> list[dict]:
+  return _messages(request, max_chars_per_message, _criterion_text(section, item))
+
+
+def _criterion_text(section: str, item) -> str:
+  return f"Criterion: {SECTION_QUESTIONS[section]} {item.text}\nAnswer yes or no."
+
+
+def _messages(request: JudgeRequest, max_chars_per_message: int, criterion: str) -> list[dict]:
   user = "\n".join([
       f"Full task (hidden from the assistant): {request.task.full_task}", "", "Conversation:",
-      render_transcript(request.messages, max_chars_per_message), "",
-      f"Criterion: {SECTION_QUESTIONS[section]} {item.text}", "Answer yes or no."])
+      render_transcript(request.messages, max_chars_per_message), "", criterion])
   return [{"role": "system", "content": PYES_JUDGE_SYSTEM}, {"role": "user", "content": user}]
 
 
@@ -58,21 +70,53 @@ def answer_token_ids(tokenizer, variants: Sequence[str]) -> list[int]:
 
 
 def _bucket(n: int, minimum: int) -> int:
+  """Smallest of minimum * {1, 1.5, 2, 3, 4, 6, 8, ...} that is >= n (padding waste <= 1/3,
+  compiled shapes grow only logarithmically with the length)."""
   size = minimum
-  while size < n:
+  while True:
+    if size >= n:
+      return size
+    if size * 3 // 2 >= n and (size * 3) % 2 == 0:
+      return size * 3 // 2
     size *= 2
-  return size
 
 
 @functools.partial(jax.jit, static_argnames=("graphdef",))
-def _verdict_log_odds(graphdef, state, ids_bt, mask_bt, yes_ids, no_ids):
-  """log P(yes) - log P(no) at the last position of each row: float32 [B]."""
+def _verdict_log_odds(graphdef, state, prefix_ids_pt, prefix_mask_pt, suffix_ids_ns,
+                      suffix_mask_ns, row_n, yes_ids, no_ids):
+  """log P(yes) - log P(no) at the last suffix position of each item: float32 [N].
+
+  prefix_*_pt: [Bp, P] left-padded prefixes; suffix_*_ns: [N, S] left-padded suffixes;
+  row_n: int [N], the prefix row of each item.
+  """
   model = nnx.merge(graphdef, state)
-  logits_btv = model(ids_bt, attention_mask_bt=mask_bt)
-  last_bv = jax.nn.log_softmax(logits_btv[:, -1, :].astype(jnp.float32), axis=-1)
-  yes_b = jax.nn.logsumexp(last_bv[:, yes_ids], axis=-1)
-  no_b = jax.nn.logsumexp(last_bv[:, no_ids], axis=-1)
-  return yes_b - no_b
+  bp, p = prefix_ids_pt.shape
+  s = suffix_ids_ns.shape[1]
+  prefix_mask_pt = prefix_mask_pt.astype(bool)
+  suffix_mask_ns = suffix_mask_ns.astype(bool)
+  prefix_pos_pt = jnp.maximum(jnp.cumsum(prefix_mask_pt, axis=1) - 1, 0)
+  cache = model.init_cache(bp, p + s)
+  kv_mask_ps = jnp.concatenate([prefix_mask_pt, jnp.zeros((bp, s), bool)], axis=1)
+  _, cache = model.forward_cached(prefix_ids_pt, prefix_pos_pt, cache, 0, kv_mask_ps)
+  cache_n = type(cache)(k=jnp.take(cache.k, row_n, axis=1), v=jnp.take(cache.v, row_n, axis=1))
+  prefix_len_n = prefix_mask_pt.sum(axis=1)[row_n]
+  suffix_pos_ns = prefix_len_n[:, None] + jnp.maximum(jnp.cumsum(suffix_mask_ns, axis=1) - 1, 0)
+  kv_mask_ns = jnp.concatenate([prefix_mask_pt[row_n], suffix_mask_ns], axis=1)
+  logits_nsv, _ = model.forward_cached(suffix_ids_ns, suffix_pos_ns, cache_n, p, kv_mask_ns)
+  last_nv = jax.nn.log_softmax(logits_nsv[:, -1, :].astype(jnp.float32), axis=-1)
+  yes_n = jax.nn.logsumexp(last_nv[:, yes_ids], axis=-1)
+  no_n = jax.nn.logsumexp(last_nv[:, no_ids], axis=-1)
+  return yes_n - no_n
+
+
+def _left_pad(seqs: Sequence[Sequence[int]], rows: int, length: int, pad_id: int):
+  ids = np.full((rows, length), pad_id, np.int32)
+  mask = np.zeros((rows, length), np.int32)
+  for r, seq in enumerate(seqs):
+    if seq:
+      ids[r, length - len(seq):] = seq
+      mask[r, length - len(seq):] = 1
+  return ids, mask
 
 
 class PYesJudge:
@@ -82,10 +126,11 @@ class PYesJudge:
     model: an nnx model with the `models.Qwen` call signature (held by reference, so learner
       updates are seen), or a `(graphdef, state)` pair.
     tokenizer: HF tokenizer with a chat template.
-    max_batch_size: rows per forward pass.
-    max_tokens_per_batch: rows * padded length per forward pass.
-    max_prompt_tokens: longer prompts keep their first `head_tokens` and their last tokens (the
-      criterion and the verdict position are at the end).
+    max_batch_size: items (suffix rows) per call; a trajectory with more items is split.
+    max_tokens_per_batch: prefix rows * padded prefix length per call.
+    max_prompt_tokens: a longer prompt keeps the first `head_tokens` and the end of its prefix
+      (the criterion and the verdict position are in the suffix, always kept).
+    min_len_bucket: smallest padded prefix length (see `_bucket`).
     threshold: P(yes) at or above which an item is `met`.
   """
 
@@ -121,52 +166,76 @@ class PYesJudge:
       return self.model
     return nnx.split(self.model)
 
-  def prompt_ids(self, request: JudgeRequest, section: str, item) -> list[int]:
-    ids = chat_format.render_prompt_ids(
-        self.tokenizer, render_item_prompt(request, section, item, self.max_chars_per_message))
-    if len(ids) > self.max_prompt_tokens:
+  def prompt_pieces(self, request: JudgeRequest) -> tuple[list[int], list[list[int]]]:
+    """(shared prefix ids, [suffix ids per item]); item k's prompt is prefix + suffixes[k]."""
+    rendered = chat_format.render_text(
+        self.tokenizer, _messages(request, self.max_chars_per_message, _CRITERION_MARK),
+        add_generation_prompt=True)
+    cut = rendered.index(_CRITERION_MARK)
+    prefix = chat_format.encode(self.tokenizer, rendered[:cut])
+    after = rendered[cut + len(_CRITERION_MARK):]
+    suffixes = [chat_format.encode(self.tokenizer, _criterion_text(section, item) + after)
+                for section, item in request.items]
+    longest = max((len(x) for x in suffixes), default=0)
+    budget = self.max_prompt_tokens - longest
+    if len(prefix) > budget:
       self.truncated_prompts += 1
-      tail = self.max_prompt_tokens - self.head_tokens
-      ids = ids[:self.head_tokens] + ids[-tail:]
-    return ids
+      tail = max(budget - self.head_tokens, 1)
+      prefix = prefix[:self.head_tokens] + prefix[-tail:]
+    return prefix, suffixes
 
-  def score_prompts(self, prompts: Sequence[Sequence[int]]) -> np.ndarray:
-    """P(yes) for each prompt (token ids ending at the verdict position): float [N]."""
-    order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
-    p_yes = np.zeros((len(prompts),), np.float32)
+  def prompt_ids(self, request: JudgeRequest, section: str, item) -> list[int]:
+    """The token ids the judge scores for one item (its verdict position is the last)."""
+    one = JudgeRequest(request.task, request.messages, [(section, item)])
+    prefix, (suffix,) = self.prompt_pieces(one)
+    return prefix + suffix
+
+  def _pack(self, units: list[tuple[list[int], list[list[int]], list[int]]]):
+    """First-fit packing of (prefix, suffixes, output slots) units into batches."""
+    units = sorted(units, key=lambda u: -len(u[0]))
+    while units:
+      batch, items, rest = [], 0, []
+      length = _bucket(len(units[0][0]), self.min_len_bucket)
+      max_rows = max(1, self.max_tokens_per_batch // length)
+      for u in units:
+        if items + len(u[1]) <= self.max_batch_size and len(batch) < max_rows:
+          batch.append(u)
+          items += len(u[1])
+        else:
+          rest.append(u)
+      units = rest
+      yield length, batch
+
+  def judge(self, requests: Sequence[JudgeRequest]) -> list[list[ItemScore]]:
+    out: list[list[ItemScore | None]] = [[None] * len(r.items) for r in requests]
+    units = []
+    for r, req in enumerate(requests):
+      if not req.items:
+        continue
+      prefix, suffixes = self.prompt_pieces(req)
+      slots = [(r, k) for k in range(len(suffixes))]
+      for start in range(0, len(suffixes), self.max_batch_size):
+        units.append((prefix, suffixes[start:start + self.max_batch_size],
+                      slots[start:start + self.max_batch_size]))
     graphdef, state = self._split()
     yes = jnp.asarray(self.yes_ids, jnp.int32)
     no = jnp.asarray(self.no_ids, jnp.int32)
-    start = 0
-    while start < len(order):
-      length = _bucket(len(prompts[order[start]]), self.min_len_bucket)
-      rows = max(1, min(self.max_batch_size, self.max_tokens_per_batch // length))
-      rows = 1 << (rows.bit_length() - 1)  # A power of two, so the row bucket never exceeds it.
-      batch = order[start:start + rows]
-      start += len(batch)
-      rows_bucket = _bucket(len(batch), 1)
-      ids_bt = np.full((rows_bucket, length), self.pad_id, np.int32)
-      mask_bt = np.zeros((rows_bucket, length), np.int32)
-      for r, i in enumerate(batch):
-        p = prompts[i]
-        ids_bt[r, length - len(p):] = p
-        mask_bt[r, length - len(p):] = 1
-      mask_bt[len(batch):, -1] = 1  # Filler rows: one real token so softmax rows stay finite.
-      log_odds_b = _verdict_log_odds(graphdef, state, jnp.asarray(ids_bt), jnp.asarray(mask_bt),
-                                     yes, no)
+    for length, batch in self._pack(units):
+      suffixes = [sfx for u in batch for sfx in u[1]]
+      rows_n = [row for row, u in enumerate(batch) for _ in u[1]]
+      slots = [slot for u in batch for slot in u[2]]
+      n_bucket = _bucket(len(suffixes), 1) if len(suffixes) > 1 else 1
+      prefix_ids, prefix_mask = _left_pad([u[0] for u in batch], _bucket(len(batch), 1), length,
+                                          self.pad_id)
+      s_len = _bucket(max(len(x) for x in suffixes), 16)
+      suffix_ids, suffix_mask = _left_pad(suffixes, n_bucket, s_len, self.pad_id)
+      row_n = np.zeros((n_bucket,), np.int32)
+      row_n[:len(rows_n)] = rows_n
+      log_odds_n = _verdict_log_odds(graphdef, state, jnp.asarray(prefix_ids),
+                                     jnp.asarray(prefix_mask), jnp.asarray(suffix_ids),
+                                     jnp.asarray(suffix_mask), jnp.asarray(row_n), yes, no)
       self.forward_calls += 1
-      p_yes[batch] = np.asarray(jax.nn.sigmoid(log_odds_b))[:len(batch)]
-    return p_yes
-
-  def judge(self, requests: Sequence[JudgeRequest]) -> list[list[ItemScore]]:
-    prompts, where = [], []
-    for r, req in enumerate(requests):
-      for section, item in req.items:
-        prompts.append(self.prompt_ids(req, section, item))
-        where.append(r)
-    out: list[list[ItemScore]] = [[] for _ in requests]
-    if not prompts:
-      return out
-    for r, p in zip(where, self.score_prompts(prompts)):
-      out[r].append(ItemScore(score=float(p), met=bool(p >= self.threshold)))
-    return out
+      p_yes_n = np.asarray(jax.nn.sigmoid(log_odds_n))
+      for (r, k), p in zip(slots, p_yes_n):
+        out[r][k] = ItemScore(score=float(p), met=bool(p >= self.threshold))
+    return out  # type: ignore[return-value]
