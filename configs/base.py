@@ -71,6 +71,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.reward = ml_collections.ConfigDict()
   c.reward.aggregation = "synthagent"   # synthagent | weighted
   c.reward.judge = "none"          # none (structured checks only) | jax | http
+  c.reward.judge_checkpoint = ""   # judge=jax: HF directory of the in-process judge model
   c.reward.judge_llm = ml_collections.ConfigDict()
   c.reward.judge_llm.base_url = ""
   c.reward.judge_llm.model = ""

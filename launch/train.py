@@ -1,18 +1,20 @@
-"""Train a small agent: SFT warm start, then GRPO on simulated worlds.
+"""Train a small agent: SFT warm start on reference trajectories, then GRPO on simulated worlds.
 
     python -m launch.train --config=configs/tiny.py --workdir=runs/tiny
     python -m launch.train --config=configs/qwen_3b.py --config.model.checkpoint=/ckpt/Qwen2.5-3B-Instruct ...
     python -m launch.train --config=configs/qwen_3b.py --dry_run      # memory plan, no weights
 
-Rerunning the same command on the same workdir resumes from its last checkpoint.
+Rerunning the same command on the same workdir resumes from its last checkpoint (raise
+--config.rl.num_steps to train longer). main() reads as the table of contents of one run; every
+piece it calls is a small function of a room (see launch/builders.py for the wiring).
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import sys
+import time
 
 from absl import app
 from absl import flags
@@ -46,25 +48,30 @@ def check_config(config) -> None:
     path = config.data[key]
     if path and not os.path.isfile(path):
       raise ConfigError(f"data.{key}={path!r} does not exist (make it with "
-                        "`python -m launch.synthesize`, or set --config.data.{key})")
+                        f"`python -m launch.synthesize`, or set --config.data.{key})")
   if config.engine.kind not in ("jax", "sglang"):
     raise ConfigError(f"engine.kind must be 'jax' or 'sglang', got {config.engine.kind!r}")
   if config.engine.kind == "sglang" and not config.engine.urls:
     raise ConfigError("engine.kind='sglang' needs --config.engine.urls=\"('http://host:port',)\"")
-
-
-def prepare_workdir(workdir: str, config) -> str:
-  os.makedirs(workdir, exist_ok=True)
-  with open(os.path.join(workdir, "config.json"), "w") as f:
-    f.write(config.to_json_best_effort(indent=2, sort_keys=True))
-  return workdir
+  if config.rl.num_generations < 2 and config.rl.advantage in ("grpo", "rloo"):
+    raise ConfigError(f"rl.advantage={config.rl.advantage!r} needs rl.num_generations >= 2")
+  rows = config.rl.tasks_per_step * config.rl.num_generations
+  if config.rl.minibatch_size % config.rl.micro_batch_size:
+    raise ConfigError(f"rl.minibatch_size={config.rl.minibatch_size} is not a multiple of "
+                      f"rl.micro_batch_size={config.rl.micro_batch_size}")
+  if rows < config.rl.minibatch_size:
+    raise ConfigError(f"rl.tasks_per_step x rl.num_generations = {rows} rollouts per step is "
+                      f"fewer than rl.minibatch_size={config.rl.minibatch_size}")
 
 
 def main(argv) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   config = _CONFIG.value
-  logging.getLogger().setLevel(logging.INFO)
+  # Our progress at INFO; orbax and other libraries log through absl at INFO: keep those quiet.
+  logging.getLogger().setLevel(logging.WARNING)
+  logging.getLogger("absl").setLevel(logging.WARNING)
+  logging.getLogger("synthagent_jax").setLevel(logging.INFO)
   try:
     check_config(config)
     if _WORKDIR.value is None and not _DRY_RUN.value:
@@ -76,11 +83,12 @@ def main(argv) -> None:
     from launch import plan  # pylint: disable=g-import-not-at-top
     plan.print_plan(config)
     return
-
-  workdir = prepare_workdir(_WORKDIR.value, config)
-  logging.info("workdir: %s; config: %s", workdir, json.dumps(config.to_dict(), default=str)[:200])
-  from launch import loop  # pylint: disable=g-import-not-at-top
-  loop.run(config, workdir)
+  # Heavy imports only once the config is known to be good.
+  from launch import train_loop  # pylint: disable=g-import-not-at-top
+  try:
+    train_loop.train(config, _WORKDIR.value)
+  except train_loop.SetupError as e:
+    sys.exit(f"error: {e}")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,159 @@
+"""Builds the run's components from a config: the wiring shared by the launch entry points.
+
+Each function turns one config section into the object a room provides; none holds loop logic.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+
+import jax
+import transformers
+
+from synthagent_jax import models
+from synthagent_jax import parallel
+from synthagent_jax.envs import task as task_lib
+from synthagent_jax.envs.tools import MockToolSystem
+from synthagent_jax.envs.user import LLMUserSimulator, RuleUserSimulator
+from synthagent_jax.inference.engine import Engine
+from synthagent_jax.llm.openai_http import OpenAIChatLLM, OpenAIConfig
+from synthagent_jax.rewards.judge import HTTPJudge
+from synthagent_jax.rl import learner as learner_lib
+from synthagent_jax.rl import optim as optim_lib
+from synthagent_jax.rollout.agent_loop import AgentLoopConfig
+
+log = logging.getLogger("synthagent_jax.train")
+
+
+def tokenizer(config):
+  path = config.tokenizer or config.model.checkpoint
+  tok = transformers.AutoTokenizer.from_pretrained(path)
+  if tok.chat_template is None:
+    raise ValueError(f"tokenizer at {path!r} has no chat template")
+  return tok
+
+
+def model_config(config, tok) -> models.ModelConfig:
+  """From the checkpoint's config.json, or from the config's dims (from_scratch)."""
+  m = config.model
+  if not m.from_scratch:
+    return models.load_hf_config(m.checkpoint, dtype=m.dtype, remat=m.remat)
+  return models.ModelConfig(
+      family=m.family, vocab_size=len(tok), hidden_size=m.hidden_size,
+      intermediate_size=m.intermediate_size, num_layers=m.num_layers, num_heads=m.num_heads,
+      num_kv_heads=m.num_kv_heads, head_dim=m.head_dim, rope_theta=m.rope_theta,
+      tie_word_embeddings=m.tie_word_embeddings,
+      max_position_embeddings=m.max_position_embeddings, dtype=m.dtype, remat=m.remat,
+      eos_token_id=tok.convert_tokens_to_ids("<|im_end|>"), pad_token_id=tok.pad_token_id)
+
+
+def mesh(config):
+  parallel.initialize(parallel.DistributedConfig.from_config(config.mesh))
+  return parallel.make_mesh(parallel.MeshConfig.from_config(config.mesh))
+
+
+def rules(config):
+  return tuple((k, v) for k, v in config.mesh.rules)
+
+
+def optimizer(optim_cfg, total_steps: int, **overrides):
+  cfg = optim_lib.OptimConfig.from_config(optim_cfg, total_steps=max(1, total_steps), **overrides)
+  return optim_lib.make_optimizer(cfg)
+
+
+def rl_learner_config(config) -> learner_lib.LearnerConfig:
+  return learner_lib.LearnerConfig.from_config(config.rl)
+
+
+def sft_learner_config(config) -> learner_lib.LearnerConfig:
+  return learner_lib.LearnerConfig(loss="sft", minibatch_size=config.sft.batch_size,
+                                   micro_batch_size=min(config.sft.batch_size,
+                                                        config.rl.micro_batch_size))
+
+
+def load_tasks(path: str, what: str) -> list[task_lib.Task]:
+  """Loads a task file; bad records are reported (file:line:field), counted and skipped."""
+  tasks, errors = task_lib.load_tasks(path)
+  for err in errors[:20]:
+    log.warning("skipped %s task: %s", what, err)
+  if errors:
+    log.warning("%d bad %s task records skipped in %s", len(errors), what, path)
+  if not tasks:
+    raise ValueError(f"no valid {what} tasks in {path}")
+  return tasks
+
+
+def task_splits(config) -> tuple[list[task_lib.Task], list[task_lib.Task]]:
+  """(train, eval) tasks; fails if an eval task id also appears in training."""
+  train = load_tasks(config.data.train_file, "train")
+  evals = load_tasks(config.data.eval_file, "eval") if config.data.eval_file else []
+  overlap = {t.id for t in train} & {t.id for t in evals}
+  if overlap:
+    raise ValueError(f"{len(overlap)} eval task ids also appear in the training file, e.g. "
+                     f"{sorted(overlap)[:3]}: training must never see evaluation tasks")
+  return train, evals
+
+
+def _openai(section) -> OpenAIChatLLM:
+  if not section.base_url or not section.model:
+    raise ValueError("an LLM endpoint needs base_url and model set (e.g. --config.env.llm.base_url)")
+  return OpenAIChatLLM(OpenAIConfig(base_url=section.base_url, model=section.model,
+                                    api_key_env=section.api_key_env))
+
+
+def tools(config, workdir: str) -> MockToolSystem:
+  cache = config.env.cache_dir or os.path.join(workdir, "tool_cache")
+  os.makedirs(cache, exist_ok=True)
+  llm = _openai(config.env.llm) if config.env.tool_llm else None
+  return MockToolSystem(llm=llm, cache_path=os.path.join(cache, "tools.sqlite"))
+
+
+def user(config):
+  if config.env.user == "rule":
+    return RuleUserSimulator()
+  if config.env.user == "llm":
+    return LLMUserSimulator(_openai(config.env.llm))
+  raise ValueError(f"env.user must be 'rule' or 'llm', got {config.env.user!r}")
+
+
+def judge(config, tok):
+  kind = config.reward.judge
+  if kind == "none":
+    return None
+  if kind == "http":
+    return HTTPJudge(_openai(config.reward.judge_llm))
+  if kind == "jax":
+    from synthagent_jax.rewards.pyes_judge import PYesJudge  # pylint: disable=g-import-not-at-top
+    if not config.reward.judge_checkpoint:
+      raise ValueError("reward.judge='jax' needs --config.reward.judge_checkpoint=/hf/dir")
+    judge_tok = transformers.AutoTokenizer.from_pretrained(config.reward.judge_checkpoint)
+    return PYesJudge(models.from_pretrained(config.reward.judge_checkpoint), judge_tok)
+  raise ValueError(f"reward.judge must be none, http or jax, got {kind!r}")
+
+
+def agent_loop_config(config, seed: int = 0) -> AgentLoopConfig:
+  r = config.rollout
+  return AgentLoopConfig(max_turns=r.max_turns, max_new_tokens=r.max_new_tokens,
+                         max_total_tokens=r.max_total_tokens,
+                         max_tool_response_tokens=r.max_tool_response_tokens,
+                         temperature=r.temperature, top_p=r.top_p, top_k=r.top_k, seed=seed)
+
+
+def engine(config, graphdef, params, workdir: str) -> Engine:
+  if config.engine.kind == "jax":
+    from synthagent_jax.inference.sampler import JaxEngine  # pylint: disable=g-import-not-at-top
+    return JaxEngine((graphdef, params))
+  from synthagent_jax.inference.sglang import SGLangEngine  # pylint: disable=g-import-not-at-top
+  return SGLangEngine(list(config.engine.urls))
+
+
+def stable_seed(*parts) -> int:
+  """A seed from strings/ints that is the same on every host and Python run."""
+  digest = hashlib.sha256("/".join(map(str, parts)).encode()).digest()
+  return int.from_bytes(digest[:4], "little") & 0x7FFFFFFF
+
+
+def is_process0() -> bool:
+  return jax.process_index() == 0

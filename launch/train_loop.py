@@ -1,0 +1,310 @@
+"""The body of `python -m launch.train`: one run, in sections (see `train`).
+
+Phases: SFT warm start on reference trajectories (optional, own checkpoints under
+checkpoints/sft), then the GRPO loop (checkpoints under checkpoints/rl): rollouts (G per task) ->
+rubric rewards -> group advantages (zero-variance groups dropped and counted) -> PPO epochs /
+minibatches -> weight sync -> metrics and rollout logs -> checkpoint -> held-out evaluation.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import time
+from typing import Any
+
+import grain
+import jax
+import numpy as np
+import tqdm
+
+from launch import builders
+from synthagent_jax import models
+from synthagent_jax.evals import harness
+from synthagent_jax.rewards import rubric
+from synthagent_jax.rl import advantages as adv_lib
+from synthagent_jax.rl import learner as learner_lib
+from synthagent_jax.rl import state as state_lib
+from synthagent_jax.rollout import batching
+from synthagent_jax.rollout.agent_loop import AgentLoop
+from synthagent_jax.rollout.replay import reference_trajectory
+from synthagent_jax.utils import checkpoint as ckpt_lib
+from synthagent_jax.utils import metrics as metrics_lib
+from synthagent_jax.utils import plots
+
+
+log = logging.getLogger("synthagent_jax.train")
+
+
+class SetupError(ValueError):
+  """A problem with the run's inputs found while building it; printed as one line."""
+
+
+@dataclasses.dataclass
+class Run:
+  """What the phases share (built once in `train`)."""
+
+  config: Any
+  workdir: str
+  mesh: Any
+  tokenizer: Any
+  model_cfg: models.ModelConfig
+  train_tasks: list
+  eval_tasks: list
+  tools: Any
+  user: Any
+  judge: Any
+
+
+def _task_iterator(num_tasks: int, batch_size: int, seed: int):
+  """A checkpointable, endlessly repeating, shuffled stream of task-index batches (grain)."""
+  ds = grain.MapDataset.source(np.arange(num_tasks)).shuffle(seed=seed).repeat().batch(batch_size)
+  return iter(ds.to_iter_dataset())
+
+
+def _score(run: Run, tasks, trajectories):
+  return rubric.score_batch(tasks, [t.messages for t in trajectories], run.judge,
+                            run.config.reward.aggregation)
+
+
+def _evaluate(run: Run, loop: AgentLoop, step: int, writer) -> dict:
+  cfg = run.config.eval
+  if not run.eval_tasks or cfg.num_tasks <= 0:
+    return {}
+  tasks = run.eval_tasks[:cfg.num_tasks]
+  seed = builders.stable_seed("eval", step)
+  res = harness.evaluate(lambda ts, k: loop.run(ts, k, seed=seed),
+                         lambda ts, trajs: _score(run, ts, trajs), tasks, cfg.k)
+  writer.write(step, res.metrics)
+  if builders.is_process0():
+    os.makedirs(os.path.join(run.workdir, "eval"), exist_ok=True)
+    with open(os.path.join(run.workdir, "eval", f"step_{step:06d}.json"), "w") as f:
+      json.dump(res.metrics, f, indent=2, sort_keys=True)
+  return res.metrics
+
+
+# ---- SFT warm start ----------------------------------------------------------------------------
+def sft_warm_start(run: Run, params, graphdef, loop: AgentLoop):
+  """Masked cross-entropy on reference trajectories; returns the trained params.
+
+  Resumable: checkpoints under checkpoints/sft every `checkpoint.every_steps` steps.
+  """
+  cfg = run.config
+  n_steps = cfg.sft.num_steps
+  tx = builders.optimizer(cfg.optim, n_steps, lr=cfg.sft.lr, warmup_steps=min(10, n_steps // 10),
+                          schedule="cosine")
+  spec = state_lib.plan_state(run.model_cfg, tx, run.mesh, builders.rules(cfg), cfg.seed)
+  step_fn = learner_lib.make_train_step(spec, tx, builders.sft_learner_config(cfg), run.mesh)
+  ckpt = ckpt_lib.Checkpointer(os.path.join(run.workdir, "checkpoints", "sft"),
+                              keep=cfg.checkpoint.keep)
+  references = [t for t in run.train_tasks if t.reference]
+  if not references:
+    raise SetupError("sft.num_steps > 0 but no training task has a reference trajectory")
+  data = _task_iterator(len(references), cfg.sft.batch_size, cfg.data.shuffle_seed)
+  start = ckpt.latest_step()
+  if start is not None:
+    state, data_state, _ = ckpt.restore(start, abstract_state=spec.abstract)
+    data.set_state(data_state)
+    log.info("SFT: resumed from checkpoint step %d", start)
+  else:
+    state, start = state_lib.state_from_params(params, spec, tx, cfg.seed), 0
+  if start >= n_steps:
+    return state.params
+  writer = metrics_lib.MetricWriter(os.path.join(run.workdir, "sft"), resume_step=start or None)
+  pad = run.tokenizer.pad_token_id or 0
+  for step in tqdm.trange(start, n_steps, desc="sft", initial=start, total=n_steps,
+                          disable=not builders.is_process0()):
+    trajs = [reference_trajectory(loop, references[i]) for i in next(data)]
+    batch = batching.to_batch(trajs, pad_id=pad, rows_multiple=cfg.sft.batch_size)
+    state, m = step_fn(state, learner_lib.make_batch(batch, run.mesh, loss="sft"))
+    if (step + 1) % cfg.log.every_steps == 0 or step + 1 == n_steps:
+      writer.write(step + 1, {k.replace("learner/", "sft/"): float(v) for k, v in m.items()})
+    if (step + 1) % cfg.checkpoint.every_steps == 0 or step + 1 == n_steps:
+      ckpt.save(step + 1, state, data_state=data.get_state(), config=cfg)
+  ckpt.close()
+  writer.close()
+  return state.params
+
+
+# ---- one GRPO step ------------------------------------------------------------------------------
+def rollout_and_score(run: Run, loop: AgentLoop, tasks, step: int):
+  """G rollouts per task, rubric rewards, group advantages, dropped-group mask."""
+  cfg = run.config.rl
+  g = cfg.num_generations
+  trajs = loop.run(tasks, g, seed=builders.stable_seed(run.config.seed, "rollout", step))
+  results = _score(run, [t for t in tasks for _ in range(g)], trajs)
+  rewards_gn = np.asarray([r.reward for r in results], np.float32).reshape(len(tasks), g)
+  adv_gn = np.asarray(adv_lib.group_advantages(rewards_gn, cfg.advantage))
+  dropped_g = (np.asarray(adv_lib.zero_variance_groups(rewards_gn)) if cfg.drop_zero_variance
+               else np.zeros(len(tasks), bool))
+  return trajs, results, rewards_gn, adv_gn, dropped_g
+
+
+def rollout_metrics(trajs, rewards_gn, dropped_g, results, stats) -> dict:
+  n = len(trajs)
+  m = {
+      "rl/reward_mean": float(rewards_gn.mean()),
+      "rl/reward_std": float(rewards_gn.std()),
+      "rl/frac_groups_dropped": float(dropped_g.mean()),
+      "rl/pass_rate": float((rewards_gn >= 1 - 1e-6).mean()),
+      "rollout/response_tokens_mean": float(np.mean([t.num_response_tokens for t in trajs])),
+      "rollout/length_mean": float(np.mean([len(t.token_ids) for t in trajs])),
+      "rollout/turns_mean": float(np.mean([t.num_turns for t in trajs])),
+      "rollout/tool_calls_mean": float(np.mean([t.num_tool_calls for t in trajs])),
+      "rollout/judge_failures": float(sum(getattr(r, "judge_failures", 0) for r in results)),
+      "perf/rollout_s": stats.total_s,
+      "perf/generate_frac": stats.generate_s / max(stats.total_s, 1e-9),
+      "perf/sampled_tokens_per_s": stats.sampled_tokens / max(stats.generate_s, 1e-9),
+  }
+  for status in ("answered", "user_stopped", "max_turns", "context_full", "error"):
+    m[f"rollout/status_{status}"] = sum(t.status == status for t in trajs) / n
+  return m
+
+
+def log_rollouts(run: Run, logger, step: int, tasks, trajs, results, adv_gn):
+  g = run.config.rl.num_generations
+  records = []
+  for i, (traj, res) in enumerate(zip(trajs, results)):
+    task = tasks[i // g]
+    records.append(metrics_lib.rollout_record(
+        step, traj, domain=task.domain, reward=res.reward, advantage=float(adv_gn.flat[i]),
+        verdicts=res.verdicts))
+  logger.write(step, records)
+
+
+# ---- the run -----------------------------------------------------------------------------------
+def train(config, workdir: str) -> dict:
+  """Runs (or resumes) the whole job; returns the last metrics written."""
+  # 1. Workdir.
+  os.makedirs(workdir, exist_ok=True)
+  if builders.is_process0():
+    with open(os.path.join(workdir, "config.json"), "w") as f:
+      f.write(config.to_json_best_effort(indent=2, sort_keys=True))
+
+  # 2. Mesh, tokenizer, tasks and environments (cheap; fail before the model is built).
+  mesh = builders.mesh(config)
+  try:
+    tok = builders.tokenizer(config)
+    train_tasks, eval_tasks = builders.task_splits(config)
+    run = Run(config, workdir, mesh, tok, builders.model_config(config, tok), train_tasks,
+              eval_tasks, builders.tools(config, workdir), builders.user(config),
+              builders.judge(config, tok))
+  except (ValueError, OSError) as e:
+    raise SetupError(str(e)) from e
+  log.info("%d train tasks, %d eval tasks; model %s", len(train_tasks), len(eval_tasks),
+               run.model_cfg)
+
+  # 3. RL learner: state layout on the mesh and the jitted step.
+  rl_cfg = builders.rl_learner_config(config)
+  rows = config.rl.tasks_per_step * config.rl.num_generations
+  n_updates = config.rl.num_steps * config.rl.ppo_epochs * -(-rows // config.rl.minibatch_size)
+  tx = builders.optimizer(config.optim, n_updates)
+  spec = state_lib.plan_state(run.model_cfg, tx, mesh, builders.rules(config), config.seed)
+  train_step = learner_lib.make_train_step(spec, tx, rl_cfg, mesh)
+  ckpt = ckpt_lib.Checkpointer(os.path.join(workdir, "checkpoints", "rl"),
+                              keep=config.checkpoint.keep)
+  data = _task_iterator(len(train_tasks), config.rl.tasks_per_step, config.data.shuffle_seed)
+
+  # 4. Resume, or initialise (checkpoint or scratch) and warm-start with SFT.
+  start = ckpt.latest_step()
+  restored = start is not None
+  if restored:
+    state, data_state, _ = ckpt.restore(start, abstract_state=spec.abstract)
+    data.set_state(data_state)
+    print(f"Resuming from checkpoint step {start} in {ckpt.directory}", flush=True)
+    engine_params = state.params
+  else:
+    start = 0
+    if config.model.from_scratch:
+      model = models.init_model(run.model_cfg, seed=config.seed)
+    else:
+      model = models.from_pretrained(config.model.checkpoint, dtype=config.model.dtype,
+                                     remat=config.model.remat)
+    _, params = state_lib.split_params(model)
+    del model
+    engine_params = params
+  graphdef = spec.graphdef
+
+  # 5. Engine and agent loop (the engine reads the learner's params: no copy in-process).
+  engine = builders.engine(config, graphdef, engine_params, workdir)
+  loop = AgentLoop(engine, tok, run.tools, run.user, builders.agent_loop_config(config))
+  if config.engine.kind == "sglang":
+    engine.wait_healthy()
+
+  def sync(params, step):
+    if config.engine.kind == "jax":
+      engine.update_params(params)
+    else:
+      engine.sync_weights((graphdef, params), step)
+
+  if not restored:
+    if config.sft.num_steps > 0:
+      params = sft_warm_start(run, params, graphdef, loop)
+    state = state_lib.state_from_params(params, spec, tx, config.seed)
+    sync(state.params, 0)
+    ckpt.save(0, state, data_state=data.get_state(), config=config)
+  else:
+    sync(state.params, start)
+
+  # 6. Metrics, rollout logs; evaluation of the starting policy.
+  writer = metrics_lib.MetricWriter(workdir, resume_step=start)
+  rollout_logger = metrics_lib.RolloutLogger(workdir)
+  rollout_logger.truncate_after(start)
+  if not restored:
+    _evaluate(run, loop, 0, writer)
+  pad = tok.pad_token_id or 0
+  last: dict = {}
+
+  # 7. The GRPO loop.
+  bar = tqdm.trange(start, config.rl.num_steps, desc="grpo", initial=start,
+                    total=config.rl.num_steps, disable=not builders.is_process0())
+  for step in bar:
+    t0 = time.perf_counter()
+    tasks = [train_tasks[i] for i in next(data)]
+    trajs, results, rewards_gn, adv_gn, dropped_g = rollout_and_score(run, loop, tasks, step)
+    t_rollout = time.perf_counter() - t0
+    m = rollout_metrics(trajs, rewards_gn, dropped_g, results, loop.stats)
+    keep = np.repeat(~dropped_g, config.rl.num_generations)
+    kept = [t for t, k in zip(trajs, keep) if k]
+    t1 = time.perf_counter()
+    if kept:
+      batch = batching.to_batch(kept, adv_gn.reshape(-1)[keep], pad_id=pad,
+                                rows_multiple=config.rl.minibatch_size)
+      state, lm = train_step(state, learner_lib.make_batch(batch, mesh))
+      sync(state.params, step + 1)
+      m.update({k: float(v) for k, v in lm.items()})
+      m["perf/learner_tokens_per_s"] = float(batch["attention_mask"].sum()) / max(
+          time.perf_counter() - t1, 1e-9)
+    else:  # every group had equal rewards: nothing to learn from; the step still counts
+      state = state.replace(step=state.step + 1)
+      m["learner/skipped_updates"] = 0.0
+    m["perf/learner_s"] = time.perf_counter() - t1
+    m["perf/step_s"] = time.perf_counter() - t0
+    m["perf/rollout_frac"] = t_rollout / max(m["perf/step_s"], 1e-9)
+    done = step + 1
+    log_rollouts(run, rollout_logger, done, tasks, trajs, results, adv_gn)
+    if (config.eval.every_steps and done % config.eval.every_steps == 0
+        and done != config.rl.num_steps):
+      m.update(_evaluate(run, loop, done, writer))
+    writer.write(done, m)
+    last = m
+    bar.set_postfix(reward=f"{m['rl/reward_mean']:.3f}",
+                    tok_s=f"{m['perf/sampled_tokens_per_s']:.0f}")
+    if done % config.checkpoint.every_steps == 0 or done == config.rl.num_steps:
+      ckpt.save(done, state, data_state=data.get_state(), config=config)
+    if builders.is_process0():
+      plots.plot_curves(workdir)
+
+  # 8. Final evaluation and plots.
+  final_step = max(start, config.rl.num_steps)
+  if start < config.rl.num_steps:
+    last.update(_evaluate(run, loop, final_step, writer))
+  ckpt.close()
+  writer.close()
+  if builders.is_process0():
+    plots.plot_curves(workdir)
+  log.info("done: step %d, %s", final_step, {k: v for k, v in last.items()
+                                                  if k.startswith(("eval/", "rl/reward"))})
+  return last
