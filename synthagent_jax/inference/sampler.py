@@ -72,10 +72,47 @@ class Buckets:
         raise ValueError(f"Buckets.{field.name} must be a positive int, got {value!r}")
 
 
-@functools.partial(jax.jit, static_argnames=("graphdef", "mode", "new_tokens_bucket"))
+def prefill_chunk_size(batch: int, prompt_slots: int, vocab_size: int,
+                       logits_bytes: int) -> int:
+  """Prompt slots per prefill chunk so one chunk's float32 logits [B, C, V] fit `logits_bytes`.
+
+  `forward_cached` returns logits for every position of its chunk although only the last prompt
+  position is needed, so a long prompt is prefilled in chunks to bound that memory. The result
+  is a power of two in [16, prompt_slots] (prompt_slots is a power of two, so it divides it).
+  """
+  chunk = prompt_slots
+  while chunk > 16 and batch * chunk * vocab_size * 4 > logits_bytes:
+    chunk //= 2
+  return chunk
+
+
+def _prefill(model, prompt_bp, positions_bp, cache, kv_mask_bs, chunk):
+  """Runs the prompt through the cache in chunks of `chunk` slots; returns last logits [B, V]."""
+  batch, prompt_slots = prompt_bp.shape
+  if chunk >= prompt_slots:
+    logits_bpv, cache = model.forward_cached(prompt_bp, positions_bp, cache, jnp.int32(0),
+                                             kv_mask_bs)
+    return logits_bpv[:, -1, :], cache
+
+  def body(i, carry):
+    cache, _ = carry
+    start = (i * chunk).astype(jnp.int32)
+    ids_bc = jax.lax.dynamic_slice(prompt_bp, (0, start), (batch, chunk))
+    pos_bc = jax.lax.dynamic_slice(positions_bp, (0, start), (batch, chunk))
+    logits_bcv, cache = model.forward_cached(ids_bc, pos_bc, cache, start, kv_mask_bs)
+    return cache, logits_bcv[:, -1, :]
+
+  vocab = model.config.vocab_size
+  init = (cache, jnp.zeros((batch, vocab), jnp.float32))
+  cache, last_bv = jax.lax.fori_loop(0, prompt_slots // chunk, body, init)
+  return last_bv, cache
+
+
+@functools.partial(jax.jit, static_argnames=("graphdef", "mode", "new_tokens_bucket",
+                                             "prefill_chunk"))
 def _generate_padded(graphdef, state, prompt_bp, prompt_len_b, active_b, seed_b, stream_b,
                      temperature, top_p, top_k, stop_ids_s, max_new_tokens, *, mode,
-                     new_tokens_bucket):
+                     new_tokens_bucket, prefill_chunk):
   """Prefill + decode on bucketed arrays.
 
   Args:
@@ -91,6 +128,7 @@ def _generate_padded(graphdef, state, prompt_bp, prompt_len_b, active_b, seed_b,
     max_new_tokens: int32 scalar <= new_tokens_bucket.
     mode: static sampling mode (see sampling_lib.MODES).
     new_tokens_bucket: static Nb, cache room for new tokens.
+    prefill_chunk: static prompt slots per prefill step (see prefill_chunk_size).
 
   Returns:
     tokens_bn int32 [Bb, Nb] (-1 after a row finished), logprobs_bn float32 [Bb, Nb] (0 there),
@@ -114,9 +152,9 @@ def _generate_padded(graphdef, state, prompt_bp, prompt_len_b, active_b, seed_b,
     return sampling_lib.sample_step(logits_bv, keys_b, temperature, top_p, top_k, mode)
 
   cache = model.init_cache(batch, num_slots)
-  logits_bpv, cache = model.forward_cached(prompt_bp, positions_bp.astype(jnp.int32), cache,
-                                           jnp.int32(0), kv_mask_bs)
-  token_b, logprob_b = pick(logits_bpv[:, -1, :], 0)
+  last_bv, cache = _prefill(model, prompt_bp, positions_bp.astype(jnp.int32), cache, kv_mask_bs,
+                           prefill_chunk)
+  token_b, logprob_b = pick(last_bv, 0)
   token_b = jnp.where(active_b, token_b, -1)
   tokens_bn = jnp.full((batch, new_tokens_bucket), -1, jnp.int32).at[:, 0].set(token_b)
   logprobs_bn = jnp.zeros((batch, new_tokens_bucket), jnp.float32).at[:, 0].set(
@@ -180,10 +218,11 @@ class JaxEngine:
       updates by the learner are seen by the next call), or a `(graphdef, state)` pair.
     buckets: minimum bucket sizes.
     max_batch_size: prompts beyond this are generated in consecutive chunks; None = no limit.
+    prefill_logits_bytes: memory bound of one prefill chunk's logits (see prefill_chunk_size).
   """
 
   def __init__(self, model: nnx.Module | tuple[Any, Any], *, buckets: Buckets = Buckets(),
-               max_batch_size: int | None = None):
+               max_batch_size: int | None = None, prefill_logits_bytes: int = 512 * 2**20):
     if max_batch_size is not None and max_batch_size < 1:
       raise ValueError(f"JaxEngine.max_batch_size must be >= 1 or None, got {max_batch_size}")
     self._model = None
@@ -199,6 +238,9 @@ class JaxEngine:
                       f"{type(model).__name__}")
     self.buckets = buckets
     self.max_batch_size = max_batch_size
+    if prefill_logits_bytes < 1:
+      raise ValueError(f"JaxEngine.prefill_logits_bytes must be >= 1, got {prefill_logits_bytes}")
+    self.prefill_logits_bytes = prefill_logits_bytes
     self.last_num_steps = 0  # decode steps of the last chunk generated (for tests / metrics)
 
   def _check_model(self, model):
@@ -281,7 +323,10 @@ class JaxEngine:
         jnp.float32(sp.top_p), jnp.int32(sp.top_k), jnp.asarray(stop_ids_s),
         jnp.int32(sp.max_new_tokens),
         mode=sampling_lib.mode_for(sp.temperature, sp.top_p, sp.top_k),
-        new_tokens_bucket=new_tokens_bucket)
+        new_tokens_bucket=new_tokens_bucket,
+        prefill_chunk=prefill_chunk_size(batch, prompt_slots, self._vocab_size or 1,
+                                         self.prefill_logits_bytes) if self._vocab_size
+        else prompt_slots)
     self.last_num_steps = int(num_steps)
     return _to_completions(np.asarray(tokens_bn), np.asarray(logprobs_bn), len(prompts), sp)
 

@@ -132,7 +132,7 @@ def test_top_k_one_is_greedy(model):
 
 def test_params_are_shared_not_copied(model):
   other = _model(seed=1)
-  eng = sampler.JaxEngine(nnx.split(model))
+  eng = sampler.JaxEngine(nnx.split(model), buckets=BUCKETS)
   graphdef, state = eng.split()
   assert jax.tree.leaves(state)[0] is jax.tree.leaves(nnx.split(model)[1])[0]
   before = eng.generate(PROMPTS[:1], _greedy(8))
@@ -177,7 +177,7 @@ def test_bucket():
 
 def test_row_seeds_make_samples_independent_of_batching(model):
   eng = sampler.JaxEngine(model, buckets=BUCKETS)
-  sp = engine_lib.SamplingParams(max_new_tokens=6, temperature=1.0, seed=0)
+  sp = engine_lib.SamplingParams(max_new_tokens=6, temperature=1.0, top_p=0.95, seed=0)
   batch = eng.generate(PROMPTS, sp, row_seeds=[11, 12, 13])
   alone = eng.generate([PROMPTS[1]], sp, row_seeds=[12])
   assert alone[0].token_ids == batch[1].token_ids
@@ -187,3 +187,16 @@ def test_row_seeds_make_samples_independent_of_batching(model):
   assert [c.token_ids for c in whole] == [c.token_ids for c in chunked]
   with pytest.raises(ValueError, match="row_seeds"):
     eng.generate(PROMPTS, sp, row_seeds=[1])
+
+
+def test_chunked_prefill_matches_uncached_forward(model):
+  prompts = [list(range(1, 25)), [7, 8, 9]]  # 32 prompt slots, prefilled as 2 chunks of 16
+  # Logits of 4 rows x 16 slots x 128 vocab in float32 are 32 KiB.
+  assert sampler.prefill_chunk_size(4, 32, 128, 32 * 1024) == 16
+  assert sampler.prefill_chunk_size(4, 32, 128, 10**9) == 32
+  chunked = sampler.JaxEngine(model, buckets=BUCKETS, prefill_logits_bytes=32 * 1024)
+  out = chunked.generate(prompts, _greedy(4))
+  for prompt, completion in zip(prompts, out):
+    ref_ids, ref_logprobs = _reference_greedy(model, prompt, 4)
+    assert completion.token_ids == ref_ids
+    np.testing.assert_allclose(completion.logprobs, ref_logprobs, atol=1e-4)
