@@ -53,6 +53,10 @@ DEFAULT_LEARNER = learner.LearnerConfig(minibatch_size=8, micro_batch_size=4)
 
 
 @functools.lru_cache(maxsize=None)
+def _cached_env(shape, learner_cfg) -> Env:
+  return Env(shape, learner_cfg)
+
+
 def get_env(shape=(1, 1, 1), learner_cfg=DEFAULT_LEARNER) -> Env:
   """The Env of (mesh shape, learner config), built once per process."""
-  return Env(shape, learner_cfg)
+  return _cached_env(tuple(shape), learner_cfg)

@@ -92,7 +92,9 @@ def test_non_finite_loss_skips_update(learner_env):
   env = learner_env()
   state = env.fresh_state()
   batch = dict(env.batch(0))
-  batch["advantages"] = jnp.full_like(batch["advantages"], jnp.nan)
+  # Same sharding as make_batch's arrays, so the compiled step is reused (no retrace).
+  batch["advantages"] = jax.device_put(np.full(batch["advantages"].shape, np.nan, np.float32),
+                                       batch["advantages"].sharding)
   before = jax.device_get(state)
   state, metrics = env.step(state, batch)
   after = jax.device_get(state)
