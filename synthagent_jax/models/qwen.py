@@ -382,9 +382,14 @@ def _abstract_split(cfg: ModelConfig):
 
 
 @functools.partial(jax.jit, static_argnums=(0,))
-def _init_state(cfg: ModelConfig, key: jax.Array) -> nnx.State:
-  """All params from ONE normal draw, sliced: XLA compiles one RNG instead of one per param
-  (seconds instead of tens of seconds on CPU)."""
+def init_params(cfg: ModelConfig, key: jax.Array) -> nnx.State:
+  """Random params as an nnx.State shaped like `nnx.state(model, nnx.Param)` (jitted).
+
+  All weights come from ONE normal draw, sliced: XLA compiles one RNG instead of one per param
+  (seconds instead of tens of seconds on CPU). Call it inside a jit with out_shardings to
+  create the params already sharded; `nnx.merge(nnx.split(abstract_model(cfg))[0], params)`
+  makes the model.
+  """
   _, abstract = _abstract_split(cfg)
   is_var = lambda x: isinstance(x, nnx.Variable)
   variables = jax.tree.leaves(abstract, is_leaf=is_var)
@@ -410,7 +415,7 @@ def init_model(cfg: ModelConfig, seed: int = 0) -> Qwen:
   draws per parameter); parameters land on the default device.
   """
   graphdef, _ = _abstract_split(cfg)
-  return nnx.merge(graphdef, _init_state(cfg, jax.random.key(seed)))
+  return nnx.merge(graphdef, init_params(cfg, jax.random.key(seed)))
 
 
 def abstract_model(cfg: ModelConfig) -> Qwen:
