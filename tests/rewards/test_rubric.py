@@ -144,3 +144,24 @@ def test_math_verifier():
   assert verify_math("The answer is <answer>\\sqrt{4}</answer>", "2")
   assert not verify_math("<answer>4</answer>", "5")
   assert not verify_math("no idea", "2")
+
+
+def test_http_judge_keeps_successes_of_a_partly_failed_batch():
+  from synthagent_jax.llm.openai_http import ChatResult, LLMBatchError
+  task = _judge_only_task()
+  all_true = json.dumps({it.id: True for _, it in task.rubric.items()})
+
+  class HalfBroken:
+    calls = 0
+
+    def chat(self, convs, sampling=None):
+      HalfBroken.calls += 1
+      raise LLMBatchError([ChatResult(all_true, None, 1)] +
+                          [ChatResult(None, "HTTP 500", 3)] * (len(convs) - 1))
+
+  judge = HTTPJudge(HalfBroken(), max_retries=1)
+  conv = [{"role": "user", "content": "x"}]
+  ok, failed = rubric.score_batch([task, task], [conv, conv], judge)
+  assert all(v.met for v in ok.verdicts) and ok.judge_failures == 0
+  # The second trajectory failed on the first try; its retry (alone, index 0) succeeded.
+  assert all(v.met for v in failed.verdicts) and HalfBroken.calls == 2
