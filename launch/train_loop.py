@@ -118,9 +118,12 @@ def sft_warm_start(run: Run, params, graphdef, loop: AgentLoop):
                           disable=not builders.is_process0()):
     trajs = [reference_trajectory(loop, references[i]) for i in next(data)]
     batch = batching.to_batch(trajs, pad_id=pad, rows_multiple=cfg.sft.batch_size)
+    t0 = time.perf_counter()
     state, m = step_fn(state, learner_lib.make_batch(batch, run.mesh, loss="sft"))
+    m = {k.replace("learner/", "sft/"): float(v) for k, v in m.items()}
+    m["perf/sft_tokens_per_s"] = float(batch["attention_mask"].sum()) / (time.perf_counter() - t0)
     if (step + 1) % cfg.log.every_steps == 0 or step + 1 == n_steps:
-      writer.write(step + 1, {k.replace("learner/", "sft/"): float(v) for k, v in m.items()})
+      writer.write(step + 1, m)
     if (step + 1) % cfg.checkpoint.every_steps == 0 or step + 1 == n_steps:
       ckpt.save(step + 1, state, data_state=data.get_state(), config=cfg)
   ckpt.close()
