@@ -175,6 +175,7 @@ def test_bucket():
   assert [sampler.bucket(n, 4) for n in (0, 1, 4, 5, 16, 17)] == [4, 4, 4, 8, 16, 32]
 
 
+@pytest.mark.slow
 def test_row_seeds_make_samples_independent_of_batching(model):
   eng = sampler.JaxEngine(model, buckets=BUCKETS)
   sp = engine_lib.SamplingParams(max_new_tokens=6, temperature=1.0, top_p=0.95, seed=0)

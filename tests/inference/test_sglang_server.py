@@ -81,6 +81,7 @@ def test_server_failing_then_recovering(server, checkpoint):
   api.state.server.failures_left = 0
 
 
+@pytest.mark.slow
 def test_seeds_travel_per_request(server, checkpoint):
   background, _ = server
   sp = engine_lib.SamplingParams(max_new_tokens=8, temperature=1.0, seed=5)
