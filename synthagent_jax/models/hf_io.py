@@ -164,7 +164,7 @@ def from_pretrained(path: str, dtype: str = "float32", param_dtype: str = "float
           raise ValueError(f"tensor {name} appears in more than one safetensors file")
         entry, variable = expected[name]
         shape = tuple(variable.get_value().shape)
-        w = _to_ours(f.get_tensor(name), entry, shape).astype(np_dtype)
+        w = _to_ours(f.get_tensor(name), entry, shape).astype(np_dtype, copy=False)
         variable.set_value(jnp.asarray(w))
         del w
         loaded.add(name)

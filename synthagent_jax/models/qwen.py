@@ -307,7 +307,8 @@ class Qwen(nnx.Module):
       input_ids_bt: int [B, T].
       positions_bt: int [B, T] per-sequence RoPE positions (pad tokens: any value).
       cache: KVCache with S slots, cache_index + T <= S.
-      cache_index: int32 scalar, first slot this chunk writes.
+      cache_index: int32 scalar, first slot this chunk writes (checked when concrete; under jit
+        the caller guarantees cache_index + T <= S, else XLA clamps the write position).
       kv_mask_bs: bool [B, S] valid key slots.
 
     Returns:
@@ -324,6 +325,10 @@ class Qwen(nnx.Module):
     if t > s:
       raise ValueError(f"forward_cached: chunk of {t} tokens does not fit a cache of {s} slots")
     positions_bt, kv_mask_bs = jnp.asarray(positions_bt), jnp.asarray(kv_mask_bs)
+    if not isinstance(cache_index, jax.core.Tracer) and not 0 <= int(cache_index) <= s - t:
+      # Under jit this cannot be checked: dynamic_update_slice would clamp the start silently.
+      raise ValueError(f"forward_cached: cache_index={int(cache_index)} with a chunk of {t} "
+                       f"tokens does not fit a cache of {s} slots")
     cache_index = jnp.asarray(cache_index, jnp.int32)
     if _is_eager(self, input_ids_bt, positions_bt, cache.k, cache.v, cache_index, kv_mask_bs):
       graphdef, state = nnx.split(self)

@@ -2,6 +2,7 @@
 
 import json
 import os
+import tracemalloc
 
 import jax
 import jax.numpy as jnp
@@ -109,6 +110,28 @@ def test_save_pretrained_loads_in_transformers(tmp_path, family, tied, max_shard
   assert float(np.max(np.abs(ours - ref))) <= TOL
   reloaded = models.from_pretrained(str(out))
   assert float(np.max(np.abs(np.asarray(reloaded(jnp.asarray(ids))) - ours))) == 0.0
+
+
+def test_loading_streams_tensor_by_tensor(tmp_path):
+  """Host memory while loading is the model plus about one tensor, never the checkpoint twice.
+
+  tracemalloc sees numpy buffers; on CPU jax may keep the converted numpy buffer as the param's
+  storage, so what is still held at the end is the model, and peak minus that is the loader's
+  transient overhead.
+  """
+  path = toys.write_hf_checkpoint(tmp_path, "qwen2", hidden_size=64, intermediate_size=2048,
+                                  num_layers=4)
+  checkpoint_bytes = os.path.getsize(os.path.join(path, "model.safetensors"))
+  largest_tensor_bytes = 64 * 2048 * 4
+  tracemalloc.start()
+  try:
+    model = models.from_pretrained(path)
+    held, peak = tracemalloc.get_traced_memory()
+  finally:
+    tracemalloc.stop()
+  assert checkpoint_bytes > 12 * largest_tensor_bytes
+  assert peak - held < 4 * largest_tensor_bytes, (peak, held, checkpoint_bytes)
+  assert model.layers[3].mlp.down_kernel.get_value().shape == (2048, 64)
 
 
 def test_sharded_checkpoint_from_transformers(tmp_path):

@@ -111,6 +111,8 @@ def test_cached_forward_rejects_bad_shapes():
   ids = jnp.zeros((2, 3), jnp.int32)
   with pytest.raises(ValueError, match="kv_mask_bs"):
     model.forward_cached(ids, ids, cache, 0, jnp.ones((2, 7), bool))
+  with pytest.raises(ValueError, match="cache_index=6"):
+    model.forward_cached(ids, ids, cache, 6, jnp.ones((2, 8), bool))
   with pytest.raises(ValueError, match="cache batch"):
     model.forward_cached(ids, ids, model.init_cache(3, 8), 0, jnp.ones((3, 8), bool))
 
