@@ -269,8 +269,11 @@ class JaxEngine:
     return self._graphdef, self._state
 
   def generate(self, prompt_ids: Sequence[Sequence[int]], sampling: SamplingParams, *,
-               row_seeds: Sequence[int] | None = None) -> list[Completion]:
+               row_seeds: Sequence[int] | None = None, params: Any = None) -> list[Completion]:
     """Returns one Completion per prompt, in prompt order (see `engine.Engine`).
+
+    `params` (an nnx State with this model's structure) overrides the held parameters for this
+    call only, e.g. the learner's current state passed straight from its step.
 
     Prompt i samples with its own PRNG stream: fold_in(key(sampling.seed), i), or, when
     `row_seeds` is given, fold_in(key(row_seeds[i]), 0) (a server batching independent requests
@@ -291,6 +294,8 @@ class JaxEngine:
                            f"{self._vocab_size}")
     chunk = self.max_batch_size or len(prompts)
     graphdef, state = self.split()
+    if params is not None:
+      state = params
     completions = []
     for start in range(0, len(prompts), chunk):
       end = start + chunk

@@ -142,6 +142,10 @@ def test_params_are_shared_not_copied(model):
   after = eng.generate(PROMPTS[:1], _greedy(8))
   assert after[0].token_ids == _reference_greedy(other, PROMPTS[0], 8)[0]
   assert after[0].token_ids != before[0].token_ids
+  # Parameters passed for one call only.
+  once = eng.generate(PROMPTS[:1], _greedy(8), params=nnx.split(model)[1])
+  assert once[0].token_ids == before[0].token_ids
+  assert eng.generate(PROMPTS[:1], _greedy(8))[0].token_ids == after[0].token_ids
   # Holding the model itself: in-place learner updates are seen without any call.
   held = sampler.JaxEngine(other, buckets=BUCKETS)
   nnx.update(other, nnx.split(model)[1])
