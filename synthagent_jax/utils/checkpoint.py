@@ -44,7 +44,7 @@ class Checkpointer:
     self._manager = ocp.CheckpointManager(self.directory, options=options,
                                           item_names=("state", "data", "config"))
 
-  def save(self, step: int, state: Any, *, data_state: Any = None, config: Any = None,
+  def save(self, step: int, state: Any, data_state: Any = None, *, config: Any = None,
            force: bool = False) -> bool:
     """Starts saving `state` at `step` (returns before the write finishes when async).
 
@@ -64,16 +64,20 @@ class Checkpointer:
         config=ocp.args.JsonSave(_jsonable(config, "config")))
     return self._manager.save(int(step), args=args, force=force)
 
-  def restore(self, step: int | None = None, *, abstract_state: Any) -> tuple[Any, Any, Any]:
+  def restore(self, step: int | None = None, abstract_state: Any = None) -> tuple[Any, Any, Any]:
     """(state, data_state, config) of `step` (default: the latest).
 
     Args:
+      step: which checkpoint; None for the latest.
       abstract_state: pytree like the saved state with jax.ShapeDtypeStruct leaves carrying the
-        target shardings (e.g. rl.state.StateSpec.abstract); arrays are placed accordingly.
+        target shardings, or an object with such a tree as `.abstract` (rl.state.StateSpec);
+        arrays are placed accordingly.
 
     Raises:
       FileNotFoundError: there is no checkpoint (at that step).
     """
+    if abstract_state is None:
+      raise ValueError("restore needs abstract_state (the target shapes, dtypes and shardings)")
     self._manager.wait_until_finished()
     if step is None:
       step = self.latest_step()
@@ -82,6 +86,7 @@ class Checkpointer:
     if step not in self.all_steps():
       raise FileNotFoundError(f"no checkpoint for step {step} in {self.directory}; "
                               f"have {self.all_steps()}")
+    abstract_state = getattr(abstract_state, "abstract", abstract_state)
     out = self._manager.restore(int(step), args=ocp.args.Composite(
         state=ocp.args.StandardRestore(abstract_state), data=ocp.args.JsonRestore(),
         config=ocp.args.JsonRestore()))
