@@ -63,7 +63,6 @@ def _time_hf(path, prompts_bp, new_tokens, repeats):
     start = time.perf_counter()
     out = run()
     times.append(time.perf_counter() - start)
-  del model
   return times, out[:, prompts_bp.shape[1]:].numpy()
 
 
@@ -84,7 +83,6 @@ def _time_ours(path, prompts_bp, new_tokens, repeats):
     start = time.perf_counter()
     out = eng.generate(prompts, sp)
     times.append(time.perf_counter() - start)
-  del model, eng
   return times, np.array([c.token_ids for c in out]), compile_s
 
 
