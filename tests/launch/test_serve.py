@@ -147,3 +147,25 @@ def test_health_models_and_text_generate(tokenizer):
 
 def test_binds_localhost_by_default():
   assert serve._HOST.default == "127.0.0.1"
+
+
+@pytest.mark.slow
+def test_build_app_serves_a_real_checkpoint(tmp_path, tokenizer):
+  from synthagent_jax import models
+  from tests import toys
+
+  path = str(tmp_path / "policy")
+  models.save_pretrained(toys.tiny_model(vocab_size=len(tokenizer), seed=0), path)
+  root = pathlib.Path(__file__).resolve().parents[2]
+  api = serve.build_app(path, str(root / "data" / "tokenizer"))
+  with serve.BackgroundServer(api) as background:
+    client = openai.OpenAI(base_url=f"{background.url}/v1", api_key="unused", max_retries=0)
+    response = client.chat.completions.create(
+        model="synthagent_jax", messages=[{"role": "user", "content": "hi"}], tools=TOOLS,
+        max_tokens=5, temperature=0.0)
+    info = httpx.get(f"{background.url}/get_model_info").json()
+  choice = response.choices[0]
+  assert choice.finish_reason in ("stop", "length", "tool_calls")
+  assert response.usage.completion_tokens <= 5
+  assert isinstance(choice.message.content, str) or choice.message.tool_calls
+  assert info["model_path"] == path
