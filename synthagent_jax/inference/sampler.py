@@ -14,7 +14,12 @@ max_new_tokens). Shapes are rounded up to power-of-two buckets and the sampling 
 scalars, so repeated calls reuse compiled code; `trace_count()` counts compilations.
 
 Parameters are never copied: the engine holds the learner's model (and splits it per call,
-which only collects references) or a `(graphdef, state)` pair replaced by `update_params`.
+which only collects references) or a `(graphdef, state)` pair replaced by `update_params`, or
+takes `params=` for one call.
+
+Each prompt samples from its own PRNG stream (see `JaxEngine.generate`), so its samples do not
+depend on the batch it was in. Long prompts are prefilled in chunks because `forward_cached`
+materialises logits for every position (see `prefill_chunk_size`).
 """
 
 from __future__ import annotations
