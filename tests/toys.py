@@ -11,7 +11,7 @@ Keep everything tiny (hidden 32-64, 2 layers): the test machine is a shared 2-co
 
 from __future__ import annotations
 
-import os
+import tempfile
 from typing import Any
 
 from synthagent_jax import models
@@ -89,7 +89,7 @@ def write_hf_checkpoint(tmp_path, family: str = "qwen2", seed: int = 0,
   model = build_hf_model(family, seed=seed, **overrides)
   if torch_dtype != "float32":
     model = model.to(getattr(torch, torch_dtype))
-  path = os.path.join(str(tmp_path), f"hf_{family}_{seed}_{torch_dtype}_{max_shard_size}")
+  path = tempfile.mkdtemp(prefix=f"hf_{family}_{torch_dtype}_", dir=str(tmp_path))
   kwargs = {} if max_shard_size is None else {"max_shard_size": max_shard_size}
   model.save_pretrained(path, **kwargs)
   return path
