@@ -15,13 +15,14 @@ import dataclasses
 import json
 import math
 import os
-from typing import Any
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
 import ml_dtypes
 import numpy as np
 from flax import nnx
+from jax.sharding import PartitionSpec
 from safetensors import safe_open
 from safetensors.numpy import save_file
 
@@ -130,7 +131,9 @@ def _safetensors_files(path: str) -> list[str]:
 
 
 def from_pretrained(path: str, dtype: str = "float32", param_dtype: str = "float32",
-                    remat: str = "none") -> Qwen:
+                    remat: str = "none",
+                    sharding: Callable[[PartitionSpec], jax.sharding.Sharding] | None = None
+                    ) -> Qwen:
   """Loads a Hugging Face Qwen2/Qwen2.5/Qwen3 checkpoint directory without torch.
 
   Args:
@@ -138,6 +141,9 @@ def from_pretrained(path: str, dtype: str = "float32", param_dtype: str = "float
     dtype: compute dtype of the returned model.
     param_dtype: storage dtype of its parameters (any checkpoint dtype is converted).
     remat: rematerialisation policy name (see ModelConfig.remat).
+    sharding: maps a param's logical PartitionSpec (e.g. P('vocab', 'embed')) to the Sharding
+      it should be created with; each tensor is placed straight onto its shards (every process
+      reads the tensors and keeps only its own shards). None: the default device.
 
   Raises:
     ValueError: unsupported config, a tensor of the wrong shape, unexpected or missing tensors.
@@ -165,7 +171,11 @@ def from_pretrained(path: str, dtype: str = "float32", param_dtype: str = "float
         entry, variable = expected[name]
         shape = tuple(variable.get_value().shape)
         w = _to_ours(f.get_tensor(name), entry, shape).astype(np_dtype, copy=False)
-        variable.set_value(jnp.asarray(w))
+        if sharding is None:
+          variable.set_value(jnp.asarray(w))
+        else:
+          target = sharding(PartitionSpec(*variable.get_metadata()["out_sharding"]))
+          variable.set_value(jax.make_array_from_callback(shape, target, lambda i, w=w: w[i]))
         del w
         loaded.add(name)
   missing = sorted(set(expected) - loaded)
@@ -176,7 +186,8 @@ def from_pretrained(path: str, dtype: str = "float32", param_dtype: str = "float
                      + "; ".join(problems))
   model = nnx.merge(graphdef, state)
   if tied_head is not None and not np.array_equal(
-      np.asarray(tied_head, np.float32), np.asarray(model.embed[...], np.float32)):
+      np.asarray(tied_head, np.float32),
+      np.asarray(jax.device_get(model.embed.get_value()), np.float32)):
     raise ValueError("config.json says tie_word_embeddings=true but lm_head.weight differs from "
                      "model.embed_tokens.weight")
   return model

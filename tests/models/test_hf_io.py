@@ -134,12 +134,23 @@ def test_loading_streams_tensor_by_tensor(tmp_path):
   assert model.layers[3].mlp.down_kernel.get_value().shape == (2048, 64)
 
 
-def test_sharded_checkpoint_from_transformers(tmp_path):
+def test_sharded_checkpoint_loads_straight_onto_a_mesh(tmp_path):
+  """Sharded safetensors (written by transformers) -> params created already on a 4x2 mesh."""
   path = toys.write_hf_checkpoint(tmp_path, "qwen3", max_shard_size="20KB",
                                   tie_word_embeddings=False)
   assert os.path.exists(os.path.join(path, "model.safetensors.index.json"))
   assert sum(f.endswith(".safetensors") for f in os.listdir(path)) > 2
-  assert _max_diff_vs_hf(path, _ids(128)) <= TOL
+  mesh = jax.sharding.Mesh(np.array(jax.devices()[:8]).reshape(4, 2), ("fsdp", "tensor"))
+  rules = {"embed": "fsdp", "mlp": "tensor", "heads": "tensor", "kv_heads": "tensor",
+           "vocab": "tensor", "head_dim": None}
+  model = models.from_pretrained(path, sharding=lambda spec: jax.sharding.NamedSharding(
+      mesh, jax.sharding.PartitionSpec(*(rules[a] for a in spec))))
+  q = model.layers[0].attn.q_kernel.get_value()
+  assert q.sharding.spec == jax.sharding.PartitionSpec("fsdp", "tensor", None)
+  assert len({s.device for s in q.addressable_shards}) == 8
+  ids = _ids(128)
+  ref = toys.hf_logits(toys.load_hf_reference(path), ids)
+  assert float(np.max(np.abs(np.asarray(model(jnp.asarray(ids))) - ref))) <= TOL
 
 
 def test_bfloat16_checkpoint_loads(tmp_path):
