@@ -80,8 +80,11 @@ class LearnerConfig:
                        f"{self.clip_high}")
     if self.kl_coef < 0:
       raise ValueError(f"kl_coef must be >= 0, got {self.kl_coef}")
-    if self.tis_cap is not None and self.tis_cap <= 0:
-      object.__setattr__(self, "tis_cap", None)
+    if self.tis_cap is not None:
+      if self.tis_cap < 0:
+        raise ValueError(f"tis_cap must be > 0 (or 0 / None = off), got {self.tis_cap}")
+      if self.tis_cap == 0:
+        object.__setattr__(self, "tis_cap", None)
     if self.ppo_epochs < 1:
       raise ValueError(f"ppo_epochs must be >= 1, got {self.ppo_epochs}")
     for name in ("minibatch_size", "micro_batch_size"):
