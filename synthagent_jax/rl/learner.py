@@ -267,6 +267,12 @@ def make_train_step(spec: StateSpec, tx: optax.GradientTransformation, cfg: Lear
                     mesh: Mesh):
   """train_step jitted once: state in/out on its shardings (donated), batch split over
   data x fsdp, metrics replicated."""
+  dp = mesh.shape["data"] * mesh.shape["fsdp"]
+  rows = cfg.micro_batch_size or cfg.minibatch_size
+  if rows is not None and rows % dp:
+    raise ValueError(f"micro_batch_size {rows} is not a multiple of data x fsdp = {dp}: every "
+                     "micro-batch is split over those devices (raise micro_batch_size or shrink "
+                     "the data/fsdp axes)")
   fn = functools.partial(train_step, graphdef=spec.graphdef, tx=tx, cfg=cfg, mesh=mesh)
   return jax.jit(fn, in_shardings=(spec.shardings, parallel.batch_sharding(mesh)),
                  out_shardings=(spec.shardings, parallel.replicated(mesh)), donate_argnums=0)

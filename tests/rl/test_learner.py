@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from synthagent_jax import models
+from synthagent_jax import parallel
 from synthagent_jax.rl import learner
 from synthagent_jax.rl import state as state_lib
 from tests import toys
@@ -129,3 +130,6 @@ def test_batch_validation():
     learner.validate_batch(dict(good, rewards=np.zeros(4)))
   with pytest.raises(ValueError, match="not divisible"):
     learner.LearnerConfig(minibatch_size=3).sizes(4)
+  mesh = parallel.make_mesh(parallel.MeshConfig(shape=(2, 2, 2)))
+  with pytest.raises(ValueError, match="multiple of data x fsdp = 4"):
+    learner.make_train_step(None, None, learner.LearnerConfig(micro_batch_size=2), mesh)
