@@ -100,13 +100,18 @@ def plan(config) -> dict:
   seq_len = config.rollout.max_total_tokens
   micro = config.rl.micro_batch_size
   act_b = activation_bytes(model_cfg, tuple(mesh.devices.shape), micro, seq_len)
+  notes = list(spec.notes)
+  dp = mesh.shape["data"] * mesh.shape["fsdp"]
+  if micro % dp:
+    notes.append(f"rl.micro_batch_size={micro} is not a multiple of data x fsdp = {dp}: "
+                 "rl.learner.make_train_step will refuse it")
   return {
       "model": model_cfg, "mesh_shape": dict(zip(mesh.axis_names, mesh.devices.shape)),
       "num_devices": mesh.devices.size, "num_params": n_params,
       "params_bytes_per_device": params_b, "opt_state_bytes_per_device": opt_b,
       "grads_bytes_per_device": params_b, "activation_bytes_per_device": act_b,
       "total_bytes_per_device": 2 * params_b + opt_b + act_b,
-      "micro_batch_size": micro, "seq_len": seq_len, "notes": list(spec.notes),
+      "micro_batch_size": micro, "seq_len": seq_len, "notes": notes,
   }
 
 
