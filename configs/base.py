@@ -15,7 +15,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.model = ml_collections.ConfigDict()
   c.model.checkpoint = ""          # HF directory (config.json + safetensors + tokenizer files)
   c.model.from_scratch = False     # True: random init from the dims below (tiny runs), no checkpoint
-  c.model.family = "qwen2"         # from-scratch only: qwen2 | qwen3
+  # Dims: used from scratch, and by --dry_run when no checkpoint is given (else config.json wins).
+  c.model.family = "qwen2"         # qwen2 | qwen3
+  c.model.vocab_size = 0           # 0 = the tokenizer's size
   c.model.hidden_size = 64
   c.model.intermediate_size = 192
   c.model.num_layers = 2
@@ -58,6 +60,8 @@ def base_config() -> ml_collections.ConfigDict:
   c.rollout.temperature = 1.0
   c.rollout.top_p = 1.0
   c.rollout.top_k = 0
+  c.rollout.system_prompt = ""     # "" = rollout.agent_loop.DEFAULT_SYSTEM_PROMPT
+  c.rollout.compact_tools = False  # shorter tool rendering for small-context policies
 
   c.env = ml_collections.ConfigDict()
   c.env.user = "rule"              # rule | llm

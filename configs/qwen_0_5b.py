@@ -14,6 +14,17 @@ def get_config(arg=None):
   del arg
   c = base.base_config()
   c.model.checkpoint = ""          # required: set --config.model.checkpoint
+  # Published dims (for --dry_run without weights; a checkpoint's config.json overrides them).
+  c.model.family = "qwen2"
+  c.model.vocab_size = 151936
+  c.model.hidden_size = 896
+  c.model.intermediate_size = 4864
+  c.model.num_layers = 24
+  c.model.num_heads = 14
+  c.model.num_kv_heads = 2
+  c.model.head_dim = 64
+  c.model.rope_theta = 1000000.0
+  c.model.tie_word_embeddings = True
   c.model.dtype = "bfloat16"
   c.model.remat = "full"
   c.tokenizer = ""
@@ -26,7 +37,7 @@ def get_config(arg=None):
   c.rl.tasks_per_step = 16
   c.rl.num_generations = 8
   c.rl.minibatch_size = 32
-  c.rl.micro_batch_size = 4
+  c.rl.micro_batch_size = 8         # a multiple of data x fsdp on 8 devices
   c.optim.lr = 1e-6
   c.optim.warmup_steps = 10
   c.checkpoint.every_steps = 10

@@ -27,6 +27,17 @@ def get_config(arg=None):
   del arg
   c = base.base_config()
   c.model.checkpoint = ""          # required: set --config.model.checkpoint
+  # Published dims (for --dry_run without weights; a checkpoint's config.json overrides them).
+  c.model.family = "qwen2"
+  c.model.vocab_size = 151936
+  c.model.hidden_size = 2048
+  c.model.intermediate_size = 11008
+  c.model.num_layers = 36
+  c.model.num_heads = 16
+  c.model.num_kv_heads = 2
+  c.model.head_dim = 128
+  c.model.rope_theta = 1000000.0
+  c.model.tie_word_embeddings = True
   c.model.dtype = "bfloat16"
   c.model.remat = "full"
   c.tokenizer = ""
@@ -52,7 +63,7 @@ def get_config(arg=None):
   c.rl.tasks_per_step = 64
   c.rl.num_generations = 16
   c.rl.minibatch_size = 16
-  c.rl.micro_batch_size = 2
+  c.rl.micro_batch_size = 8         # a multiple of data x fsdp
   c.rl.clip_low = 0.2
   c.rl.clip_high = 0.28
   c.rl.kl_coef = 0.0

@@ -22,6 +22,17 @@ def get_config(arg=None):
   c.model.head_dim = 32
   c.model.max_position_embeddings = 2048
 
+  # Small context: compact tool rendering and a one-line system prompt (~310 prompt tokens).
+  c.rollout.compact_tools = True
+  c.rollout.system_prompt = ("Use the tools. Ask the user for any missing detail. "
+                             "Give the final answer inside <answer></answer>.")
+  c.rollout.max_turns = 5
+  c.rollout.max_new_tokens = 64
+  c.rollout.max_total_tokens = 768
+  # Partial credit per rubric item (any forbidden behaviour still zeroes the reward): a denser
+  # signal than the paper's gated preset for a policy that starts from scratch.
+  c.reward.aggregation = "weighted"
+
   c.rl.num_steps = 20
   c.rl.tasks_per_step = 8
   c.rl.num_generations = 4
@@ -30,7 +41,7 @@ def get_config(arg=None):
   c.optim.lr = 3e-5
   c.sft.num_steps = 60
   c.sft.batch_size = 16
-  c.sft.lr = 1e-3
+  c.sft.lr = 2e-3
   c.checkpoint.every_steps = 5
   c.eval.num_tasks = 16
   c.eval.k = 2

@@ -41,7 +41,7 @@ def model_config(config, tok) -> models.ModelConfig:
   if not m.from_scratch:
     return models.load_hf_config(m.checkpoint, dtype=m.dtype, remat=m.remat)
   return models.ModelConfig(
-      family=m.family, vocab_size=len(tok), hidden_size=m.hidden_size,
+      family=m.family, vocab_size=m.vocab_size or len(tok), hidden_size=m.hidden_size,
       intermediate_size=m.intermediate_size, num_layers=m.num_layers, num_heads=m.num_heads,
       num_kv_heads=m.num_kv_heads, head_dim=m.head_dim, rope_theta=m.rope_theta,
       tie_word_embeddings=m.tie_word_embeddings,
@@ -134,11 +134,10 @@ def judge(config, tok):
 
 
 def agent_loop_config(config, seed: int = 0) -> AgentLoopConfig:
-  r = config.rollout
-  return AgentLoopConfig(max_turns=r.max_turns, max_new_tokens=r.max_new_tokens,
-                         max_total_tokens=r.max_total_tokens,
-                         max_tool_response_tokens=r.max_tool_response_tokens,
-                         temperature=r.temperature, top_p=r.top_p, top_k=r.top_k, seed=seed)
+  section = config.rollout.to_dict()
+  if not section.get("system_prompt"):
+    section.pop("system_prompt", None)
+  return AgentLoopConfig.from_mapping(section, seed=seed)
 
 
 def engine(config, graphdef, params, workdir: str) -> Engine:

@@ -19,12 +19,6 @@ from absl import app
 from absl import flags
 from ml_collections import config_flags
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Config file with get_config().",
-                                          lock_config=True)
-_DEVICES = flags.DEFINE_integer(
-    "devices", 0, "Simulate this many CPU devices (0: the real ones, or the mesh's size when "
-    "the real ones are too few).")
-
 _BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
 
 
@@ -159,6 +153,17 @@ def _simulate_devices(config, requested: int) -> None:
     os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
 
+def _define_flags():
+  """Flags of `python -m launch.plan` only: importing this module (launch.train --dry_run does)
+  must not define a second --config."""
+  global _CONFIG, _DEVICES  # pylint: disable=global-statement
+  _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file with get_config().",
+                                            lock_config=True)
+  _DEVICES = flags.DEFINE_integer(
+      "devices", 0, "Simulate this many CPU devices (0: the real ones, or the mesh's size when "
+      "the real ones are too few).")
+
+
 def main(argv) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
@@ -171,5 +176,6 @@ def main(argv) -> None:
 
 
 if __name__ == "__main__":
+  _define_flags()
   flags.mark_flag_as_required("config")
   app.run(main)

@@ -72,17 +72,19 @@ def main(argv) -> None:
   logging.getLogger().setLevel(logging.WARNING)
   logging.getLogger("absl").setLevel(logging.WARNING)
   logging.getLogger("synthagent_jax").setLevel(logging.INFO)
+  if _DRY_RUN.value:  # needs only dims: a checkpoint's config.json, or the config's own
+    from launch import plan  # pylint: disable=g-import-not-at-top
+    try:
+      plan.print_plan(config)
+    except (ValueError, OSError) as e:
+      sys.exit(f"error: {e}")
+    return
   try:
     check_config(config)
-    if _WORKDIR.value is None and not _DRY_RUN.value:
+    if _WORKDIR.value is None:
       raise ConfigError("--workdir is required (where checkpoints, metrics and rollouts go)")
   except ConfigError as e:
     sys.exit(f"error: {e}")
-
-  if _DRY_RUN.value:
-    from launch import plan  # pylint: disable=g-import-not-at-top
-    plan.print_plan(config)
-    return
   # Heavy imports only once the config is known to be good.
   from launch import train_loop  # pylint: disable=g-import-not-at-top
   try:

@@ -47,6 +47,8 @@ class AgentLoopConfig:
     max_tool_response_tokens: each tool observation is cut to this many tokens (recorded).
     temperature, top_p, top_k, seed: passed to SamplingParams (the seed is varied per round).
     system_prompt: the system message placed before the tool schemas.
+    compact_tools: render tools with `chat_format.compact_tool_schema` (about half the prompt
+      tokens; for small-context policies trained from scratch) instead of full JSON schemas.
     end_of_turn: the token that ends an assistant turn (the engine's stop token).
   """
 
@@ -59,6 +61,7 @@ class AgentLoopConfig:
   top_k: int = 0
   seed: int = 0
   system_prompt: str = DEFAULT_SYSTEM_PROMPT
+  compact_tools: bool = False
   end_of_turn: str = cf.IM_END
 
   def __post_init__(self):
@@ -163,7 +166,8 @@ class AgentLoop:
   def _start(self, task: Any, sample_index: int) -> _Episode:
     messages = [{"role": "system", "content": self.config.system_prompt},
                 {"role": "user", "content": task.instruction}]
-    ids = cf.render_prompt_ids(self.tokenizer, messages, list(task.tools))
+    tools = [cf.compact_tool_schema(t) if self.config.compact_tools else t for t in task.tools]
+    ids = cf.render_prompt_ids(self.tokenizer, messages, tools)
     ep = _Episode(task, sample_index, [], [], [], len(ids), messages)
     ep.append(ids, sampled=False)
     if len(ids) + 2 > self.config.max_total_tokens:  # room for >= 1 sampled token + end token

@@ -122,3 +122,20 @@ def test_delta_rejects_template_that_is_not_prefix_stable(tok):
               " + '<|im_end|>\\n' }}{%- endfor %}")
   with pytest.raises(ValueError, match="not prefix-stable"):
     cf.render_delta_text(_with_template(tok, unstable), [{"role": "user", "content": "x"}])
+
+
+def test_compact_tool_schema_keeps_name_description_and_parameters():
+  tool = {"type": "function", "kind": "write", "function": {
+      "name": "book", "description": "Book a table.",
+      "parameters": {"type": "object", "properties": {"date": {"type": "string"},
+                                                      "size": {"type": "integer"}},
+                     "required": ["date"]}}}
+  assert cf.compact_tool_schema(tool) == {
+      "name": "book", "description": "Book a table.",
+      "parameters": {"date": "string", "size": "integer, optional"}}
+
+
+def test_render_text_passes_compact_schemas_through(tok):
+  compact = {"name": "f", "description": "d", "parameters": {"a": "string"}}
+  text = cf.render_text(tok, [{"role": "user", "content": "hi"}], [compact])
+  assert '{"name": "f", "description": "d", "parameters": {"a": "string"}}' in text
