@@ -145,7 +145,10 @@ def engine(config, graphdef, params, workdir: str) -> Engine:
     from synthagent_jax.inference.sampler import JaxEngine  # pylint: disable=g-import-not-at-top
     return JaxEngine((graphdef, params))
   from synthagent_jax.inference.sglang import SGLangEngine  # pylint: disable=g-import-not-at-top
-  return SGLangEngine(list(config.engine.urls))
+  if not config.engine.weights_dir:
+    raise ValueError("engine.kind='sglang' needs --config.engine.weights_dir (a directory the "
+                     "servers can read; each step's weights are exported there)")
+  return SGLangEngine(list(config.engine.urls), export_dir=config.engine.weights_dir)
 
 
 def stable_seed(*parts) -> int:

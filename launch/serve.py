@@ -409,15 +409,7 @@ def free_port(host: str = "127.0.0.1") -> int:
     return s.getsockname()[1]
 
 
-_CHECKPOINT = flags.DEFINE_string("checkpoint", None, "HF checkpoint directory to serve.")
-_TOKENIZER = flags.DEFINE_string("tokenizer", None,
-                                 "Tokenizer directory (default: the checkpoint's own).")
-_HOST = flags.DEFINE_string("host", "127.0.0.1", "Interface to bind (0.0.0.0 exposes it).")
-_PORT = flags.DEFINE_integer("port", 30000, "TCP port.")
-_DTYPE = flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"], "Compute dtype.")
-_MAX_BATCH = flags.DEFINE_integer("max_batch_size", 64, "Prompts per engine call at most.")
-_BATCH_WAIT_MS = flags.DEFINE_float("batch_wait_ms", 5.0,
-                                    "Wait this long for more requests before generating.")
+
 
 
 def main(argv: Sequence[str]) -> None:
@@ -438,5 +430,21 @@ def main(argv: Sequence[str]) -> None:
   uvicorn.run(api, host=_HOST.value, port=_PORT.value, log_level="info")
 
 
+def _define_flags():
+  """Flags of this entry point, defined only when it runs as __main__, so tests (and other
+  launch modules) can import it without a second --config."""
+  global _CHECKPOINT, _TOKENIZER, _HOST, _PORT, _DTYPE, _MAX_BATCH, _BATCH_WAIT_MS  # pylint: disable=global-statement
+  _CHECKPOINT = flags.DEFINE_string("checkpoint", None, "HF checkpoint directory to serve.")
+  _TOKENIZER = flags.DEFINE_string("tokenizer", None,
+                                   "Tokenizer directory (default: the checkpoint's own).")
+  _HOST = flags.DEFINE_string("host", "127.0.0.1", "Interface to bind (0.0.0.0 exposes it).")
+  _PORT = flags.DEFINE_integer("port", 30000, "TCP port.")
+  _DTYPE = flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"], "Compute dtype.")
+  _MAX_BATCH = flags.DEFINE_integer("max_batch_size", 64, "Prompts per engine call at most.")
+  _BATCH_WAIT_MS = flags.DEFINE_float("batch_wait_ms", 5.0,
+                                      "Wait this long for more requests before generating.")
+
+
 if __name__ == "__main__":
+  _define_flags()
   absl_app.run(main)

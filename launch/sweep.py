@@ -40,25 +40,13 @@ from typing import Any
 from absl import app
 from absl import flags
 
-_CONFIG = flags.DEFINE_string("config", None, "Config file (optionally `path:arg`) every point uses.")
-_SWEEP = flags.DEFINE_string("sweep", None, 'Grid: "key=v1,v2 key2=v3,v4" (space-separated groups).')
-_WORKDIR = flags.DEFINE_string("workdir", None,
-                               "Sweep root; each point writes ROOT/<point>. Default: runs/sweep_<config>.")
-_OVERRIDES = flags.DEFINE_string("overrides", "", 'Fixed overrides for every point: "key=v key2=v2".')
-_PRINT_ONLY = flags.DEFINE_bool("print_only", False, "Print one job command per line; run nothing.")
-_SUMMARIZE_ONLY = flags.DEFINE_bool("summarize_only", False, "Only write summary.md/.csv.")
-_TRAIN_MODULE = flags.DEFINE_string("train_module", "launch.train", "Module run with `python -m`.")
-_METRICS = flags.DEFINE_list(
-    "metrics",
-    ["rl/reward_mean", "eval/reward_mean", "eval/pass_rate", "learner/loss", "learner/approx_kl",
-     "rollout/response_tokens_mean", "rollout/turns_mean", "perf/tokens_per_s"],
-    "Metric keys tabulated in the summary.")
-
 _KEY_RE = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*$")
 _BARE_WORD_RE = re.compile(r"^[A-Za-z_][\w\-./:]*$")
 _OPEN, _CLOSE = "([{", ")]}"
 
 METRICS_FILE = "metrics.jsonl"
+
+
 
 
 class SweepError(ValueError):
@@ -335,5 +323,26 @@ def main(argv) -> None:
     sys.exit(f"error: {len(failed)} of {len(points)} points failed: {failed}")
 
 
+def _define_flags():
+  """Flags of this entry point, defined only when it runs as __main__, so tests (and other
+  launch modules) can import it without a second --config."""
+  global _CONFIG, _SWEEP, _WORKDIR, _OVERRIDES, _PRINT_ONLY, _SUMMARIZE_ONLY, _TRAIN_MODULE, _METRICS  # pylint: disable=global-statement
+  _CONFIG = flags.DEFINE_string("config", None, "Config file (optionally `path:arg`) every point uses.")
+  _SWEEP = flags.DEFINE_string("sweep", None, 'Grid: "key=v1,v2 key2=v3,v4" (space-separated groups).')
+  _WORKDIR = flags.DEFINE_string("workdir", None,
+                                 "Sweep root; each point writes ROOT/<point>. Default: runs/sweep_<config>.")
+  _OVERRIDES = flags.DEFINE_string("overrides", "", 'Fixed overrides for every point: "key=v key2=v2".')
+  _PRINT_ONLY = flags.DEFINE_bool("print_only", False, "Print one job command per line; run nothing.")
+  _SUMMARIZE_ONLY = flags.DEFINE_bool("summarize_only", False, "Only write summary.md/.csv.")
+  _TRAIN_MODULE = flags.DEFINE_string("train_module", "launch.train", "Module run with `python -m`.")
+  _METRICS = flags.DEFINE_list(
+      "metrics",
+      ["rl/reward_mean", "eval/reward_mean", "eval/pass_rate", "learner/loss", "learner/approx_kl",
+       "rollout/response_tokens_mean", "rollout/turns_mean", "perf/tokens_per_s"],
+      "Metric keys tabulated in the summary.")
+
+
+
 if __name__ == "__main__":
+  _define_flags()
   app.run(main)

@@ -25,9 +25,7 @@ from synthagent_jax.synthesis import offline
 from synthagent_jax.synthesis import store
 from synthagent_jax.synthesis import worlds as worlds_lib
 
-_CONFIG = config_flags.DEFINE_config_file(
-    "config", None, "Path to a synthesis config file with get_config().", lock_config=True)
-_OUT = flags.DEFINE_string("out", None, "Output JSONL file (all tasks); resumed if it exists.")
+
 
 
 class SynthConfigError(ValueError):
@@ -122,6 +120,16 @@ def main(argv):
   print(json.dumps(finish(config, out_path)))
 
 
+def _define_flags():
+  """Flags of this entry point, defined only when it runs as __main__, so tests (and other
+  launch modules) can import it without a second --config."""
+  global _CONFIG, _OUT  # pylint: disable=global-statement
+  _CONFIG = config_flags.DEFINE_config_file(
+      "config", None, "Path to a synthesis config file with get_config().", lock_config=True)
+  _OUT = flags.DEFINE_string("out", None, "Output JSONL file (all tasks); resumed if it exists.")
+
+
 if __name__ == "__main__":
+  _define_flags()
   flags.mark_flag_as_required("config")
   app.run(main)
