@@ -151,7 +151,7 @@ def test_binds_localhost_by_default():
   root = pathlib.Path(__file__).resolve().parents[2]
   out = subprocess.run([sys.executable, "-m", "launch.serve", "--helpfull"], cwd=root,
                        capture_output=True, text=True, timeout=120).stdout
-  host_help = out[out.index("--host"):][:200]
+  host_help = out[out.index("--host: "):][:200]
   assert "(default: '127.0.0.1')" in host_help, host_help
 
 
