@@ -4,7 +4,8 @@
 
 Tiny Qwen2-style decoder on the shipped tokenizer (data/tokenizer), offline-teacher tasks
 (data/tasks/), rule-based user simulator, structured rubric checks, SFT warm start on the tasks'
-reference trajectories, then GRPO with small groups.
+reference trajectories, then GRPO with small groups. About 10 minutes on a 2-core CPU; the
+learning benchmark (benchmarks/e2e_tiny.py) runs the same recipe longer.
 """
 
 from configs import base
@@ -33,15 +34,15 @@ def get_config(arg=None):
   # signal than the paper's gated preset for a policy that starts from scratch.
   c.reward.aggregation = "weighted"
 
-  c.rl.num_steps = 20
-  c.rl.tasks_per_step = 8
+  c.rl.num_steps = 10
+  c.rl.tasks_per_step = 4
   c.rl.num_generations = 4
-  c.rl.minibatch_size = 32
+  c.rl.minibatch_size = 16
   c.rl.micro_batch_size = 16
-  c.optim.lr = 3e-5
+  c.optim.lr = 1e-4
   c.sft.num_steps = 60
   c.sft.batch_size = 16
-  c.sft.lr = 2e-3
+  c.sft.lr = 3e-3
   c.checkpoint.every_steps = 5
   c.eval.num_tasks = 16
   c.eval.k = 2
