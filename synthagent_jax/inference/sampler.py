@@ -95,17 +95,18 @@ def _prefill(model, prompt_bp, positions_bp, cache, kv_mask_bs, chunk):
   """Runs the prompt through the cache in chunks of `chunk` slots; returns last logits [B, V]."""
   batch, prompt_slots = prompt_bp.shape
   if chunk >= prompt_slots:
-    logits_bpv, cache = model.forward_cached(prompt_bp, positions_bp, cache, jnp.int32(0),
-                                             kv_mask_bs)
-    return logits_bpv[:, -1, :], cache
+    logits_b1v, cache = model.forward_cached(prompt_bp, positions_bp, cache, jnp.int32(0),
+                                             kv_mask_bs, last_only=True)
+    return logits_b1v[:, -1, :], cache
 
   def body(i, carry):
     cache, _ = carry
     start = (i * chunk).astype(jnp.int32)
     ids_bc = jax.lax.dynamic_slice(prompt_bp, (0, start), (batch, chunk))
     pos_bc = jax.lax.dynamic_slice(positions_bp, (0, start), (batch, chunk))
-    logits_bcv, cache = model.forward_cached(ids_bc, pos_bc, cache, start, kv_mask_bs)
-    return cache, logits_bcv[:, -1, :]
+    logits_b1v, cache = model.forward_cached(ids_bc, pos_bc, cache, start, kv_mask_bs,
+                                             last_only=True)
+    return cache, logits_b1v[:, -1, :]
 
   vocab = model.config.vocab_size
   init = (cache, jnp.zeros((batch, vocab), jnp.float32))

@@ -295,7 +295,8 @@ class Qwen(nnx.Module):
     return KVCache(k=jnp.zeros(shape, dtype), v=jnp.zeros(shape, dtype))
 
   def forward_cached(self, input_ids_bt: jax.Array, positions_bt: jax.Array, cache: KVCache,
-                     cache_index: jax.Array | int, kv_mask_bs: jax.Array):
+                     cache_index: jax.Array | int, kv_mask_bs: jax.Array, *,
+                     last_only: bool = False):
     """Forward over a chunk of T tokens per sequence, reading and extending the KV cache.
 
     The chunk's keys/values are written at slots [cache_index, cache_index + T) for every row
@@ -310,9 +311,11 @@ class Qwen(nnx.Module):
       cache_index: int32 scalar, first slot this chunk writes (checked when concrete; under jit
         the caller guarantees cache_index + T <= S, else XLA clamps the write position).
       kv_mask_bs: bool [B, S] valid key slots.
+      last_only: return logits of the chunk's last position only ([B, 1, V]); a prefill needs
+        nothing else, and the LM head over every position is a large share of its FLOPs.
 
     Returns:
-      (float32 logits [B, T, V], updated cache).
+      (float32 logits [B, T, V] (or [B, 1, V] with last_only), updated cache).
     """
     input_ids_bt = jnp.asarray(input_ids_bt)
     _check_ids(input_ids_bt)
@@ -333,10 +336,12 @@ class Qwen(nnx.Module):
     if _is_eager(self, input_ids_bt, positions_bt, cache.k, cache.v, cache_index, kv_mask_bs):
       graphdef, state = nnx.split(self)
       return _jit_forward_cached(graphdef, state, input_ids_bt, positions_bt, cache, cache_index,
-                                 kv_mask_bs)
-    return self._forward_cached(input_ids_bt, positions_bt, cache, cache_index, kv_mask_bs)
+                                 kv_mask_bs, last_only)
+    return self._forward_cached(input_ids_bt, positions_bt, cache, cache_index, kv_mask_bs,
+                                last_only)
 
-  def _forward_cached(self, input_ids_bt, positions_bt, cache, cache_index, kv_mask_bs):
+  def _forward_cached(self, input_ids_bt, positions_bt, cache, cache_index, kv_mask_bs,
+                      last_only=False):
     """The traceable body of forward_cached (inputs already validated)."""
     t, s = input_ids_bt.shape[1], cache.max_len
     query_slot_t = cache_index + jnp.arange(t, dtype=jnp.int32)
@@ -349,6 +354,8 @@ class Qwen(nnx.Module):
     for i, layer in enumerate(self.layers):
       x_btd, k_all, v_all = layer.forward_cached(x_btd, cos_bth, sin_bth, k_all, v_all, i,
                                                  cache_index, mask_bts)
+    if last_only:
+      x_btd = x_btd[:, -1:]
     return self._logits(x_btd), KVCache(k=k_all, v=v_all)
 
 
@@ -374,11 +381,11 @@ def _jit_forward(graphdef, state, input_ids_bt, positions_bt, attention_mask_bt)
   return nnx.merge(graphdef, state)._forward(input_ids_bt, positions_bt, attention_mask_bt)
 
 
-@functools.partial(jax.jit, static_argnums=0)
+@functools.partial(jax.jit, static_argnums=(0, 7))
 def _jit_forward_cached(graphdef, state, input_ids_bt, positions_bt, cache, cache_index,
-                        kv_mask_bs):
+                        kv_mask_bs, last_only=False):
   return nnx.merge(graphdef, state)._forward_cached(input_ids_bt, positions_bt, cache,
-                                                    cache_index, kv_mask_bs)
+                                                    cache_index, kv_mask_bs, last_only)
 
 
 @functools.lru_cache(maxsize=16)

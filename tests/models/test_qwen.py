@@ -201,3 +201,16 @@ def test_params_shard_over_a_mesh_by_logical_names():
   nnx.update(model, placed)
   ids = jnp.zeros((2, 4), jnp.int32)
   assert model(ids).shape == (2, 4, 128)
+
+
+def test_forward_cached_last_only_equals_last_column():
+  model = toys.tiny_model(vocab_size=97, seed=3)
+  ids = jnp.asarray(np.random.default_rng(0).integers(0, 97, (2, 7)), jnp.int32)
+  pos = jnp.broadcast_to(jnp.arange(7, dtype=jnp.int32), (2, 7))
+  mask = jnp.zeros((2, 8), bool).at[:, :7].set(True)
+  full, cache_full = model.forward_cached(ids, pos, model.init_cache(2, 8), 0, mask)
+  last, cache_last = model.forward_cached(ids, pos, model.init_cache(2, 8), 0, mask,
+                                          last_only=True)
+  assert last.shape == (2, 1, 97)
+  np.testing.assert_allclose(np.asarray(last[:, 0]), np.asarray(full[:, -1]), atol=1e-6)
+  np.testing.assert_array_equal(np.asarray(cache_last.k), np.asarray(cache_full.k))
