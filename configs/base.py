@@ -122,3 +122,15 @@ def base_config() -> ml_collections.ConfigDict:
   c.log = ml_collections.ConfigDict()
   c.log.every_steps = 1
   return c
+
+
+def set_published_dims(c: ml_collections.ConfigDict, *, family: str, vocab_size: int,
+                       hidden_size: int, intermediate_size: int, num_layers: int, num_heads: int,
+                       num_kv_heads: int, head_dim: int, rope_theta: float,
+                       tie_word_embeddings: bool) -> None:
+  """A released model's dims, so --dry_run plans memory without weights (a checkpoint's own
+  config.json overrides them when model.checkpoint is set)."""
+  c.model.update(dict(family=family, vocab_size=vocab_size, hidden_size=hidden_size,
+                      intermediate_size=intermediate_size, num_layers=num_layers,
+                      num_heads=num_heads, num_kv_heads=num_kv_heads, head_dim=head_dim,
+                      rope_theta=rope_theta, tie_word_embeddings=tie_word_embeddings))

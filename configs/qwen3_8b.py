@@ -6,22 +6,15 @@
         --config.engine.weights_dir=/shared/synthagent_weights --workdir=runs/qwen3_8b
 """
 
+from configs import base
 from configs import qwen_3b
 
 
 def get_config(arg=None):
   c = qwen_3b.get_config(arg)
-  # Published dims (for --dry_run without weights; a checkpoint's config.json overrides them).
-  c.model.family = "qwen3"
-  c.model.vocab_size = 151936
-  c.model.hidden_size = 4096
-  c.model.intermediate_size = 12288
-  c.model.num_layers = 36
-  c.model.num_heads = 32
-  c.model.num_kv_heads = 8
-  c.model.head_dim = 128
-  c.model.rope_theta = 1000000.0
-  c.model.tie_word_embeddings = False
+  base.set_published_dims(c, family="qwen3", vocab_size=151936, hidden_size=4096,
+                         intermediate_size=12288, num_layers=36, num_heads=32, num_kv_heads=8,
+                         head_dim=128, rope_theta=1000000.0, tie_word_embeddings=False)
   c.mesh.shape = (1, 4, 2)         # fsdp 4 x tensor 2
   c.rl.micro_batch_size = 4         # a multiple of data x fsdp
   return c

@@ -27,17 +27,9 @@ def get_config(arg=None):
   del arg
   c = base.base_config()
   c.model.checkpoint = ""          # required: set --config.model.checkpoint
-  # Published dims (for --dry_run without weights; a checkpoint's config.json overrides them).
-  c.model.family = "qwen2"
-  c.model.vocab_size = 151936
-  c.model.hidden_size = 2048
-  c.model.intermediate_size = 11008
-  c.model.num_layers = 36
-  c.model.num_heads = 16
-  c.model.num_kv_heads = 2
-  c.model.head_dim = 128
-  c.model.rope_theta = 1000000.0
-  c.model.tie_word_embeddings = True
+  base.set_published_dims(c, family="qwen2", vocab_size=151936, hidden_size=2048,
+                         intermediate_size=11008, num_layers=36, num_heads=16, num_kv_heads=2,
+                         head_dim=128, rope_theta=1000000.0, tie_word_embeddings=True)
   c.model.dtype = "bfloat16"
   c.model.remat = "full"
   c.tokenizer = ""
