@@ -74,6 +74,8 @@ def base_config() -> ml_collections.ConfigDict:
 
   c.reward = ml_collections.ConfigDict()
   c.reward.aggregation = "synthagent"   # synthagent | weighted
+  # tool_called items not met still score the fraction of name + arguments the best call got right.
+  c.reward.partial_credit = False
   c.reward.judge = "none"          # none (structured checks only) | jax | http
   c.reward.judge_checkpoint = ""   # judge=jax: HF directory of the in-process judge model
   c.reward.judge_llm = ml_collections.ConfigDict()

@@ -30,9 +30,11 @@ def get_config(arg=None):
   c.rollout.max_turns = 5
   c.rollout.max_new_tokens = 64
   c.rollout.max_total_tokens = 768
-  # Partial credit per rubric item (any forbidden behaviour still zeroes the reward): a denser
-  # signal than the paper's gated preset for a policy that starts from scratch.
+  # Partial credit per rubric item (any forbidden behaviour still zeroes the reward), and per
+  # argument within a tool call: a denser signal than the paper's gated preset for a policy that
+  # starts from scratch and copies values into arguments imperfectly.
   c.reward.aggregation = "weighted"
+  c.reward.partial_credit = True
 
   c.rl.num_steps = 10
   c.rl.tasks_per_step = 4

@@ -66,7 +66,7 @@ def _task_iterator(num_tasks: int, batch_size: int, seed: int):
 
 def _score(run: Run, tasks, trajectories):
   return rubric.score_batch(tasks, [t.messages for t in trajectories], run.judge,
-                            run.config.reward.aggregation)
+                            run.config.reward.aggregation, run.config.reward.partial_credit)
 
 
 def _evaluate(run: Run, loop: AgentLoop, step: int, writer) -> dict:

@@ -6,6 +6,10 @@
   asked_user_for {slot}: some assistant message addressed to the user (no tool calls, no
     <answer>) asks for the slot, judged by the same matcher the rule-based user answers with;
   answer_contains {text}: the final <answer> contains the text (case- and whitespace-insensitive).
+
+`check_score(..., partial_credit=True)` grades tool_called by degrees: the best call with the
+right name scores (1 + arguments matched) / (1 + arguments wanted), no such call 0; the item is
+still only *met* when some call matches in full. Every other check scores 1 or 0.
 """
 
 from __future__ import annotations
@@ -61,6 +65,26 @@ def _subset(want: Any, have: Any) -> bool:
     return isinstance(have, dict) and all(k in have and _subset(v, have[k])
                                           for k, v in want.items())
   return want == have
+
+
+def _tool_called_fraction(check: Check, messages: Sequence[dict]) -> float:
+  want = normalize(check.arguments or {})
+  best = 0.0
+  for name, args in tool_calls(messages):
+    if name == check.name:
+      have = normalize(args)
+      hits = sum(1 for k, v in want.items() if k in have and _subset(v, have[k]))
+      best = max(best, (1 + hits) / (1 + len(want)))
+  return best
+
+
+def check_score(check: Check, task: Task, messages: Sequence[dict],
+                partial_credit: bool = False) -> tuple[bool, float]:
+  """(met, score in [0, 1]) of the check on the conversation (see the module doc)."""
+  met = evaluate_check(check, task, messages)
+  if partial_credit and check.type == "tool_called" and not met:
+    return False, _tool_called_fraction(check, messages)
+  return met, float(met)
 
 
 def evaluate_check(check: Check, task: Task, messages: Sequence[dict]) -> bool:

@@ -7,10 +7,10 @@ a trajectory (system prompt, full task, transcript) and a short per-item SUFFIX 
 turn, generation prompt): `prompt_ids = prefix_ids + suffix_ids`, always.
 
 A batch holds a few trajectories and up to `max_batch_size` of their items, and is ONE jitted call
-(`forward_calls` counts them): prefill the prefixes into a KV cache ([Bp, P], left-padded; their
-logits are unused and compiled away), gather each item's prefix cache row, then one
-`forward_cached` over the suffixes ([N, S], left-padded) whose last column is every item's verdict
-position. So the transcript is encoded once per trajectory, not once per item.
+(`forward_calls` counts them): prefill the prefixes into a KV cache ([Bp, P], left-padded; the LM
+head runs at the last position only, `last_only`), gather each item's prefix cache row, then one
+`forward_cached(last_only=True)` over the suffixes ([N, S], left-padded) whose last column is every
+item's verdict position. So the transcript is encoded once per trajectory, not once per item.
 
     P(yes) = sigmoid(logsumexp(logp[yes ids]) - logsumexp(logp[no ids]))
 
@@ -97,13 +97,15 @@ def _verdict_log_odds(graphdef, state, prefix_ids_pt, prefix_mask_pt, suffix_ids
   prefix_pos_pt = jnp.maximum(jnp.cumsum(prefix_mask_pt, axis=1) - 1, 0)
   cache = model.init_cache(bp, p + s)
   kv_mask_ps = jnp.concatenate([prefix_mask_pt, jnp.zeros((bp, s), bool)], axis=1)
-  _, cache = model.forward_cached(prefix_ids_pt, prefix_pos_pt, cache, 0, kv_mask_ps)
+  _, cache = model.forward_cached(prefix_ids_pt, prefix_pos_pt, cache, 0, kv_mask_ps,
+                                  last_only=True)
   cache_n = type(cache)(k=jnp.take(cache.k, row_n, axis=1), v=jnp.take(cache.v, row_n, axis=1))
   prefix_len_n = prefix_mask_pt.sum(axis=1)[row_n]
   suffix_pos_ns = prefix_len_n[:, None] + jnp.maximum(jnp.cumsum(suffix_mask_ns, axis=1) - 1, 0)
   kv_mask_ns = jnp.concatenate([prefix_mask_pt[row_n], suffix_mask_ns], axis=1)
-  logits_nsv, _ = model.forward_cached(suffix_ids_ns, suffix_pos_ns, cache_n, p, kv_mask_ns)
-  last_nv = jax.nn.log_softmax(logits_nsv[:, -1, :].astype(jnp.float32), axis=-1)
+  logits_n1v, _ = model.forward_cached(suffix_ids_ns, suffix_pos_ns, cache_n, p, kv_mask_ns,
+                                       last_only=True)
+  last_nv = jax.nn.log_softmax(logits_n1v[:, 0, :].astype(jnp.float32), axis=-1)
   yes_n = jax.nn.logsumexp(last_nv[:, yes_ids], axis=-1)
   no_n = jax.nn.logsumexp(last_nv[:, no_ids], axis=-1)
   return yes_n - no_n

@@ -1,9 +1,12 @@
 """Rubric reward: structured checks in code, the rest by a batched judge, then an aggregation.
 
     result = score(task, messages, judge=None, aggregation="synthagent")
-    results = score_batch(tasks, list_of_messages, judge, aggregation="synthagent")
+    results = score_batch(tasks, list_of_messages, judge, aggregation="synthagent",
+                          partial_credit=False)
 
-Items with a `check` are decided by `rewards.checks` (source "check"). Items without one go to the
+Items with a `check` are decided by `rewards.checks` (source "check"; with `partial_credit`, a
+tool_called item that is not met still scores the fraction of name + arguments its best call got
+right, see `checks.check_score`). Items without one go to the
 judge in ONE `judge.judge(...)` call for the whole batch (source "judge"); an item the judge could
 not grade scores 0 and is counted in `judge_failures`. With `judge=None`, such items score 0 with
 source "unjudged" and are counted in `num_unjudged` (configure a judge to grade them).
@@ -16,7 +19,7 @@ from typing import Sequence
 
 from synthagent_jax.envs.task import Task
 from synthagent_jax.rewards import aggregation as agg_lib
-from synthagent_jax.rewards.checks import evaluate_check
+from synthagent_jax.rewards.checks import check_score
 from synthagent_jax.rewards.judge import Judge, JudgeRequest
 
 
@@ -58,7 +61,8 @@ def aggregate(task: Task, verdicts: Sequence[Verdict], aggregation: str = "synth
 
 
 def score_batch(tasks: Sequence[Task], conversations: Sequence[Sequence[dict]],
-                judge: Judge | None = None, aggregation: str = "synthagent") -> list[RubricResult]:
+                judge: Judge | None = None, aggregation: str = "synthagent",
+                partial_credit: bool = False) -> list[RubricResult]:
   """Scores many trajectories; all judge items of the batch go to the judge in one call."""
   if len(tasks) != len(conversations):
     raise ValueError(f"{len(tasks)} tasks but {len(conversations)} conversations")
@@ -70,8 +74,8 @@ def score_batch(tasks: Sequence[Task], conversations: Sequence[Sequence[dict]],
     pending = []
     for section, item in task.rubric.items():
       if item.check is not None:
-        met = evaluate_check(item.check, task, messages)
-        row.append(Verdict(section, item.id, item.text, met, float(met), "check"))
+        met, item_score = check_score(item.check, task, messages, partial_credit)
+        row.append(Verdict(section, item.id, item.text, met, item_score, "check"))
       else:
         row.append(None)
         pending.append((section, item))
@@ -111,5 +115,5 @@ def score_batch(tasks: Sequence[Task], conversations: Sequence[Sequence[dict]],
 
 
 def score(task: Task, messages: Sequence[dict], judge: Judge | None = None,
-          aggregation: str = "synthagent") -> RubricResult:
-  return score_batch([task], [messages], judge, aggregation)[0]
+          aggregation: str = "synthagent", partial_credit: bool = False) -> RubricResult:
+  return score_batch([task], [messages], judge, aggregation, partial_credit)[0]

@@ -4,7 +4,8 @@ import pytest
 
 from synthagent_jax.envs.task import Task
 from synthagent_jax.rewards import aggregation, rubric
-from synthagent_jax.rewards.checks import evaluate_check, final_answer
+from synthagent_jax.envs.task import Check
+from synthagent_jax.rewards.checks import check_score, evaluate_check, final_answer
 from synthagent_jax.rewards.judge import HTTPJudge, ItemScore, parse_json_verdicts
 from synthagent_jax.rewards.math_answers import verify_math
 from synthagent_jax.llm.scripted import ScriptedLLM
@@ -46,6 +47,30 @@ def test_checks_on_messages():
   assert evaluate_check(checks["s1"], task, wire)
   assert final_answer(GOOD) == "Order A17 has been CANCELLED."
   assert final_answer(GOOD[:3]) is None
+
+
+def test_partial_credit_for_tool_called():
+  task = make_task()
+  check = Check(type="tool_called", name="book", arguments={"day": "Mon", "size": 3})
+  grade = lambda *calls: check_score(check, task, list(calls), partial_credit=True)
+  assert grade() == (False, 0.0)                                  # never called
+  assert grade(_call("other", day="Mon", size=3)) == (False, 0.0)  # wrong tool
+  assert grade(_call("book")) == (False, pytest.approx(1 / 3))     # name only
+  assert grade(_call("book", day="mon ", size=4)) == (False, pytest.approx(2 / 3))
+  # The best single call counts; matches are not pooled across calls.
+  assert grade(_call("book", day="Mon", size=4),
+               _call("book", day="Tue", size=3)) == (False, pytest.approx(2 / 3))
+  assert grade(_call("book", day="Mon", size=3, extra=1)) == (True, 1.0)
+  assert check_score(check, task, [_call("book")]) == (False, 0.0)  # off by default
+  # In a rubric: s1 (weight 2) gets 1/2 for the right tool with the wrong order id; s2, i1 and
+  # the unjudged i2 (weight 1 each) score 0; f1 is respected: weighted = 2 * 0.5 / 5.
+  convo = [_call("cancel_order", order_id="B1"),
+           {"role": "assistant", "content": "<answer>x</answer>"}]
+  res = rubric.score(task, convo, aggregation="weighted", partial_credit=True)
+  assert res.reward == pytest.approx(0.2)
+  s1 = next(v for v in res.verdicts if v.item_id == "s1")
+  assert (s1.met, s1.score) == (False, 0.5)
+  assert rubric.score(task, convo, aggregation="weighted").reward == 0.0
 
 
 def _sections(sub, inter, forb):
