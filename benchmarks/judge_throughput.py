@@ -1,6 +1,6 @@
 """Rubric judging throughput: in-process P(yes) scoring vs generating and parsing verdicts.
 
-    python -m benchmarks.judge_throughput --trajectories=16 --repeats=2
+    python -m benchmarks.judge_throughput --trajectories=16 --repeats=2 [--json_tokens=64]
 
 Same random-weight Qwen2 model (configs/tiny.py dims: hidden 128, 4 layers, vocab 4096 =
 data/tokenizer), same trajectories and rubric items (every item without a check, so all go to
@@ -8,8 +8,11 @@ the judge). Three judges, timed in the same run after one warm-up call each (jit
   pyes      rewards.pyes_judge.PYesJudge: one batched forward per batch, no decoding;
   gen_json  rewards.judge.HTTPJudge over llm.jax_llm.JaxChatLLM over inference.sampler.JaxEngine:
             one greedy generation per trajectory asking for a JSON verdict object (the paper's way),
-            `--json_tokens` new tokens, no retries;
-  gen_item  the same generative stack asked one item at a time, `--item_tokens` new tokens each.
+            `--json_tokens` new tokens, no retries (0: the length of the shortest valid verdict,
+            `{"s0": false, ...}` over the trajectory's items plus the end token: the least any
+            generative judge can write);
+  gen_item  the same generative stack asked one item at a time, `--item_tokens` new tokens each
+            (0: the shortest valid one-item verdict plus the end token).
 A random model never emits a stop token or valid JSON, so every generation runs to its token
 limit (the cost of a real judge that writes a short verdict) and every verdict is unparsed; the
 figure is items graded per second.
@@ -18,6 +21,7 @@ figure is items graded per second.
 from __future__ import annotations
 
 import argparse
+import json
 import time
 
 import transformers
@@ -74,9 +78,10 @@ def main():
   ap = argparse.ArgumentParser()
   ap.add_argument("--trajectories", type=int, default=16)
   ap.add_argument("--repeats", type=int, default=2)
-  ap.add_argument("--json_tokens", type=int, default=64)
-  ap.add_argument("--item_tokens", type=int, default=8)
-  ap.add_argument("--batch", type=int, default=16)
+  ap.add_argument("--json_tokens", type=int, default=0)
+  ap.add_argument("--item_tokens", type=int, default=0)
+  ap.add_argument("--batch", type=int, default=16,
+                  help="rows per call: pyes items, gen_json trajectories, gen_item items")
   args = ap.parse_args()
 
   tok = transformers.AutoTokenizer.from_pretrained("data/tokenizer")
@@ -89,13 +94,18 @@ def main():
               for k in range(args.trajectories)]
   n_items = sum(len(r.items) for r in requests)
 
+  shortest = lambda ids: len(tok.encode(json.dumps({i: False for i in ids}))) + 1
+  json_tokens = args.json_tokens or shortest([it.id for _, it in task.rubric.items()])
+  item_tokens = args.item_tokens or max(shortest([it.id]) for _, it in task.rubric.items())
+  print(f"new tokens per generated verdict: json {json_tokens}, item {item_tokens}")
+
   pyes = PYesJudge(model, tok, max_batch_size=args.batch)
   engine = JaxEngine(model, max_batch_size=args.batch)
   llm = JaxChatLLM(engine, tok)
   gen_json = HTTPJudge(llm, max_retries=0,
-                       sampling=SamplingParams(max_new_tokens=args.json_tokens, temperature=0.0))
+                       sampling=SamplingParams(max_new_tokens=json_tokens, temperature=0.0))
   gen_item = HTTPJudge(llm, max_retries=0,
-                       sampling=SamplingParams(max_new_tokens=args.item_tokens, temperature=0.0))
+                       sampling=SamplingParams(max_new_tokens=item_tokens, temperature=0.0))
   per_item = [JudgeRequest(r.task, r.messages, [it]) for r in requests for it in r.items]
 
   results = {
