@@ -18,8 +18,9 @@ which only collects references) or a `(graphdef, state)` pair replaced by `updat
 takes `params=` for one call.
 
 Each prompt samples from its own PRNG stream (see `JaxEngine.generate`), so its samples do not
-depend on the batch it was in. Long prompts are prefilled in chunks because `forward_cached`
-materialises logits for every position (see `prefill_chunk_size`).
+depend on the batch it was in. The prefill computes the LM head at the last prompt position only;
+long prompts are prefilled in chunks that bound the attention scores and MLP activations of one
+chunk (see `prefill_chunk_size`).
 """
 
 from __future__ import annotations
@@ -77,16 +78,18 @@ class Buckets:
         raise ValueError(f"Buckets.{field.name} must be a positive int, got {value!r}")
 
 
-def prefill_chunk_size(batch: int, prompt_slots: int, vocab_size: int,
-                       logits_bytes: int) -> int:
-  """Prompt slots per prefill chunk so one chunk's float32 logits [B, C, V] fit `logits_bytes`.
+def prefill_chunk_size(batch: int, prompt_slots: int, cache_slots: int, num_heads: int,
+                       intermediate_size: int, max_bytes: int) -> int:
+  """Prompt slots per prefill chunk so one chunk's largest float32 temporaries fit `max_bytes`.
 
-  `forward_cached` returns logits for every position of its chunk although only the last prompt
-  position is needed, so a long prompt is prefilled in chunks to bound that memory. The result
-  is a power of two in [16, prompt_slots] (prompt_slots is a power of two, so it divides it).
+  Those are the attention scores [B, H, C, S] (a chunk's queries against every cache slot) and
+  the MLP activations [B, C, I]; the LM head runs at the last position only (`last_only`). The
+  result is a power of two in [16, prompt_slots] (prompt_slots is a power of two, so it divides
+  it).
   """
+  per_slot = batch * max(num_heads * cache_slots, intermediate_size) * 4
   chunk = prompt_slots
-  while chunk > 16 and batch * chunk * vocab_size * 4 > logits_bytes:
+  while chunk > 16 and chunk * per_slot > max_bytes:
     chunk //= 2
   return chunk
 
@@ -224,11 +227,11 @@ class JaxEngine:
       updates by the learner are seen by the next call), or a `(graphdef, state)` pair.
     buckets: minimum bucket sizes.
     max_batch_size: prompts beyond this are generated in consecutive chunks; None = no limit.
-    prefill_logits_bytes: memory bound of one prefill chunk's logits (see prefill_chunk_size).
+    prefill_bytes: memory bound of one prefill chunk's temporaries (see prefill_chunk_size).
   """
 
   def __init__(self, model: nnx.Module | tuple[Any, Any], *, buckets: Buckets = Buckets(),
-               max_batch_size: int | None = None, prefill_logits_bytes: int = 512 * 2**20):
+               max_batch_size: int | None = None, prefill_bytes: int = 512 * 2**20):
     if max_batch_size is not None and max_batch_size < 1:
       raise ValueError(f"JaxEngine.max_batch_size must be >= 1 or None, got {max_batch_size}")
     self._model = None
@@ -244,16 +247,20 @@ class JaxEngine:
                       f"{type(model).__name__}")
     self.buckets = buckets
     self.max_batch_size = max_batch_size
-    if prefill_logits_bytes < 1:
-      raise ValueError(f"JaxEngine.prefill_logits_bytes must be >= 1, got {prefill_logits_bytes}")
-    self.prefill_logits_bytes = prefill_logits_bytes
+    if prefill_bytes < 1:
+      raise ValueError(f"JaxEngine.prefill_bytes must be >= 1, got {prefill_bytes}")
+    self.prefill_bytes = prefill_bytes
     self.last_num_steps = 0  # decode steps of the last chunk generated (for tests / metrics)
 
   def _check_model(self, model):
     for name in ("init_cache", "forward_cached"):
       if not callable(getattr(model, name, None)):
         raise TypeError(f"JaxEngine: model {type(model).__name__} has no {name}() method")
-    self._vocab_size = getattr(getattr(model, "config", None), "vocab_size", None)
+    cfg = getattr(model, "config", None)
+    self._vocab_size = getattr(cfg, "vocab_size", None)
+    self._chunk_dims = ((cfg.num_heads, cfg.intermediate_size)
+                        if hasattr(cfg, "num_heads") and hasattr(cfg, "intermediate_size")
+                        else None)
 
   def update_params(self, params: Any) -> None:
     """Points the engine at new parameters: an nnx State (from `nnx.split`), a `(graphdef,
@@ -335,9 +342,9 @@ class JaxEngine:
         jnp.int32(sp.max_new_tokens),
         mode=sampling_lib.mode_for(sp.temperature, sp.top_p, sp.top_k),
         new_tokens_bucket=new_tokens_bucket,
-        prefill_chunk=prefill_chunk_size(batch, prompt_slots, self._vocab_size or 1,
-                                         self.prefill_logits_bytes) if self._vocab_size
-        else prompt_slots)
+        prefill_chunk=prefill_chunk_size(batch, prompt_slots, prompt_slots + new_tokens_bucket,
+                                         *self._chunk_dims, self.prefill_bytes)
+        if self._chunk_dims else prompt_slots)
     self.last_num_steps = int(num_steps)
     return _to_completions(np.asarray(tokens_bn), np.asarray(logprobs_bn), len(prompts), sp)
 

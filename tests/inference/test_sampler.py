@@ -196,10 +196,12 @@ def test_row_seeds_make_samples_independent_of_batching(model):
 
 def test_chunked_prefill_matches_uncached_forward(model):
   prompts = [list(range(1, 25)), [7, 8, 9]]  # 32 prompt slots, prefilled as 2 chunks of 16
-  # Logits of 4 rows x 16 slots x 128 vocab in float32 are 32 KiB.
-  assert sampler.prefill_chunk_size(4, 32, 128, 32 * 1024) == 16
-  assert sampler.prefill_chunk_size(4, 32, 128, 10**9) == 32
-  chunked = sampler.JaxEngine(model, buckets=BUCKETS, prefill_logits_bytes=32 * 1024)
+  # 4 rows x 16 query slots x 4 heads x 64 cache slots of float32 scores are 64 KiB (the MLP's
+  # 4 x 16 x 128 activations are smaller).
+  assert sampler.prefill_chunk_size(4, 32, 64, 4, 128, 64 * 1024) == 16
+  assert sampler.prefill_chunk_size(4, 32, 64, 4, 128, 64 * 1024 * 2) == 32
+  assert sampler.prefill_chunk_size(4, 32, 64, 1, 1024, 4 * 16 * 1024 * 4) == 16  # MLP-bound
+  chunked = sampler.JaxEngine(model, buckets=BUCKETS, prefill_bytes=1)  # the smallest chunks
   out = chunked.generate(prompts, _greedy(4))
   for prompt, completion in zip(prompts, out):
     ref_ids, ref_logprobs = _reference_greedy(model, prompt, 4)

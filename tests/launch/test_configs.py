@@ -58,3 +58,10 @@ def test_override_reaches_config(tmp_path):
                     "--config.model.checkpoint=/nonexistent/qwen")
   assert proc.returncode != 0
   assert "/nonexistent/qwen" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_kl_penalty_without_reference_fails_before_work(tmp_path):
+  proc = _run_train("--config=configs/tiny.py", f"--workdir={tmp_path}", "--config.rl.kl_coef=0.01")
+  assert proc.returncode != 0
+  assert "rl.kl_coef" in proc.stderr and "Traceback" not in proc.stderr
+  assert not os.path.exists(os.path.join(tmp_path, "checkpoints"))
