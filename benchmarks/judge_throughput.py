@@ -1,9 +1,12 @@
 """Rubric judging throughput: in-process P(yes) scoring vs generating and parsing verdicts.
 
     python -m benchmarks.judge_throughput --trajectories=16 --repeats=2 [--json_tokens=64]
+    python -m benchmarks.judge_throughput --dims=qwen_0_5b --dtype=bfloat16 --trajectories=64 \
+        --batch=64      # on a GPU
 
-Same random-weight Qwen2 model (configs/tiny.py dims: hidden 128, 4 layers, vocab 4096 =
-data/tokenizer), same trajectories and rubric items (every item without a check, so all go to
+Same random-weight Qwen2 model (--dims=tiny: configs/tiny.py dims, hidden 128, 4 layers, vocab
+4096 = data/tokenizer; --dims=qwen_0_5b: Qwen2.5-0.5B's dims, 24 layers, vocab 151936, fed the
+shipped tokenizer's ids), on JAX's default device, same trajectories and rubric items (every item without a check, so all go to
 the judge). Three judges, timed in the same run after one warm-up call each (jit compiles):
   pyes      rewards.pyes_judge.PYesJudge: one batched forward per batch, no decoding;
   gen_json  rewards.judge.HTTPJudge over llm.jax_llm.JaxChatLLM over inference.sampler.JaxEngine:
@@ -24,6 +27,7 @@ import argparse
 import json
 import time
 
+import jax
 import transformers
 
 from synthagent_jax import models
@@ -33,6 +37,14 @@ from synthagent_jax.inference.sampler import JaxEngine
 from synthagent_jax.llm.jax_llm import JaxChatLLM
 from synthagent_jax.rewards.judge import HTTPJudge, JudgeRequest
 from synthagent_jax.rewards.pyes_judge import PYesJudge
+
+
+DIMS = {  # vocab_size 0: the shipped tokenizer's
+    "tiny": dict(vocab_size=0, hidden_size=128, intermediate_size=256, num_layers=4, num_heads=4,
+                 num_kv_heads=2),
+    "qwen_0_5b": dict(vocab_size=151936, hidden_size=896, intermediate_size=4864, num_layers=24,
+                      num_heads=14, num_kv_heads=2),
+}
 
 
 def _task() -> Task:
@@ -82,13 +94,19 @@ def main():
   ap.add_argument("--item_tokens", type=int, default=0)
   ap.add_argument("--batch", type=int, default=16,
                   help="rows per call: pyes items, gen_json trajectories, gen_item items")
+  ap.add_argument("--dims", default="tiny", choices=sorted(DIMS))
+  ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
   args = ap.parse_args()
 
   tok = transformers.AutoTokenizer.from_pretrained("data/tokenizer")
-  cfg = models.ModelConfig(family="qwen2", vocab_size=len(tok), hidden_size=128,
-                           intermediate_size=256, num_layers=4, num_heads=4, num_kv_heads=2,
-                           rope_theta=1e6, rms_norm_eps=1e-6, tie_word_embeddings=True)
+  dims = dict(DIMS[args.dims])
+  dims["vocab_size"] = dims["vocab_size"] or len(tok)
+  cfg = models.ModelConfig(family="qwen2", rope_theta=1e6, rms_norm_eps=1e-6,
+                           tie_word_embeddings=True, dtype=args.dtype, param_dtype=args.dtype,
+                           **dims)
   model = models.init_model(cfg, seed=0)
+  print(f"device: {jax.devices()[0].device_kind} ({jax.default_backend()}); dims {args.dims}, "
+        f"dtype {args.dtype}", flush=True)
   task = _task()
   requests = [JudgeRequest(task, _conversation(k), task.rubric.items())
               for k in range(args.trajectories)]

@@ -1,6 +1,10 @@
-"""Decode throughput of our JaxEngine vs transformers' generate (torch, CPU), same model + batch.
+"""Decode throughput of our JaxEngine vs transformers' generate (torch), same model + batch + device.
 
     python -m benchmarks.sampler_throughput --models=tiny,qwen_0_5b --batch=16 --new_tokens=128
+    python -m benchmarks.sampler_throughput --models=qwen_0_5b --dtype=bfloat16   # on a GPU
+
+Both sides run on the same kind of device: torch on CUDA when torch sees a GPU (else CPU), JAX on
+its default backend (GPU when jax[cuda] is installed); the devices used are printed.
 
 One random-weight Qwen2 checkpoint per model size is written by transformers, loaded by both
 sides (ours through models.from_pretrained), and both decode greedily `batch` prompts of
@@ -42,13 +46,20 @@ def _write_checkpoint(size: str, layers: int | None, path: str) -> dict:
   return kwargs
 
 
-def _time_hf(path, prompts_bp, new_tokens, repeats):
+def _torch_device():
+  import torch
+  return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def _time_hf(path, prompts_bp, new_tokens, repeats, dtype):
   import torch
   import transformers
 
   torch.set_num_threads(os.cpu_count() or 1)
-  model = transformers.AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
-  ids = torch.as_tensor(prompts_bp, dtype=torch.long)
+  device = _torch_device()
+  model = transformers.AutoModelForCausalLM.from_pretrained(
+      path, dtype=getattr(torch, dtype)).to(device).eval()
+  ids = torch.as_tensor(prompts_bp, dtype=torch.long, device=device)
 
   def run():
     with torch.no_grad():
@@ -61,17 +72,17 @@ def _time_hf(path, prompts_bp, new_tokens, repeats):
   times, out = [], None
   for _ in range(repeats):
     start = time.perf_counter()
-    out = run()
+    out = run().cpu()  # waits for the device
     times.append(time.perf_counter() - start)
   return times, out[:, prompts_bp.shape[1]:].numpy()
 
 
-def _time_ours(path, prompts_bp, new_tokens, repeats):
+def _time_ours(path, prompts_bp, new_tokens, repeats, dtype):
   from synthagent_jax import models
   from synthagent_jax.inference import engine as engine_lib
   from synthagent_jax.inference import sampler
 
-  model = models.from_pretrained(path, dtype="float32")
+  model = models.from_pretrained(path, dtype=dtype, param_dtype=dtype)
   eng = sampler.JaxEngine(model)
   sp = engine_lib.SamplingParams(max_new_tokens=new_tokens, temperature=0.0)
   prompts = prompts_bp.tolist()
@@ -95,7 +106,12 @@ def main():
   parser.add_argument("--prompt_len", type=int, default=32)
   parser.add_argument("--new_tokens", type=int, default=128)
   parser.add_argument("--repeats", type=int, default=2)
+  parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"],
+                      help="parameter and compute dtype of both sides")
   args = parser.parse_args()
+  import jax
+  print(f"devices: ours {jax.devices()[0].device_kind} ({jax.default_backend()}), "
+        f"transformers {_torch_device()}; dtype {args.dtype}", flush=True)
 
   rows = []
   for size in args.models.split(","):
@@ -104,8 +120,9 @@ def main():
       dims = _write_checkpoint(size, layers, tmp)
       rng = np.random.default_rng(0)
       prompts_bp = rng.integers(1, dims["vocab_size"], (args.batch, args.prompt_len))
-      ours_t, ours_ids, compile_s = _time_ours(tmp, prompts_bp, args.new_tokens, args.repeats)
-      hf_t, hf_ids = _time_hf(tmp, prompts_bp, args.new_tokens, args.repeats)
+      ours_t, ours_ids, compile_s = _time_ours(tmp, prompts_bp, args.new_tokens, args.repeats,
+                                                   args.dtype)
+      hf_t, hf_ids = _time_hf(tmp, prompts_bp, args.new_tokens, args.repeats, args.dtype)
     tokens = args.batch * args.new_tokens
     ours_tps, hf_tps = tokens / min(ours_t), tokens / min(hf_t)
     agree = float(np.mean(ours_ids == hf_ids))
