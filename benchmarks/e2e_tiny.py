@@ -61,6 +61,19 @@ def _eval_at(workdir: str, step: int) -> dict:
     return json.load(f)
 
 
+def _paired(workdir_a: str, step_a: int, workdir_b: str, step_b: int) -> tuple[float, float, int]:
+  """Mean and s.e. of (b - a) over the tasks both evaluations ran, each task's k episodes averaged."""
+  def load(workdir, step):
+    with open(os.path.join(workdir, "eval", f"step_{step:06d}_rewards.json")) as f:
+      return {k: sum(v) / len(v) for k, v in json.load(f).items()}
+  a, b = load(workdir_a, step_a), load(workdir_b, step_b)
+  diffs = [b[k] - a[k] for k in a if k in b]
+  n = len(diffs)
+  mean = sum(diffs) / n
+  var = sum((d - mean) ** 2 for d in diffs) / (n - 1)
+  return mean, (var / n) ** 0.5, n
+
+
 def _mean(records, key):
   vals = [r[key] for r in records if key in r and r[key] is not None]
   return sum(vals) / len(vals) if vals else float("nan")
@@ -120,6 +133,10 @@ def main(argv):
                              for k, v in extra.items()) + " |")
   lines += ["", f"GRPO - SFT = {gap:+.3f} (2 s.e. of the difference = {2 * se:.3f}): "
             f"{'GRPO beats SFT by more than two standard errors' if gap > 2 * se else 'NOT significant'}."]
+  p_gap, p_se, p_n = _paired(run_dir, 0, run_dir, _RL_STEPS.value)
+  lines += [f"Paired over the same {p_n} held-out tasks (each task's GRPO reward minus its SFT "
+            f"reward): {p_gap:+.3f} ± {p_se:.3f} s.e. ({p_gap / p_se if p_se else float('nan'):.1f} "
+            "s.e.)."]
   text = "\n".join(lines)
   print(text)
   with open(os.path.join(root, "result.md"), "w") as f:

@@ -47,6 +47,21 @@ DIMS = {  # vocab_size 0: the shipped tokenizer's
 }
 
 
+def _hf_random(cfg, dtype):
+  import tempfile
+
+  import torch
+  hf = transformers.Qwen2Config(
+      vocab_size=cfg.vocab_size, hidden_size=cfg.hidden_size,
+      intermediate_size=cfg.intermediate_size, num_hidden_layers=cfg.num_layers,
+      num_attention_heads=cfg.num_heads, num_key_value_heads=cfg.num_kv_heads,
+      rope_theta=cfg.rope_theta, rms_norm_eps=cfg.rms_norm_eps, tie_word_embeddings=True)
+  torch.manual_seed(0)
+  with tempfile.TemporaryDirectory() as tmp:
+    transformers.Qwen2ForCausalLM(hf).save_pretrained(tmp)
+    return models.from_pretrained(tmp, dtype=dtype, param_dtype=dtype)
+
+
 def _task() -> Task:
   tools = [{"type": "function", "kind": "read", "function": {
       "name": "get_order", "description": "Look up an order.",
@@ -104,7 +119,10 @@ def main():
   cfg = models.ModelConfig(family="qwen2", rope_theta=1e6, rms_norm_eps=1e-6,
                            tie_word_embeddings=True, dtype=args.dtype, param_dtype=args.dtype,
                            **dims)
-  model = models.init_model(cfg, seed=0)
+  if args.dims == "tiny":
+    model = models.init_model(cfg, seed=0)
+  else:  # random weights written by transformers: XLA compiles a 0.5B initializer very slowly
+    model = _hf_random(cfg, args.dtype)
   print(f"device: {jax.devices()[0].device_kind} ({jax.default_backend()}); dims {args.dims}, "
         f"dtype {args.dtype}", flush=True)
   task = _task()

@@ -82,6 +82,9 @@ def _evaluate(run: Run, loop: AgentLoop, step: int, writer) -> dict:
     os.makedirs(os.path.join(run.workdir, "eval"), exist_ok=True)
     with open(os.path.join(run.workdir, "eval", f"step_{step:06d}.json"), "w") as f:
       json.dump(res.metrics, f, indent=2, sort_keys=True)
+    # Per-episode rewards by task id, so two evaluations of the same tasks can be compared pairwise.
+    with open(os.path.join(run.workdir, "eval", f"step_{step:06d}_rewards.json"), "w") as f:
+      json.dump({t.id: [float(r) for r in row] for t, row in zip(tasks, res.rewards)}, f)
   return res.metrics
 
 

@@ -65,6 +65,12 @@ def test_train_writes_every_artifact_and_resumes(tmp_path):
   for key in ("rl/reward_mean", "rl/frac_groups_dropped", "rollout/turns_mean",
               "rollout/response_tokens_mean", "perf/step_s"):
     assert key in rows[1], key
+  with open(os.path.join(wd, "eval", "step_000002_rewards.json")) as f:
+    eval_rewards = json.load(f)
+  with open(os.path.join(wd, "eval", "step_000002.json")) as f:
+    eval_metrics = json.load(f)
+  assert len(eval_rewards) == 2 and all(len(v) == 1 for v in eval_rewards.values())
+  assert abs(sum(v[0] for v in eval_rewards.values()) / 2 - eval_metrics["eval/reward_mean"]) < 1e-9
   with open(os.path.join(wd, "rollouts", "step_000001.jsonl")) as f:
     episodes = [json.loads(line) for line in f]
   assert len(episodes) == 4  # 2 tasks x 2 generations
