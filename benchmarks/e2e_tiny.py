@@ -110,8 +110,9 @@ def main(argv):
                {"sampled tokens/s": _mean(rl, "perf/sampled_tokens_per_s"),
                 "learner tokens/s": _mean(rl, "perf/learner_tokens_per_s"),
                 "rollout share outside generation": 1 - _mean(rl, "perf/generate_frac"),
-                "train reward first/last step": (rl[0]["rl/reward_mean"], rl[-1]["rl/reward_mean"])
-                if rl else None}))
+                "train rubric reward first/last step": (
+                    rl[0].get("rl/rubric_reward_mean", rl[0]["rl/reward_mean"]),
+                    rl[-1].get("rl/rubric_reward_mean", rl[-1]["rl/reward_mean"])) if rl else None}))
 
   gap = grpo["eval/reward_mean"] - sft["eval/reward_mean"]
   se = (grpo["eval/reward_stderr"] ** 2 + sft["eval/reward_stderr"] ** 2) ** 0.5

@@ -97,6 +97,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.rl.agg = "token-mean"          # token-mean | seq-mean-token-mean | seq-mean-token-sum-norm
   c.rl.kl_coef = 0.0
   c.rl.is_cap = 0.0                # truncated importance sampling cap (0 = off)
+  # Training reward 0 for episodes that ran out of turns or context without answering
+  # (rl.advantages.zero_unfinished); evaluation always scores the plain rubric reward.
+  c.rl.zero_unfinished = False
 
   c.optim = ml_collections.ConfigDict()
   c.optim.lr = 1e-6

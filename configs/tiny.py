@@ -35,6 +35,9 @@ def get_config(arg=None):
   # starts from scratch and copies values into arguments imperfectly.
   c.reward.aggregation = "weighted"
   c.reward.partial_credit = True
+  # Those items can all be met mid-episode, so without this GRPO drifts to episodes that ask and
+  # call until they run out of turns (docs/benchmarks.md, e2e_tiny run 3).
+  c.rl.zero_unfinished = True
 
   c.rl.num_steps = 10
   c.rl.tasks_per_step = 4

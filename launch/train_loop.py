@@ -142,6 +142,9 @@ def rollout_and_score(run: Run, loop: AgentLoop, tasks, step: int):
   trajs = loop.run(tasks, g, seed=builders.stable_seed(run.config.seed, "rollout", step))
   results = _score(run, [t for t in tasks for _ in range(g)], trajs)
   rewards_gn = np.asarray([r.reward for r in results], np.float32).reshape(len(tasks), g)
+  if cfg.zero_unfinished:
+    statuses_gn = [[t.status for t in trajs[i * g:(i + 1) * g]] for i in range(len(tasks))]
+    rewards_gn = np.asarray(adv_lib.zero_unfinished(rewards_gn, statuses_gn))
   adv_gn = np.asarray(adv_lib.group_advantages(rewards_gn, cfg.advantage))
   dropped_g = (np.asarray(adv_lib.zero_variance_groups(rewards_gn)) if cfg.drop_zero_variance
                else np.zeros(len(tasks), bool))
@@ -151,7 +154,8 @@ def rollout_and_score(run: Run, loop: AgentLoop, tasks, step: int):
 def rollout_metrics(trajs, rewards_gn, dropped_g, results, stats) -> dict:
   n = len(trajs)
   m = {
-      "rl/reward_mean": float(rewards_gn.mean()),
+      "rl/reward_mean": float(rewards_gn.mean()),  # the training reward (after any shaping)
+      "rl/rubric_reward_mean": float(np.mean([r.reward for r in results])),
       "rl/reward_std": float(rewards_gn.std()),
       "rl/frac_groups_dropped": float(dropped_g.mean()),
       "rl/pass_rate": float((rewards_gn >= 1 - 1e-6).mean()),

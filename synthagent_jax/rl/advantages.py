@@ -10,6 +10,8 @@ advantage over all of its policy tokens.
 
 `zero_variance_groups` flags groups whose samples all scored the same; their advantages are zero
 under every estimator, so the loop can drop them (DAPO dynamic sampling) and report the fraction.
+`zero_unfinished` is reward shaping for training only: an episode cut off by its turn or token
+budget scores 0 whatever its rubric said (DAPO's overlong penalty, at its hard end).
 """
 
 from typing import Callable
@@ -83,3 +85,23 @@ def zero_variance_groups(rewards_gn, atol: float = 1e-6) -> jnp.ndarray:
   if rewards_gn.ndim != 2:
     raise ValueError(f"rewards must be [num_groups, G], got shape {rewards_gn.shape}")
   return (rewards_gn.max(axis=1) - rewards_gn.min(axis=1)) <= atol
+
+
+UNFINISHED_STATUSES = ("max_turns", "context_full")
+
+
+def zero_unfinished(rewards_gn, statuses_gn) -> jnp.ndarray:
+  """Rewards [num_groups, G] with 0 wherever the episode's status is one of UNFINISHED_STATUSES.
+
+  Without it, a rubric whose items can be met mid-episode (asked the user, best tool call so far)
+  pays an episode that never answers as much as one that does, and the policy drifts towards
+  asking and calling until it runs out of turns.
+  """
+  rewards_gn = jnp.asarray(rewards_gn, jnp.float32)
+  if rewards_gn.ndim != 2:
+    raise ValueError(f"rewards must be [num_groups, G], got shape {rewards_gn.shape}")
+  flat = [s for row in statuses_gn for s in row]
+  if len(statuses_gn) != rewards_gn.shape[0] or len(flat) != rewards_gn.size:
+    raise ValueError(f"statuses must match rewards' shape {rewards_gn.shape}")
+  cut_gn = jnp.asarray([s in UNFINISHED_STATUSES for s in flat]).reshape(rewards_gn.shape)
+  return jnp.where(cut_gn, 0.0, rewards_gn)

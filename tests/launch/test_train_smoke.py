@@ -62,7 +62,7 @@ def test_train_writes_every_artifact_and_resumes(tmp_path):
     assert os.path.exists(os.path.join(wd, rel)), rel
   rows = _rl_rows(wd)
   assert sorted(rows) == [1, 2]
-  for key in ("rl/reward_mean", "rl/frac_groups_dropped", "rollout/turns_mean",
+  for key in ("rl/reward_mean", "rl/rubric_reward_mean", "rl/frac_groups_dropped", "rollout/turns_mean",
               "rollout/response_tokens_mean", "perf/step_s"):
     assert key in rows[1], key
   with open(os.path.join(wd, "eval", "step_000002_rewards.json")) as f:

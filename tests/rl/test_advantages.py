@@ -47,3 +47,18 @@ def test_bad_inputs_raise():
     advantages.group_advantages([[1.0], [2.0]], "rloo")
   with pytest.raises(ValueError, match="NaN"):
     advantages.group_advantages([[1.0, float("nan")]], "drgrpo")
+
+
+def test_zero_unfinished_zeroes_exactly_the_cut_off_episodes():
+  rewards = [[0.5, 0.25, 1.0], [0.75, 0.0, 0.5]]
+  statuses = [["answered", "max_turns", "user_stopped"], ["context_full", "answered", "error"]]
+  out = np.asarray(advantages.zero_unfinished(rewards, statuses))
+  np.testing.assert_array_equal(out, [[0.5, 0.0, 1.0], [0.0, 0.0, 0.5]])
+  # The shaped group now has variance where the rubric alone said 0.5 vs 0.5.
+  tie = np.asarray(advantages.zero_unfinished([[0.5, 0.5]], [["answered", "max_turns"]]))
+  assert not bool(advantages.zero_variance_groups(tie)[0])
+
+
+def test_zero_unfinished_rejects_mismatched_statuses():
+  with pytest.raises(ValueError, match="statuses must match"):
+    advantages.zero_unfinished([[1.0, 0.0]], [["answered"]])
