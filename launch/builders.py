@@ -64,7 +64,12 @@ def optimizer(optim_cfg, total_steps: int, **overrides):
 
 
 def rl_learner_config(config) -> learner_lib.LearnerConfig:
-  return learner_lib.LearnerConfig.from_config(config.rl)
+  """`config.rl`'s loss settings, trained on the policy the rollouts sample (their temperature)."""
+  temperature = config.rollout.temperature
+  if not temperature > 0:
+    raise ValueError(f"rollout.temperature must be > 0 for RL (got {temperature}): the policy "
+                     "gradient needs sampled rollouts")
+  return learner_lib.LearnerConfig.from_config(config.rl, temperature=temperature)
 
 
 def sft_learner_config(config) -> learner_lib.LearnerConfig:

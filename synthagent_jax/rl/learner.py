@@ -58,6 +58,9 @@ class LearnerConfig:
     ppo_epochs: passes over each batch.
     minibatch_size: sequences per optimizer update (None: the whole batch).
     micro_batch_size: sequences per accumulation micro-step (None: the whole minibatch).
+    temperature: the rollouts' sampling temperature. The policy being trained is the tempered
+      softmax(logits / temperature) the sampler drew from, so old/new log-probs, the ratio and the
+      entropy are all of that distribution (with 1.0 the plain policy). SFT uses 1.0.
   """
 
   loss: str = "policy"
@@ -69,6 +72,7 @@ class LearnerConfig:
   ppo_epochs: int = 1
   minibatch_size: int | None = None
   micro_batch_size: int | None = None
+  temperature: float = 1.0
 
   def __post_init__(self):
     if self.loss not in losses.LOSSES:
@@ -85,6 +89,9 @@ class LearnerConfig:
         raise ValueError(f"tis_cap must be > 0 (or 0 / None = off), got {self.tis_cap}")
       if self.tis_cap == 0:
         object.__setattr__(self, "tis_cap", None)
+    if not self.temperature > 0:
+      raise ValueError(f"learner temperature must be > 0 (the rollouts' sampling temperature; "
+                       f"greedy rollouts cannot be trained on), got {self.temperature}")
     if self.ppo_epochs < 1:
       raise ValueError(f"ppo_epochs must be >= 1, got {self.ppo_epochs}")
     for name in ("minibatch_size", "micro_batch_size"):
@@ -116,15 +123,17 @@ class LearnerConfig:
     return batch_size // mini, mini, micro
 
 
-def token_logprobs(graphdef, params, input_ids_bt, attention_mask_bt):
+def token_logprobs(graphdef, params, input_ids_bt, attention_mask_bt, temperature: float = 1.0):
   """Per-token log-probs and entropies [B, T] (float32), aligned to token positions.
 
-  logp_bt[:, t] = log p(input_ids[:, t] | tokens < t), computed from the logits at t - 1;
-  column 0 is 0. entropy_bt[:, t] is the entropy of that same predictive distribution.
+  logp_bt[:, t] = log p(input_ids[:, t] | tokens < t), computed from the logits at t - 1 divided
+  by `temperature`; column 0 is 0. entropy_bt[:, t] is the entropy of that same distribution.
   """
   model = nnx.merge(graphdef, params)
   logits_btv = model(input_ids_bt, attention_mask_bt=attention_mask_bt)
   logits_btv = logits_btv[:, :-1].astype(jnp.float32)
+  if temperature != 1.0:
+    logits_btv = logits_btv / temperature
   logz_bt = jax.nn.logsumexp(logits_btv, axis=-1)
   target_bt = input_ids_bt[:, 1:]
   picked_bt = jnp.take_along_axis(logits_btv, target_bt[..., None], axis=-1)[..., 0]
@@ -156,7 +165,8 @@ _MAX_KEYS = ("ratio_max",)
 
 
 def _micro_loss(params, mb, denom, graphdef, cfg):
-  logp_bt, ent_bt = token_logprobs(graphdef, params, mb["input_ids"], mb["attention_mask"])
+  logp_bt, ent_bt = token_logprobs(graphdef, params, mb["input_ids"], mb["attention_mask"],
+                                   cfg.temperature)
   mask_bt = _policy_mask(mb)
   loss, metrics = losses.LOSSES[cfg.loss](logp_bt, mb, mask_bt, cfg, denom)
   metrics = dict(metrics)
@@ -201,12 +211,12 @@ def _accumulate(params, minibatch, graphdef, cfg, n_micro, mesh):
   return grads, loss, metrics
 
 
-def _logprobs_only(params, batch, graphdef, n_micro, mesh):
+def _logprobs_only(params, batch, graphdef, n_micro, mesh, temperature):
   micro = jax.tree.map(functools.partial(_split_rows, n=n_micro, batch_axes=parallel.BATCH_AXES,
                                          mesh=mesh),
                        {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]})
   lp = jax.lax.map(lambda mb: token_logprobs(graphdef, params, mb["input_ids"],
-                                             mb["attention_mask"])[0], micro)
+                                             mb["attention_mask"], temperature)[0], micro)
   # Undo _split_rows: [n, B // n, T] -> [B, T] with row i of chunk c at c + i * n.
   return jnp.swapaxes(lp, 0, 1).reshape(batch["input_ids"].shape)
 
@@ -220,7 +230,7 @@ def train_step(state: TrainState, batch: Mapping[str, jax.Array], *, graphdef,
   n_mini, _, micro = cfg.sizes(bsz)
   rng, shuffle_rng = jax.random.split(state.rng)
   if cfg.loss == "policy" and "old_logprobs" not in batch:
-    old = _logprobs_only(state.params, batch, graphdef, bsz // micro, mesh)
+    old = _logprobs_only(state.params, batch, graphdef, bsz // micro, mesh, cfg.temperature)
     batch["old_logprobs"] = jax.lax.stop_gradient(old)
 
   def update(carry, minibatch):

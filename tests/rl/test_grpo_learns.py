@@ -59,3 +59,28 @@ def test_grpo_raises_a_toy_reward():
   first, last = np.mean(mean_rewards[:3]), np.mean(mean_rewards[-3:])
   assert first < 0.15, mean_rewards
   assert last > 0.6, mean_rewards  # seen: 0.07 -> 1.0 by step 18
+
+
+def test_learner_scores_the_tempered_policy_the_sampler_drew_from():
+  """Rollouts sampled at temperature 0.7: the learner configured with that temperature gets back
+  the sampler's logprobs (its old-logprob pass, seen through the TIS weight exp(old - sampler)),
+  and the plain temperature-1 policy would not."""
+  mesh = parallel.make_mesh(parallel.MeshConfig(shape=(1, 1, 1)), jax.devices()[:1])
+  tx = optim.make_optimizer(optim.OptimConfig(lr=1e-3, clip_norm=1.0))
+  state, spec = state_lib.create_train_state(toys.tiny_model_config(), tx, mesh,
+                                             parallel.DEFAULT_RULES, seed=1)
+  eng = sampler.JaxEngine((spec.graphdef, state.params))
+  prompts = [[5, 9, 17, 33], [40, 41, 42, 43]] * 4
+  outs = eng.generate(prompts, engine_lib.SamplingParams(max_new_tokens=NEW, temperature=0.7,
+                                                         seed=3))
+  trajs = [_trajectory(p, c) for p, c in zip(prompts, outs)]
+  host = batching.to_batch(trajs, np.linspace(-1, 1, len(trajs)), pad_id=0, length_multiple=16)
+  mask = host["loss_mask"].astype(bool)
+  for temperature, agrees in ((0.7, True), (1.0, False)):
+    logp, _ = jax.jit(learner.token_logprobs, static_argnums=(0, 4))(
+        spec.graphdef, state.params, host["input_ids"], host["attention_mask"], temperature)
+    gap = np.abs(np.asarray(logp)[mask] - host["sampler_logprobs"][mask]).max()
+    assert (gap < 2e-4) == agrees, (temperature, gap)
+  cfg = learner.LearnerConfig(temperature=0.7, tis_cap=1e9)
+  _, metrics = learner.make_train_step(spec, tx, cfg, mesh)(state, learner.make_batch(host, mesh))
+  assert abs(float(metrics["learner/tis_weight_mean"]) - 1.0) < 1e-4

@@ -22,21 +22,23 @@ PARAM_ATOL = 1e-4
 LOSS_RTOL = 1e-5
 
 
-def test_token_logprobs_match_transformers(tmp_path):
+@pytest.mark.parametrize("temperature", [1.0, 0.7])
+def test_token_logprobs_match_transformers(tmp_path, temperature):
   path = toys.write_hf_checkpoint(tmp_path, "qwen2", seed=1)
   hf = toys.load_hf_reference(path)
   graphdef, params = state_lib.split_params(models.from_pretrained(path))
   batch = make_host_batch(seed=3, b=4, t=9)
   logits = toys.hf_logits(hf, batch["input_ids"], batch["attention_mask"]).astype(np.float64)
+  logits = logits / temperature  # the tempered policy softmax(logits / T) that rollouts sample
   logz = np.log(np.exp(logits - logits.max(-1, keepdims=True)).sum(-1)) + logits.max(-1)
   # Token t is predicted by the logits at t - 1.
   want = np.zeros(batch["input_ids"].shape)
   for b in range(4):
     for t in range(1, 9):
       want[b, t] = logits[b, t - 1, batch["input_ids"][b, t]] - logz[b, t - 1]
-  logp, ent = jax.jit(learner.token_logprobs, static_argnums=0)(
+  logp, ent = jax.jit(learner.token_logprobs, static_argnums=(0, 4))(
       graphdef, params, jnp.asarray(batch["input_ids"], jnp.int32),
-      jnp.asarray(batch["attention_mask"], jnp.int32))
+      jnp.asarray(batch["attention_mask"], jnp.int32), temperature)
   real = batch["attention_mask"].astype(bool)  # logits at padded positions are meaningless
   np.testing.assert_allclose(np.asarray(logp)[real], want[real], atol=2e-5)
   assert np.all(np.asarray(logp)[:, 0] == 0)
