@@ -55,9 +55,11 @@ def check_config(config) -> None:
     raise ConfigError("engine.kind='sglang' needs --config.engine.urls=\"('http://host:port',)\"")
   if config.rl.num_generations < 2 and config.rl.advantage in ("grpo", "rloo"):
     raise ConfigError(f"rl.advantage={config.rl.advantage!r} needs rl.num_generations >= 2")
-  if config.rl.kl_coef > 0:
-    raise ConfigError(f"rl.kl_coef={config.rl.kl_coef}: launch.train keeps no reference policy "
-                      "for a KL penalty; set --config.rl.kl_coef=0 (the paper's recipe uses none)")
+  if config.rl.kl_coef < 0:
+    raise ConfigError(f"rl.kl_coef must be >= 0 (0 = no KL penalty), got {config.rl.kl_coef}")
+  if config.rl.num_steps > 0 and not config.rollout.temperature > 0:
+    raise ConfigError(f"rollout.temperature={config.rollout.temperature}: GRPO trains on sampled "
+                      "rollouts and the learner scores that tempered policy; use a temperature > 0")
   rows = config.rl.tasks_per_step * config.rl.num_generations
   if config.rl.minibatch_size % config.rl.micro_batch_size:
     raise ConfigError(f"rl.minibatch_size={config.rl.minibatch_size} is not a multiple of "

@@ -17,6 +17,7 @@ from typing import Any
 
 import grain
 import jax
+import jax.numpy as jnp
 import numpy as np
 import tqdm
 
@@ -184,6 +185,29 @@ def log_rollouts(run: Run, logger, step: int, tasks, trajs, results, adv_gn):
   logger.write(step, records)
 
 
+# ---- KL reference --------------------------------------------------------------------------------
+def reference_policy(run: Run, spec, state, start: int, rl_cfg):
+  """`batch -> ref_logprobs` of the frozen policy GRPO started from (after any SFT).
+
+  Its params are saved once under checkpoints/ref (step 0 of the RL phase) and restored from
+  there on resume, so a resumed run keeps penalising KL to the same reference.
+  """
+  ref_ckpt = ckpt_lib.Checkpointer(os.path.join(run.workdir, "checkpoints", "ref"), keep=1,
+                                   async_save=False)
+  if ref_ckpt.latest_step() is not None:
+    params = ref_ckpt.restore(abstract_state=spec.abstract)[0].params
+  elif start > 0:
+    raise SetupError(f"rl.kl_coef > 0 but {ref_ckpt.directory} has no reference policy: this run "
+                     f"was at step {start} without the KL penalty; restart it in a new workdir")
+  else:
+    # train_step donates the state, so the reference needs its own copy of the params.
+    params = jax.tree.map(jnp.copy, state.params)
+    ref_ckpt.save(0, state.replace(params=params), config=run.config)
+  ref_ckpt.close()
+  fn = learner_lib.make_logprobs_fn(spec, rl_cfg, run.mesh)
+  return lambda batch: fn(params, batch)
+
+
 # ---- the run -----------------------------------------------------------------------------------
 def train(config, workdir: str) -> dict:
   """Runs (or resumes) the whole job; returns the last metrics written."""
@@ -257,6 +281,7 @@ def train(config, workdir: str) -> dict:
     ckpt.save(0, state, data_state=data.get_state(), config=config)
   else:
     sync(state.params, start)
+  ref = reference_policy(run, spec, state, start, rl_cfg) if config.rl.kl_coef > 0 else None
 
   # 6. Metrics, rollout logs; evaluation of the starting policy.
   writer = metrics_lib.MetricWriter(workdir, resume_step=start)
@@ -282,7 +307,10 @@ def train(config, workdir: str) -> dict:
     if kept:
       batch = batching.to_batch(kept, adv_gn.reshape(-1)[keep], pad_id=pad,
                                 rows_multiple=config.rl.minibatch_size)
-      state, lm = train_step(state, learner_lib.make_batch(batch, mesh))
+      device_batch = learner_lib.make_batch(batch, mesh)
+      if ref is not None:
+        device_batch["ref_logprobs"] = ref(device_batch)
+      state, lm = train_step(state, device_batch)
       sync(state.params, step + 1)
       m.update({k: float(v) for k, v in lm.items()})
       m["perf/learner_tokens_per_s"] = float(batch["attention_mask"].sum()) / max(

@@ -288,6 +288,19 @@ def make_train_step(spec: StateSpec, tx: optax.GradientTransformation, cfg: Lear
                  out_shardings=(spec.shardings, parallel.replicated(mesh)), donate_argnums=0)
 
 
+def make_logprobs_fn(spec: StateSpec, cfg: LearnerConfig, mesh: Mesh):
+  """`(params, batch) -> logprobs [B, T]` of the tempered policy, jitted once, no gradient.
+
+  For the reference policy of the KL penalty: `batch["ref_logprobs"] = fn(ref_params, batch)`
+  with the frozen params the run started from; same micro-batching as `train_step`.
+  """
+  def fn(params, batch):
+    bsz = batch["input_ids"].shape[0]
+    micro = cfg.sizes(bsz)[2]
+    return _logprobs_only(params, batch, spec.graphdef, bsz // micro, mesh, cfg.temperature)
+  return jax.jit(fn, in_shardings=(spec.shardings.params, parallel.batch_sharding(mesh)))
+
+
 _DTYPES = {"input_ids": np.int32, "attention_mask": np.int32, "loss_mask": np.int32,
            "advantages": np.float32, "sampler_logprobs": np.float32,
            "old_logprobs": np.float32, "ref_logprobs": np.float32}

@@ -60,8 +60,16 @@ def test_override_reaches_config(tmp_path):
   assert "/nonexistent/qwen" in proc.stderr and "Traceback" not in proc.stderr
 
 
-def test_kl_penalty_without_reference_fails_before_work(tmp_path):
-  proc = _run_train("--config=configs/tiny.py", f"--workdir={tmp_path}", "--config.rl.kl_coef=0.01")
+def test_negative_kl_coef_fails_before_work(tmp_path):
+  proc = _run_train("--config=configs/tiny.py", f"--workdir={tmp_path}", "--config.rl.kl_coef=-0.1")
   assert proc.returncode != 0
   assert "rl.kl_coef" in proc.stderr and "Traceback" not in proc.stderr
+  assert not os.path.exists(os.path.join(tmp_path, "checkpoints"))
+
+
+def test_greedy_rollouts_for_rl_fail_before_work(tmp_path):
+  proc = _run_train("--config=configs/tiny.py", f"--workdir={tmp_path}",
+                    "--config.rollout.temperature=0.0")
+  assert proc.returncode != 0
+  assert "rollout.temperature" in proc.stderr and "Traceback" not in proc.stderr
   assert not os.path.exists(os.path.join(tmp_path, "checkpoints"))

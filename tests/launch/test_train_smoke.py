@@ -22,6 +22,9 @@ TINY = [
     "--config.sft.batch_size=4", "--config.eval.num_tasks=2", "--config.eval.k=1",
     "--config.rollout.max_turns=2", "--config.rollout.max_new_tokens=8",
     "--config.rollout.temperature=1.0", "--config.checkpoint.every_steps=1",
+    # KL to the post-SFT policy (its reference must survive a resume); every group is trained
+    # even when its rewards tie, so the learner runs on every step of this tiny model.
+    "--config.rl.kl_coef=0.05", "--config.rl.drop_zero_variance=False",
 ]
 
 
@@ -80,6 +83,9 @@ def test_train_writes_every_artifact_and_resumes(tmp_path):
   assert "Resuming from checkpoint step 2" in proc.stdout + proc.stderr
   assert sorted(_rl_rows(wd)) == [1, 2, 3]
   assert "sft:" not in proc.stderr  # the warm start is not redone
+  assert os.path.exists(os.path.join(wd, "checkpoints", "ref", "0"))
+  rows = _rl_rows(wd)
+  assert all(rows[s]["learner/kl_ref"] >= 0 for s in (1, 2, 3))  # step 3 used the restored ref
 
 
 @pytest.mark.slow
@@ -104,3 +110,4 @@ def test_killed_mid_step_rerun_continues_the_same_curve(tmp_path):
       assert a[step][key] == b[step][key], (step, key)
     if "learner/loss" in a[step]:
       assert a[step]["learner/loss"] == b[step]["learner/loss"], step
+      assert a[step]["learner/kl_ref"] == b[step]["learner/kl_ref"], step
