@@ -108,6 +108,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.optim.weight_decay = 0.0
   c.optim.b1 = 0.9
   c.optim.b2 = 0.999
+  c.optim.eps = 1e-8               # Adam epsilon
   c.optim.clip_norm = 1.0
 
   c.sft = ml_collections.ConfigDict()
