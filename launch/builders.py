@@ -64,11 +64,12 @@ def optimizer(optim_cfg, total_steps: int, **overrides):
 
 
 def rl_learner_config(config) -> learner_lib.LearnerConfig:
-  """`config.rl`'s loss settings, trained on the policy the rollouts sample (their temperature)."""
-  temperature = config.rollout.temperature
-  if not temperature > 0:
-    raise ValueError(f"rollout.temperature must be > 0 for RL (got {temperature}): the policy "
-                     "gradient needs sampled rollouts")
+  """`config.rl`'s loss settings, trained on the policy the rollouts sample (their temperature).
+
+  Greedy rollouts (temperature 0) only make sense without RL steps (an evaluation-only run, which
+  never calls the learner; launch.train refuses them otherwise), so they get the plain policy.
+  """
+  temperature = config.rollout.temperature if config.rollout.temperature > 0 else 1.0
   return learner_lib.LearnerConfig.from_config(config.rl, temperature=temperature)
 
 

@@ -73,3 +73,13 @@ def test_greedy_rollouts_for_rl_fail_before_work(tmp_path):
   assert proc.returncode != 0
   assert "rollout.temperature" in proc.stderr and "Traceback" not in proc.stderr
   assert not os.path.exists(os.path.join(tmp_path, "checkpoints"))
+
+
+def test_learner_trains_the_rollout_temperature():
+  from configs import tiny  # pylint: disable=g-import-not-at-top
+  from launch import builders  # pylint: disable=g-import-not-at-top
+  config = tiny.get_config()
+  config.rollout.temperature = 0.7
+  assert builders.rl_learner_config(config).temperature == 0.7
+  config.rollout.temperature = 0.0  # evaluation-only greedy runs still build the (unused) learner
+  assert builders.rl_learner_config(config).temperature == 1.0
