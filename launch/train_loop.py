@@ -195,14 +195,14 @@ def reference_policy(run: Run, spec, state, start: int, rl_cfg):
   ref_ckpt = ckpt_lib.Checkpointer(os.path.join(run.workdir, "checkpoints", "ref"), keep=1,
                                    async_save=False)
   if ref_ckpt.latest_step() is not None:
-    params = ref_ckpt.restore(abstract_state=spec.abstract)[0].params
+    params = ref_ckpt.restore(abstract_state=spec.abstract.params)[0]
   elif start > 0:
     raise SetupError(f"rl.kl_coef > 0 but {ref_ckpt.directory} has no reference policy: this run "
                      f"was at step {start} without the KL penalty; restart it in a new workdir")
   else:
     # train_step donates the state, so the reference needs its own copy of the params.
     params = jax.tree.map(jnp.copy, state.params)
-    ref_ckpt.save(0, state.replace(params=params), config=run.config)
+    ref_ckpt.save(0, params, config=run.config)  # params only: no optimizer moments
   ref_ckpt.close()
   fn = learner_lib.make_logprobs_fn(spec, rl_cfg, run.mesh)
   return lambda batch: fn(params, batch)
