@@ -100,6 +100,9 @@ def base_config() -> ml_collections.ConfigDict:
   # Training reward 0 for episodes that ran out of turns or context without answering
   # (rl.advantages.zero_unfinished); evaluation always scores the plain rubric reward.
   c.rl.zero_unfinished = False
+  # episode: every policy token gets its episode's advantage (GRPO). turn: each rubric item's
+  # advantage goes to the turns that decide it (ask / tool-call / answer turns; rl/credit.py).
+  c.rl.credit = "episode"
 
   c.optim = ml_collections.ConfigDict()
   c.optim.lr = 1e-6

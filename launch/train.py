@@ -55,6 +55,10 @@ def check_config(config) -> None:
     raise ConfigError("engine.kind='sglang' needs --config.engine.urls=\"('http://host:port',)\"")
   if config.rl.num_generations < 2 and config.rl.advantage in ("grpo", "rloo"):
     raise ConfigError(f"rl.advantage={config.rl.advantage!r} needs rl.num_generations >= 2")
+  from synthagent_jax.rl.credit import CREDITS  # pylint: disable=g-import-not-at-top
+  if config.rl.credit not in CREDITS:
+    raise ConfigError(f"rl.credit must be one of {', '.join(CREDITS)}, "
+                      f"got {config.rl.credit!r}")
   if config.rl.kl_coef < 0:
     raise ConfigError(f"rl.kl_coef must be >= 0 (0 = no KL penalty), got {config.rl.kl_coef}")
   if config.rl.num_steps > 0 and not config.rollout.temperature > 0:

@@ -26,6 +26,7 @@ from synthagent_jax import models
 from synthagent_jax.evals import harness
 from synthagent_jax.rewards import rubric
 from synthagent_jax.rl import advantages as adv_lib
+from synthagent_jax.rl import credit as credit_lib
 from synthagent_jax.rl import learner as learner_lib
 from synthagent_jax.rl import state as state_lib
 from synthagent_jax.rollout import batching
@@ -137,7 +138,11 @@ def sft_warm_start(run: Run, params, graphdef, loop: AgentLoop):
 
 # ---- one GRPO step ------------------------------------------------------------------------------
 def rollout_and_score(run: Run, loop: AgentLoop, tasks, step: int):
-  """G rollouts per task, rubric rewards, group advantages, dropped-group mask."""
+  """G rollouts per task, rubric rewards, advantages, dropped-group mask.
+
+  Advantages are per episode [num_groups, G] under `rl.credit = "episode"`, and a list of
+  per-turn advantages per episode under "turn" (rl/credit.py).
+  """
   cfg = run.config.rl
   g = cfg.num_generations
   trajs = loop.run(tasks, g, seed=builders.stable_seed(run.config.seed, "rollout", step))
@@ -146,10 +151,22 @@ def rollout_and_score(run: Run, loop: AgentLoop, tasks, step: int):
   if cfg.zero_unfinished:
     statuses_gn = [[t.status for t in trajs[i * g:(i + 1) * g]] for i in range(len(tasks))]
     rewards_gn = np.asarray(adv_lib.zero_unfinished(rewards_gn, statuses_gn))
-  adv_gn = np.asarray(adv_lib.group_advantages(rewards_gn, cfg.advantage))
-  dropped_g = (np.asarray(adv_lib.zero_variance_groups(rewards_gn)) if cfg.drop_zero_variance
-               else np.zeros(len(tasks), bool))
-  return trajs, results, rewards_gn, adv_gn, dropped_g
+  if cfg.credit == "turn":
+    advs, zero_g = credit_lib.turn_advantages(tasks, results, trajs, g, cfg.advantage,
+                                              cfg.zero_unfinished)
+  else:
+    advs = np.asarray(adv_lib.group_advantages(rewards_gn, cfg.advantage))
+    zero_g = np.asarray(adv_lib.zero_variance_groups(rewards_gn))
+  dropped_g = zero_g if cfg.drop_zero_variance else np.zeros(len(tasks), bool)
+  return trajs, results, rewards_gn, advs, dropped_g
+
+
+def learner_advantages(trajs, advs) -> list:
+  """One entry per trajectory for `batching.to_batch`: its episode advantage, or its per-token
+  advantages under turn credit."""
+  if isinstance(advs, np.ndarray):
+    return list(advs.reshape(-1))
+  return [credit_lib.token_advantages(t, a) for t, a in zip(trajs, advs)]
 
 
 def rollout_metrics(trajs, rewards_gn, dropped_g, results, stats) -> dict:
@@ -174,14 +191,19 @@ def rollout_metrics(trajs, rewards_gn, dropped_g, results, stats) -> dict:
   return m
 
 
-def log_rollouts(run: Run, logger, step: int, tasks, trajs, results, adv_gn):
+def log_rollouts(run: Run, logger, step: int, tasks, trajs, results, advs):
   g = run.config.rl.num_generations
   records = []
   for i, (traj, res) in enumerate(zip(trajs, results)):
     task = tasks[i // g]
-    records.append(metrics_lib.rollout_record(
-        step, traj, domain=task.domain, reward=res.reward, advantage=float(adv_gn.flat[i]),
-        verdicts=res.verdicts))
+    if isinstance(advs, np.ndarray):
+      adv, extra = float(advs.flat[i]), {}
+    else:  # turn credit: the episode's advantage is its turns' mean; each turn's is logged too
+      adv, extra = float(np.mean(advs[i])) if advs[i] else 0.0, {"turn_advantages": advs[i]}
+    rec = metrics_lib.rollout_record(step, traj, domain=task.domain, reward=res.reward,
+                                     advantage=adv, verdicts=res.verdicts)
+    rec.update(extra)
+    records.append(rec)
   logger.write(step, records)
 
 
@@ -298,14 +320,15 @@ def train(config, workdir: str) -> dict:
   for step in bar:
     t0 = time.perf_counter()
     tasks = [train_tasks[i] for i in next(data)]
-    trajs, results, rewards_gn, adv_gn, dropped_g = rollout_and_score(run, loop, tasks, step)
+    trajs, results, rewards_gn, advs, dropped_g = rollout_and_score(run, loop, tasks, step)
     t_rollout = time.perf_counter() - t0
     m = rollout_metrics(trajs, rewards_gn, dropped_g, results, loop.stats)
     keep = np.repeat(~dropped_g, config.rl.num_generations)
     kept = [t for t, k in zip(trajs, keep) if k]
+    kept_advs = [a for a, k in zip(learner_advantages(trajs, advs), keep) if k]
     t1 = time.perf_counter()
     if kept:
-      batch = batching.to_batch(kept, adv_gn.reshape(-1)[keep], pad_id=pad,
+      batch = batching.to_batch(kept, kept_advs, pad_id=pad,
                                 rows_multiple=config.rl.minibatch_size)
       device_batch = learner_lib.make_batch(batch, mesh)
       if ref is not None:
@@ -322,7 +345,7 @@ def train(config, workdir: str) -> dict:
     m["perf/step_s"] = time.perf_counter() - t0
     m["perf/rollout_frac"] = t_rollout / max(m["perf/step_s"], 1e-9)
     done = step + 1
-    log_rollouts(run, rollout_logger, done, tasks, trajs, results, adv_gn)
+    log_rollouts(run, rollout_logger, done, tasks, trajs, results, advs)
     if (config.eval.every_steps and done % config.eval.every_steps == 0
         and done != config.rl.num_steps):
       m.update(_evaluate(run, loop, done, writer))

@@ -24,7 +24,9 @@ def to_batch(trajectories: Sequence[Trajectory], advantages: Sequence[float] | N
 
   Args:
     trajectories: the sequences to train on (their token_ids / loss_mask / sampler_logprobs).
-    advantages: one per trajectory (policy loss); None for SFT (no `advantages` key).
+    advantages: one per trajectory (policy loss): a float (broadcast over its tokens; the batch
+      gets advantages [B]) or, for every trajectory, an array of one per token (the batch gets
+      advantages [B, T]; see rl/credit.py); None for SFT (no `advantages` key).
     pad_id: token id used for padding (attention_mask is 0 there, so its value never matters).
     length_multiple: T is the longest sequence rounded up to this (bucketing for jit).
     rows_multiple: B is rounded up to this with empty rows (e.g. the minibatch size).
@@ -54,6 +56,17 @@ def to_batch(trajectories: Sequence[Trajectory], advantages: Sequence[float] | N
     batch["loss_mask"][i, :n] = traj.loss_mask
     batch["sampler_logprobs"][i, :n] = traj.sampler_logprobs
   if advantages is not None:
-    batch["advantages"] = np.zeros((b,), np.float32)
-    batch["advantages"][:len(trajectories)] = np.asarray(advantages, np.float32)
+    per_token = [np.ndim(a) == 1 for a in advantages]
+    if all(per_token):
+      batch["advantages"] = np.zeros((b, t_len), np.float32)
+      for i, (traj, adv) in enumerate(zip(trajectories, advantages)):
+        if len(adv) != len(traj.token_ids):
+          raise ValueError(f"trajectory {i} has {len(traj.token_ids)} tokens but "
+                           f"{len(adv)} per-token advantages")
+        batch["advantages"][i, :len(adv)] = adv
+    elif not any(per_token):
+      batch["advantages"] = np.zeros((b,), np.float32)
+      batch["advantages"][:len(trajectories)] = np.asarray(advantages, np.float32)
+    else:
+      raise ValueError("advantages must be all per-sequence floats or all per-token arrays")
   return batch

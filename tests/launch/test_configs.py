@@ -67,6 +67,14 @@ def test_negative_kl_coef_fails_before_work(tmp_path):
   assert not os.path.exists(os.path.join(tmp_path, "checkpoints"))
 
 
+def test_unknown_credit_fails_before_work(tmp_path):
+  proc = _run_train("--config=configs/tiny.py", f"--workdir={tmp_path}", "--config.rl.credit=item")
+  assert proc.returncode != 0
+  assert "rl.credit must be one of episode, turn, got 'item'" in proc.stderr
+  assert "Traceback" not in proc.stderr
+  assert not os.path.exists(os.path.join(tmp_path, "checkpoints"))
+
+
 def test_greedy_rollouts_for_rl_fail_before_work(tmp_path):
   proc = _run_train("--config=configs/tiny.py", f"--workdir={tmp_path}",
                     "--config.rollout.temperature=0.0")

@@ -28,9 +28,9 @@ TINY = [
 ]
 
 
-def _cmd(workdir, steps):
+def _cmd(workdir, steps, *extra):
   return [sys.executable, "-m", "launch.train", f"--workdir={workdir}", *TINY,
-          f"--config.rl.num_steps={steps}"]
+          f"--config.rl.num_steps={steps}", *extra]
 
 
 def _env():
@@ -39,8 +39,8 @@ def _env():
   return env
 
 
-def _train(workdir, steps):
-  proc = subprocess.run(_cmd(workdir, steps), cwd=ROOT, capture_output=True, text=True,
+def _train(workdir, steps, *extra):
+  proc = subprocess.run(_cmd(workdir, steps, *extra), cwd=ROOT, capture_output=True, text=True,
                         timeout=600, env=_env())
   assert proc.returncode == 0, proc.stderr[-3000:]
   return proc
@@ -86,6 +86,17 @@ def test_train_writes_every_artifact_and_resumes(tmp_path):
   assert os.path.exists(os.path.join(wd, "checkpoints", "ref", "0"))
   rows = _rl_rows(wd)
   assert all(rows[s]["learner/kl_ref"] >= 0 for s in (1, 2, 3))  # step 3 used the restored ref
+
+
+def test_turn_credit_trains_on_per_turn_advantages(tmp_path):
+  wd = str(tmp_path / "turn")
+  _train(wd, 1, "--config.rl.credit=turn", "--config.rl.kl_coef=0.0", "--config.eval.num_tasks=1")
+  assert "learner/loss" in _rl_rows(wd)[1]
+  with open(os.path.join(wd, "rollouts", "step_000001.jsonl")) as f:
+    episodes = [json.loads(line) for line in f]
+  for ep in episodes:
+    assert len(ep["turn_advantages"]) == ep["num_turns"] >= 1
+    assert ep["advantage"] == pytest.approx(sum(ep["turn_advantages"]) / ep["num_turns"])
 
 
 @pytest.mark.slow

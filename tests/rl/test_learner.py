@@ -13,7 +13,7 @@ from synthagent_jax import parallel
 from synthagent_jax.rl import learner
 from synthagent_jax.rl import state as state_lib
 from tests import toys
-from tests.rl.learner_toys import DEFAULT_LEARNER, make_host_batch
+from tests.rl.learner_toys import DEFAULT_LEARNER, T, make_host_batch
 
 # Parameters after two optimizer updates on different meshes / accumulation splits agree to
 # this absolute tolerance (float32 reductions in a different order; Adam normalises the
@@ -135,3 +135,23 @@ def test_batch_validation():
   mesh = parallel.make_mesh(parallel.MeshConfig(shape=(2, 2, 2)))
   with pytest.raises(ValueError, match="multiple of data x fsdp = 4"):
     learner.make_train_step(None, None, learner.LearnerConfig(micro_batch_size=2), mesh)
+
+
+def test_per_token_advantages(learner_env):
+  """[B, T] advantages (turn credit) that repeat each row's advantage train exactly like [B]
+  ones; zeroing them on half the tokens changes the update."""
+  env = learner_env()
+  host = make_host_batch(3)
+  per_token = dict(host, advantages=np.repeat(host["advantages"][:, None], T, axis=1))
+  s_seq, m_seq = env.step(env.fresh_state(), learner.make_batch(host, env.mesh))
+  s_tok, m_tok = env.step(env.fresh_state(), learner.make_batch(per_token, env.mesh))
+  np.testing.assert_allclose(float(m_tok["learner/loss"]), float(m_seq["learner/loss"]),
+                             rtol=LOSS_RTOL)
+  for a, b in zip(jax.tree.leaves(jax.device_get(s_seq.params)),
+                  jax.tree.leaves(jax.device_get(s_tok.params))):
+    np.testing.assert_allclose(a, b, atol=PARAM_ATOL)
+  half = dict(per_token, advantages=per_token["advantages"] * (np.arange(T) % 2 == 0))
+  _, m_half = env.step(env.fresh_state(), learner.make_batch(half, env.mesh))
+  assert abs(float(m_half["learner/loss"]) - float(m_seq["learner/loss"])) > 1e-4
+  with pytest.raises(ValueError, match=r"expected \(16,\) or \(16, 10\)"):
+    learner.validate_batch(dict(host, advantages=np.zeros((16, 9), np.float32)))
