@@ -14,10 +14,26 @@ Trajectory ends with are exactly what the policy saw and what the learner trains
 
 The Engine is stateless, so every round re-prefills each episode's whole history; `LoopStats`
 counts those prefill tokens so their cost can be measured (benchmarks/agent_loop_throughput.py).
+
+Per-task hooks (duck-typed, all optional; outside benchmarks use them, see `evals/`):
+  task.system_prompt: replaces config.system_prompt for that task (e.g. tau2's airline policy).
+  task.opening: messages placed after the system message (e.g. tau2's agent greeting "Hi! How can I
+    help you today?"); with task.instruction None, the first user message is the UserEnv's reply to
+    system + opening (an LLM user simulator opens the conversation).
+Config hooks: `answer_to_user` routes an <answer> turn to the UserEnv like a message (BFCL sends its
+next question after the agent's final reply of a turn; the user ends the episode); and
+`max_steps_per_user_turn` ends an episode whose agent takes more steps than that before handing the
+turn back to the user (status "max_steps", BFCL's force-termination).
+
+A UserEnv's `stop` may be a truthy string naming what ended the conversation (tau2's "###STOP###",
+"###TRANSFER###", "###OUT-OF-SCOPE###"); the Trajectory records it as `user_stop`. Each tool call
+reaches the ToolEnv as a deep copy, so an environment that keeps argument objects can never alter the
+recorded trajectory.
 """
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import time
 from typing import Any, Mapping, Sequence
@@ -50,6 +66,10 @@ class AgentLoopConfig:
     compact_tools: render tools with `chat_format.compact_tool_schema` (about half the prompt
       tokens; for small-context policies trained from scratch) instead of full JSON schemas.
     end_of_turn: the token that ends an assistant turn (the engine's stop token).
+    answer_to_user: an <answer> turn goes to the UserEnv like a message instead of ending the
+      episode (multi-turn benchmarks whose user asks again after each reply).
+    max_steps_per_user_turn: assistant turns allowed between two user messages; one more ends the
+      episode with status "max_steps" (0 = no limit).
   """
 
   max_turns: int = 8
@@ -63,11 +83,16 @@ class AgentLoopConfig:
   system_prompt: str = DEFAULT_SYSTEM_PROMPT
   compact_tools: bool = False
   end_of_turn: str = cf.IM_END
+  answer_to_user: bool = False
+  max_steps_per_user_turn: int = 0
 
   def __post_init__(self):
     for name in ("max_turns", "max_new_tokens", "max_total_tokens", "max_tool_response_tokens"):
       if getattr(self, name) < 1:
         raise ValueError(f"AgentLoopConfig.{name} must be >= 1, got {getattr(self, name)}")
+    if self.max_steps_per_user_turn < 0:
+      raise ValueError("AgentLoopConfig.max_steps_per_user_turn must be >= 0 (0 = no limit), got "
+                       f"{self.max_steps_per_user_turn}")
     # Validates temperature / top_p / top_k with SamplingParams' own messages.
     SamplingParams(temperature=self.temperature, top_p=self.top_p, top_k=self.top_k)
 
@@ -110,6 +135,8 @@ class _Episode:
   error: str | None = None
   num_tool_calls: int = 0
   truncated: int = 0
+  user_stop: str | None = None
+  steps_since_user: int = 0
 
   def append(self, ids: Sequence[int], sampled: bool, logprobs: Sequence[float] | None = None):
     self.token_ids.extend(int(i) for i in ids)
@@ -125,7 +152,7 @@ class _Episode:
         loss_mask=self.loss_mask, sampler_logprobs=self.logprobs, prompt_len=self.prompt_len,
         messages=self.messages, turns=self.turns, status=self.status, num_turns=len(self.turns),
         num_tool_calls=self.num_tool_calls, num_response_tokens=sum(self.loss_mask),
-        truncated_tool_responses=self.truncated, error=self.error)
+        truncated_tool_responses=self.truncated, error=self.error, user_stop=self.user_stop)
 
 
 def assistant_message(turn: Turn) -> dict:
@@ -164,20 +191,39 @@ class AgentLoop:
 
   # ---- episode setup -------------------------------------------------------------------------
   def _start(self, task: Any, sample_index: int) -> _Episode:
-    messages = [{"role": "system", "content": self.config.system_prompt},
-                {"role": "user", "content": task.instruction}]
-    tools = [cf.compact_tool_schema(t) if self.config.compact_tools else t for t in task.tools]
-    ids = cf.render_prompt_ids(self.tokenizer, messages, tools)
-    ep = _Episode(task, sample_index, [], [], [], len(ids), messages)
+    system = getattr(task, "system_prompt", None) or self.config.system_prompt
+    messages = [{"role": "system", "content": system}, *list(getattr(task, "opening", None) or ())]
+    ep = _Episode(task, sample_index, [], [], [], 0, messages)
+    if task.instruction is not None:
+      self._render_prompt(ep, task.instruction)
+    if ep.status is None:
+      try:
+        ep.tool_state = self.tools.new_episode(task)
+      except Exception as e:  # pylint: disable=broad-except  # an env failure ends only this episode
+        ep.finish("error", f"tools.new_episode raised {e.__class__.__name__}: {e}")
+    return ep
+
+  def _render_prompt(self, ep: _Episode, first_user_message: str):
+    """Renders system + opening + the first user message once with the chat template."""
+    ep.messages.append({"role": "user", "content": first_user_message})
+    tools = [cf.compact_tool_schema(t) if self.config.compact_tools else t for t in ep.task.tools]
+    ids = cf.render_prompt_ids(self.tokenizer, ep.messages, tools)
+    ep.prompt_len = len(ids)
     ep.append(ids, sampled=False)
     if len(ids) + 2 > self.config.max_total_tokens:  # room for >= 1 sampled token + end token
       ep.finish("context_full")
-      return ep
-    try:
-      ep.tool_state = self.tools.new_episode(task)
-    except Exception as e:  # pylint: disable=broad-except  # an env failure ends only this episode
-      ep.finish("error", f"tools.new_episode raised {e.__class__.__name__}: {e}")
-    return ep
+
+  def _open(self, episodes: list[_Episode]):
+    """The UserEnv writes the first user message of episodes whose task has no instruction."""
+    opening = [ep for ep in episodes if ep.status is None and not ep.token_ids]
+    for ep, reply in zip(opening, self._user_replies(opening)):
+      text = self._check_reply(ep, reply)
+      if text is None:
+        continue
+      if ep.status is None:
+        self._render_prompt(ep, text)
+      else:  # the user ended the conversation before the agent said anything
+        ep.messages.append({"role": "user", "content": text})
 
   # ---- one sampled turn ----------------------------------------------------------------------
   def _take_turn(self, ep: _Episode, completion: Completion, budget: int) -> Turn:
@@ -206,7 +252,7 @@ class AgentLoop:
       if block.call is None:
         out.append({"role": "tool", "name": INVALID_CALL_NAME, "content": f"Error: {block.error}"})
         continue
-      text = self.tools.call(ep.task, block.call, ep.tool_state)
+      text = self.tools.call(ep.task, copy.deepcopy(block.call), ep.tool_state)
       if not isinstance(text, str):
         raise TypeError(f"ToolEnv.call returned {type(text).__name__}, expected str")
       ep.num_tool_calls += 1
@@ -226,11 +272,16 @@ class AgentLoop:
   def _route(self, ep: _Episode, turn: Turn) -> list[dict] | None:
     """Ends the episode, or answers tool calls now (-> the tool messages), or returns None with
     the episode still running when the turn is a message waiting for the user."""
-    if turn.kind == "answer":
+    cfg = self.config
+    ep.steps_since_user += 1
+    if turn.kind == "answer" and not cfg.answer_to_user:
       ep.finish("answered")
-    elif len(ep.turns) >= self.config.max_turns:
+    elif len(ep.turns) >= cfg.max_turns:
       ep.finish("max_turns")
     elif turn.kind == "tool_calls":
+      if cfg.max_steps_per_user_turn and ep.steps_since_user >= cfg.max_steps_per_user_turn:
+        ep.finish("max_steps")
+        return None
       try:
         return self._observe_tools(ep, turn)
       except Exception as e:  # pylint: disable=broad-except  # an env failure ends only this episode
@@ -261,7 +312,8 @@ class AgentLoop:
         out.append(e)
     return out
 
-  def _hear_user(self, ep: _Episode, reply: tuple[str, bool] | Exception) -> list[dict] | None:
+  def _check_reply(self, ep: _Episode, reply: tuple[str, Any] | Exception) -> str | None:
+    """The reply's text (None after ending the episode on a bad reply); records a user stop."""
     if isinstance(reply, Exception):
       ep.finish("error", f"{reply.__class__.__name__}: {reply}")
       return None
@@ -272,11 +324,20 @@ class AgentLoop:
     if not isinstance(text, str):
       ep.finish("error", f"UserEnv reply text must be a str, got {type(text).__name__}")
       return None
-    env_messages = [{"role": "user", "content": text}]
     if stop:
-      ep.messages.extend(env_messages)  # the user's last word has no tokens (nothing follows)
+      ep.user_stop = stop if isinstance(stop, str) else "stop"
       ep.finish("user_stopped")
+    return text
+
+  def _hear_user(self, ep: _Episode, reply: tuple[str, Any] | Exception) -> list[dict] | None:
+    text = self._check_reply(ep, reply)
+    if text is None:
       return None
+    env_messages = [{"role": "user", "content": text}]
+    if ep.status is not None:
+      ep.messages.extend(env_messages)  # the user's last word has no tokens (nothing follows)
+      return None
+    ep.steps_since_user = 0
     return env_messages
 
   def _append_env(self, ep: _Episode, env_messages: list[dict]):
@@ -309,6 +370,7 @@ class AgentLoop:
     self._num_runs += 1
     t0 = time.perf_counter()
     episodes = [self._start(task, g) for task in tasks for g in range(num_samples)]
+    self._open(episodes)
     stats.env_s += time.perf_counter() - t0
     while True:
       active = [ep for ep in episodes if ep.status is None]

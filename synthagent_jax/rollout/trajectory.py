@@ -5,8 +5,9 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Literal
 
-Status = Literal["answered", "user_stopped", "max_turns", "context_full", "error"]
-STATUSES: tuple[str, ...] = ("answered", "user_stopped", "max_turns", "context_full", "error")
+Status = Literal["answered", "user_stopped", "max_turns", "max_steps", "context_full", "error"]
+STATUSES: tuple[str, ...] = ("answered", "user_stopped", "max_turns", "max_steps", "context_full",
+                             "error")
 
 
 @dataclasses.dataclass
@@ -59,6 +60,8 @@ class Trajectory:
     turns: one TurnRecord per assistant turn.
     status: how the episode ended (STATUSES).
     error: what went wrong when status == "error" (an environment raised), else None.
+    user_stop: with status "user_stopped", what the user ended with (a stop token such as
+      "###TRANSFER###", or "stop" for a plain boolean stop); else None.
   """
 
   task_id: str
@@ -75,6 +78,7 @@ class Trajectory:
   num_response_tokens: int = 0
   truncated_tool_responses: int = 0
   error: str | None = None
+  user_stop: str | None = None
 
   def __post_init__(self):
     if self.status not in STATUSES:

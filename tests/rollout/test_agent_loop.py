@@ -214,7 +214,7 @@ def test_every_status_reachable_in_one_batch(tok):
   assert len(full.token_ids) <= 420
   check_alignment(full, engine.eot)
   reached = {t.status for t in trajs} | {full.status}
-  assert reached == set(STATUSES)
+  assert reached == set(STATUSES) - {"max_steps"}  # max_steps: test_agent_loop_hooks.py
 
 
 def test_prompt_longer_than_context_is_context_full(tok):
