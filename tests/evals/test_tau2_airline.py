@@ -131,7 +131,8 @@ def test_a_failing_tool_call_is_an_observation_and_the_episode_goes_on(slice_sui
   traj = run_replay(suite, task, turns, tok)
   tool_msgs = [m for m in traj.messages if m["role"] == "tool"]
   assert tool_msgs[0]["content"] == "Error: Reservation NOSUCH not found"
-  assert tool_msgs[1]["content"].startswith("Error: ") and "cancel_everything" in tool_msgs[1]["content"]
+  assert tool_msgs[1]["content"].startswith("Error: ")
+  assert "cancel_everything" in tool_msgs[1]["content"]
   assert tool_msgs[2]["name"] == "invalid_tool_call"
   assert json.loads(tool_msgs[3]["content"])["user_id"] == "liam_khan_2521"
   assert traj.status == "user_stopped"
