@@ -45,8 +45,9 @@ from synthagent_jax.models import chat_format as cf
 
 NAME = "tau2_airline"
 ID_PREFIX = "airline_"
-NOT_COMPARABLE_NOTE = ("tau2_airline: the user simulator is {user}, so these numbers are not "
-                       "comparable to the gpt-4.1-user leaderboard")
+NOT_COMPARABLE_NOTE = ("tau2_airline: the user simulator is {user} (not tau2's gpt-4.1 user via "
+                       "litellm), so these numbers are not comparable to the gpt-4.1-user "
+                       "leaderboard")
 EXTRA_DEFAULTS = {"user_temperature": 0.0, "user_max_new_tokens": 1024, "max_steps": 200,
                   "max_errors": 10}
 _ANSWER_TAGS = re.compile(f"{re.escape(cf.ANSWER_START)}|{re.escape(cf.ANSWER_END)}")
@@ -129,6 +130,8 @@ class Tau2AirlineSuite:
   """tau2-bench airline (see the module docstring)."""
 
   name = NAME
+  # The user LLM for the oracle/null self-tests (launch.eval's `oracle` and `null` policies).
+  selftest_user_llm = staticmethod(selftest_user_llm)
 
   def __init__(self, options: SuiteOptions = SuiteOptions()):
     if options.category or options.dataset:
@@ -143,7 +146,7 @@ class Tau2AirlineSuite:
       if not isinstance(self.settings[key], int) or self.settings[key] < 1:
         raise SuiteError(f"tau2_airline: {key} must be an integer >= 1, got "
                          f"{self.settings[key]!r}")
-    self.user_label = "a local model"
+    self.user_label = "not set (user_env was not called)"
     self._tasks: dict[str, Any] = {}
 
   # ---- tasks -----------------------------------------------------------------------------------
@@ -179,8 +182,8 @@ class Tau2AirlineSuite:
     if user_llm is None or not callable(getattr(user_llm, "chat", None)):
       raise SuiteError("tau2_airline needs a user LLM (the user simulator); got "
                        f"{type(user_llm).__name__}")
-    if isinstance(user_llm, ScriptedLLM):
-      self.user_label = "a scripted stand-in"
+    model = getattr(getattr(user_llm, "config", None), "model", None)
+    self.user_label = type(user_llm).__name__ + (f" ({model})" if model else "")
     sampling = SamplingParams(max_new_tokens=self.settings["user_max_new_tokens"],
                               temperature=float(self.settings["user_temperature"]))
     return Tau2AirlineUser(user_llm, sampling)

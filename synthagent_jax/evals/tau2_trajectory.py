@@ -30,6 +30,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import importlib.util
+import json
 import pickle
 import sys
 import types
@@ -151,9 +152,11 @@ def to_tau2_messages(messages: Sequence[dict]) -> tuple[list[Any], dict]:
       calls = []
       for call in m.get("tool_calls") or ():
         fn = call.get("function", call)
+        arguments = fn.get("arguments") or {}
+        if isinstance(arguments, str):  # the OpenAI message shape keeps arguments as JSON text
+          arguments = json.loads(arguments)
         calls.append(t.msg.ToolCall(id=f"call_{n_calls}", name=fn["name"],
-                                    arguments=dict(fn.get("arguments") or {}),
-                                    requestor="assistant"))
+                                    arguments=dict(arguments), requestor="assistant"))
         n_calls += 1
       out.append(t.msg.AssistantMessage(role="assistant", content=content or None,
                                         tool_calls=calls or None))

@@ -44,7 +44,7 @@ def run_replay(suite, task, turns, tok, **overrides):
   """One episode of `task` whose assistant replays `turns`, against the self-test user."""
   cfg = AgentLoopConfig(**{**LOOP, **suite.loop_overrides(), **overrides})
   loop = AgentLoop(ReplayEngine(tok, turns, skip=len(task.opening)), tok, suite.tool_env(),
-                   suite.user_env(ta.selftest_user_llm()), cfg)
+                   suite.user_env(suite.selftest_user_llm()), cfg)
   (traj,) = loop.run([task], 1)
   return traj
 
@@ -117,6 +117,7 @@ def test_oracle_passes_and_null_scores_the_floor_on_a_slice(slice_suite, tok):
   metrics = suite.metrics(tasks, [[s] for s in oracle_scores])
   assert metrics["pass^1"] == 1.0 and metrics["floor"] == 0.5 and metrics["floor_tasks"] == 1
   assert suite.metrics(tasks, [[s] for s in null_scores])["pass^1"] == metrics["floor"]
+  assert "ScriptedLLM" in suite.notes()[0]
   assert "not comparable to the gpt-4.1-user leaderboard" in suite.notes()[0]
 
 
@@ -152,6 +153,28 @@ def test_truncated_tool_results_are_restored_for_the_evaluator(slice_suite, tok)
   assert notes["restored_truncated_results"] == traj.truncated_tool_responses
   assert all(json.loads(m.content) for m in messages if m.role == "tool")
   assert suite.score(task, traj).passed
+
+
+def test_rebuild_pairs_calls_with_results_and_drops_unanswered_calls():
+  call = lambda name, args: {"type": "function", "function": {"name": name, "arguments": args}}
+  messages = [
+      {"role": "system", "content": "policy"},
+      {"role": "assistant", "content": "Hi! How can I help you today?"},
+      {"role": "user", "content": "hello"},
+      {"role": "assistant", "content": "",
+       "tool_calls": [call("a", {"x": 1}), call("b", '{"y": 2}')]},
+      {"role": "tool", "name": "a", "content": "{}"},
+      {"role": "tool", "name": "b", "content": "Error: no"},
+      {"role": "assistant", "content": "", "tool_calls": [call("c", {})]},  # never observed
+  ]
+  out, notes = tt.to_tau2_messages(messages)
+  assert [m.role for m in out] == ["assistant", "user", "assistant", "tool", "tool"]
+  assert [(c.id, c.name, c.arguments) for c in out[2].tool_calls] == [
+      ("call_0", "a", {"x": 1}), ("call_1", "b", {"y": 2})]
+  assert [(m.id, m.error) for m in out[3:]] == [("call_0", False), ("call_1", True)]
+  assert out[2].content is None and notes["dangling_calls"] == 1
+  with pytest.raises(ValueError, match="without a pending tool call"):
+    tt.to_tau2_messages(messages[:3] + [{"role": "tool", "name": "a", "content": "{}"}])
 
 
 def test_termination_reason_mapping():
