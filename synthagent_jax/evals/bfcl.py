@@ -1,9 +1,10 @@
-"""BFCL v4 multi-turn (suite `bfcl_multi_turn`): the benchmark's own entries, API classes and checker
-(package bfcl-eval, imported lazily through `evals/bfcl_exec.py`) run through our agent loop.
+"""BFCL v4 multi-turn (suite `bfcl_multi_turn`): the benchmark's own entries, API classes and
+checker (package bfcl-eval, imported lazily through `evals/bfcl_exec.py`), run through our agent
+loop.
 
-Options (`SuiteOptions`): `category` is base | miss_func | miss_param | long_context, a comma list of
-them, or None/"all" for all four (in that order); `offset`/`limit` slice EACH category's entries (in
-BFCL's order), so `limit=3` runs the first three entries of every category. `extra` may set
+Options (`SuiteOptions`): `category` is base | miss_func | miss_param | long_context, a comma list
+of them, or None/"all" for all four (in that order); `offset`/`limit` slice EACH category's entries
+(in BFCL's order), so `limit=3` runs the first three entries of every category. `extra` may set
 `max_tool_response_tokens`.
 
 One EvalTask per entry:
@@ -13,9 +14,9 @@ One EvalTask per entry:
                "Note that the provided function is in Python 3 syntax." hint), minus miss_func's
                held-back functions.
   data         {"category", "entry_id", "turns": the user text of every turn, "ground_truth",
-               "initial_config", "involved_classes"}; a miss_func turn's text is BFCL's prompting-mode
-               message: the held-back function docs, then "I have updated some more functions you
-               can choose from. What about now?".
+               "initial_config", "involved_classes"}; a miss_func turn's text is BFCL's
+               prompting-mode message: the held-back function docs (JSON, as OpenAI tools), then
+               "I have updated some more functions you can choose from. What about now?".
 
 The episode, as BFCL's multi-turn inference runs it: the agent takes steps until it hands the turn
 back (any turn without a tool call: a message or an <answer>, `answer_to_user=True`); the UserEnv
@@ -42,6 +43,7 @@ when a turn has more calls than the step limit), then a short message ending the
 from __future__ import annotations
 
 import ast
+import copy
 import importlib
 import inspect
 import json
@@ -140,7 +142,8 @@ def decoded_turns(messages: Sequence[dict], methods: frozenset[str], stopped: bo
 
 
 class BfclUser:
-  """Sends the entry's next user turn whenever the agent hands the turn back; stops after the last."""
+  """Sends the entry's next user turn whenever the agent hands the turn back; stops after the
+  last."""
 
   def reply(self, task: EvalTask, messages: Sequence[dict]) -> tuple[str, Any]:
     asked = sum(m.get("role") == "user" for m in messages)
@@ -167,7 +170,7 @@ class BfclMultiTurn:
     if self.max_tool_response_tokens < 1:
       raise SuiteError("bfcl_multi_turn: max_tool_response_tokens must be >= 1")
     self._bfcl = None
-    self._entries: dict[str, list[tuple[dict, list]]] = {}
+    self._raw: dict[str, list[dict]] = {}
 
   @property
   def bfcl(self):
@@ -176,17 +179,28 @@ class BfclMultiTurn:
     return self._bfcl
 
   # ---- data ----------------------------------------------------------------------------------
+  def raw_entries(self, category: str) -> list[dict]:
+    """A category's entries as stored (BFCL's order), before BFCL adds the function docs."""
+    if category not in self._raw:
+      u = self.bfcl.utils
+      path = u.PROMPT_PATH / f"{u.VERSION_PREFIX}_multi_turn_{category}.json"
+      self._raw[category] = u.load_file(path)
+    return self._raw[category]
+
   def entries(self, category: str) -> list[tuple[dict, list]]:
-    """(entry, ground truth) pairs of a category in BFCL's order, through BFCL's own loaders."""
-    if category not in self._entries:
-      full = "multi_turn_" + category
-      entries = self.bfcl.utils.load_dataset_entry(full)
-      truth = {g["id"]: g["ground_truth"] for g in self.bfcl.utils.load_ground_truth_entry(full)}
-      missing = [e["id"] for e in entries if e["id"] not in truth]
-      if missing:
-        raise SuiteError(f"BFCL {full}: no possible_answer for {missing[:3]}")
-      self._entries[category] = [(e, truth[e["id"]]) for e in entries]
-    return self._entries[category]
+    """(entry, ground truth) pairs of the sliced entries of a category, prepared by BFCL's own
+    loader steps (those of `utils.load_dataset_entry`, run on the slice only: adding the function
+    docs reads them from disk per entry)."""
+    u = self.bfcl.utils
+    entries = copy.deepcopy(self.options.slice(self.raw_entries(category)))
+    entries = u.add_language_specific_hint_to_function_doc(
+        u.populate_test_cases_with_predefined_functions(u.process_agentic_test_case(entries)))
+    truth = {g["id"]: g["ground_truth"]
+             for g in u.load_ground_truth_entry("multi_turn_" + category)}
+    missing = [e["id"] for e in entries if e["id"] not in truth]
+    if missing:
+      raise SuiteError(f"BFCL multi_turn_{category}: no possible_answer for {missing[:3]}")
+    return [(e, truth[e["id"]]) for e in entries]
 
   def _task(self, category: str, entry: dict, ground_truth: list) -> EvalTask:
     mapping = self.bfcl.type_mappings.GORILLA_TO_OPENAPI
@@ -217,7 +231,7 @@ class BfclMultiTurn:
 
   def load(self) -> list[EvalTask]:
     return [self._task(category, entry, truth) for category in self.categories
-            for entry, truth in self.options.slice(self.entries(category))]
+            for entry, truth in self.entries(category)]
 
   # ---- environments --------------------------------------------------------------------------
   def tool_env(self) -> bfcl_exec.BfclToolEnv:
@@ -229,7 +243,7 @@ class BfclMultiTurn:
 
   def loop_overrides(self) -> dict:
     step_limit = self.bfcl.prompts.MAXIMUM_STEP_LIMIT
-    max_user_turns = max(len(e["question"]) for c in self.categories for e, _ in self.entries(c))
+    max_user_turns = max(len(e["question"]) for c in self.categories for e in self.raw_entries(c))
     return {"answer_to_user": True,
             "max_steps_per_user_turn": step_limit + 1,
             "max_turns": (step_limit + 1) * max_user_turns,

@@ -10,15 +10,16 @@ The bfcl_multi_turn suite (`evals/bfcl.py`) keeps its benchmark-facing pieces he
   which cannot be imported here: that module needs tree_sitter).
 - `call_string(name, arguments, methods)`: the string BFCL's executor `eval`s, built only from the
   parsed JSON values (`name(k=repr(v),...)`, as BFCL's `convert_to_function_call`). Raw model text
-  never reaches `eval`: a name that is not a public method of the entry's API classes, or an argument
-  name that is not a Python identifier, is never executed (see `call_string`).
+  never reaches `eval`: a name that is not a public method of the entry's API classes, or an
+  argument name that is not a Python identifier, is never executed (see `call_string`).
 - `BfclToolEnv`: per episode, fresh API instances loaded with the entry's initial_config through
   BFCL's `execute_multi_turn_func_call`, under a model name unique to the episode. Between calls the
   instances live in the episode state, not in BFCL's module globals (BFCL caches instances there by
   name), so nothing leaks when an episode is dropped and no two episodes share a world.
-- `check(entry, decoded_turns, name)`: BFCL's `multi_turn_checker` under a unique model name; the
-  instances it caches in module globals (model and ground truth) are deleted afterwards, so a correct
-  sample scored after a wrong one of the same entry is judged on fresh instances.
+- `check(bfcl, entry, decoded_turns, ground_truth)`: BFCL's `multi_turn_checker` under a unique
+  model name; the instances it caches in module globals (model and ground truth) are deleted
+  afterwards, so a correct sample scored after a wrong one of the same entry is judged on fresh
+  instances.
 
 decoded_turns has BFCL's shape: per user turn, per assistant step, the list of call strings.
 """
@@ -50,12 +51,12 @@ def import_bfcl() -> types.SimpleNamespace:
   if "BFCL_PROJECT_ROOT" not in os.environ:
     root = os.path.join(tempfile.gettempdir(), f"synthagent_bfcl_{os.getuid()}")
     os.environ["BFCL_PROJECT_ROOT"] = root
-  try:
-    from bfcl_eval import utils  # pylint: disable=import-outside-toplevel
-    from bfcl_eval.constants import default_prompts, type_mappings  # pylint: disable=import-outside-toplevel
-    from bfcl_eval.constants import executable_backend_config  # pylint: disable=import-outside-toplevel
-    from bfcl_eval.eval_checker.multi_turn_eval import multi_turn_checker  # pylint: disable=import-outside-toplevel
-    from bfcl_eval.eval_checker.multi_turn_eval import multi_turn_utils  # pylint: disable=import-outside-toplevel
+  try:  # pylint: disable=import-outside-toplevel
+    from bfcl_eval import utils
+    from bfcl_eval.constants import default_prompts, type_mappings
+    from bfcl_eval.constants import executable_backend_config
+    from bfcl_eval.eval_checker.multi_turn_eval import multi_turn_checker
+    from bfcl_eval.eval_checker.multi_turn_eval import multi_turn_utils
   except ImportError as e:
     raise SuiteError(f"suite bfcl_multi_turn needs the bfcl-eval package ({e}); install it with: "
                      f"{INSTALL_COMMAND}") from None
@@ -107,10 +108,10 @@ def call_string(name: str, arguments: Mapping[str, Any], methods: frozenset[str]
   """The call as BFCL's executor takes it, or None when it must not be executed.
 
   Built from parsed values only: `name(k1=repr(v1),k2=repr(v2))` like BFCL's
-  convert_to_function_call; repr of JSON values is always a Python literal. None when `name` is not a
-  public method of the entry's API classes (BFCL would `eval` it against its module globals and the
-  builtins, e.g. `open(...)`) or an argument name is not an identifier (it would be spliced into
-  the code).
+  convert_to_function_call; repr of JSON values is always a Python literal. None when `name` is
+  not a public method of the entry's API classes (BFCL would `eval` it against its module globals
+  and the builtins, e.g. `open(...)`) or an argument name is not an identifier (it would be spliced
+  into the code).
   """
   if name not in methods or not all(is_argument_name(k) for k in arguments):
     return None
