@@ -58,8 +58,9 @@ CATEGORIES = ("base", "miss_func", "miss_param", "long_context")
 STOP = "###STOP###"
 END_OF_TURN_MESSAGE = "I have done what I can for this request."
 FORCE_TERMINATED = "multi_turn:force_terminated"
-# BFCL never truncates an execution result; long_context results run to a few thousand tokens, so
-# this only guards against a runaway one (see docs/evals_bfcl.md for the measured maximum).
+# BFCL never truncates an execution result. The longest one the ground truth produces is 31,676
+# tokens (a long_context entry; Qwen2.5 tokenizer), so this cuts none of them and only guards
+# against a runaway result (benchmarks/bfcl_oracle.py prints the maximum).
 DEFAULT_MAX_TOOL_RESPONSE_TOKENS = 32768
 EXTRA_KEYS = ("max_tool_response_tokens",)
 

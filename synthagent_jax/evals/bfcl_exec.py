@@ -158,7 +158,7 @@ def unique_name(prefix: str) -> str:
 def drop_cached(bfcl: types.SimpleNamespace, name: str) -> dict[str, Any]:
   """Removes (and returns) every instance BFCL cached in its module globals under `name`."""
   cache = vars(bfcl.exec)
-  return {k: cache.pop(k) for k in [k for k in cache if k.startswith(name + "_")]}
+  return {k: cache.pop(k) for k in list(cache) if k.startswith(name + "_")}
 
 
 # ---- the ToolEnv -----------------------------------------------------------------------------

@@ -207,6 +207,30 @@ def test_tool_env_executes_with_bfcl_and_turns_bad_calls_into_error_observations
   assert not target.exists() and leftover_instances(suite) == []
 
 
+@pytest.mark.parametrize("task_id", ["multi_turn_base_0", "multi_turn_long_context_0"])
+def test_observations_are_what_bfcls_executor_returns(suite, tok, tasks, task_id):
+  """The agent sees exactly BFCL's execution results: the oracle's tool observations equal the
+  ground truth executed by BFCL itself on fresh instances (long_context loads the long worlds)."""
+  task = by_id(tasks, task_id)
+  traj = run(suite, tok, task, suite.oracle_turns(task))
+  seen = [m["content"] for m in traj.messages if m["role"] == "tool"]
+  name = bfcl_exec.unique_name("synthagent_test")
+  methods = bfcl_exec.class_methods(suite.bfcl, task.data["involved_classes"])
+  expected = []
+  try:
+    for turn in bfcl.decoded_turns(traj.messages, methods, stopped=True):
+      for step in turn:
+        results, _ = suite.bfcl.exec.execute_multi_turn_func_call(
+            step, task.data["initial_config"], task.data["involved_classes"], name, task.id,
+            long_context=task.data["category"] == "long_context")
+        expected.extend(results)
+  finally:
+    bfcl_exec.drop_cached(suite.bfcl, name)
+  assert seen == expected and len(seen) == sum(len(t) for t in task.data["ground_truth"])
+  longest = max(len(x) for x in seen)
+  assert (longest > 3000) == (task.data["category"] == "long_context")
+
+
 def test_call_strings_are_built_from_values_only():
   methods = frozenset({"echo", "cd"})
   assert bfcl_exec.call_string("echo", {"content": "it's \"q\"\n", "n": [1, 2.5, None, True]},
