@@ -5,7 +5,7 @@ loop.
 Options (`SuiteOptions`): `category` is base | miss_func | miss_param | long_context, a comma list
 of them, or None/"all" for all four (in that order); `offset`/`limit` slice EACH category's entries
 (in BFCL's order), so `limit=3` runs the first three entries of every category. `extra` may set
-`max_tool_response_tokens`.
+the token budget (`DEFAULTS`: max_new_tokens, max_total_tokens, max_tool_response_tokens).
 
 One EvalTask per entry:
   id           BFCL's id ("multi_turn_base_0").
@@ -61,8 +61,11 @@ FORCE_TERMINATED = "multi_turn:force_terminated"
 # BFCL never truncates an execution result. The longest one the ground truth produces is 31,676
 # tokens (a long_context entry; Qwen2.5 tokenizer), so this cuts none of them and only guards
 # against a runaway result (benchmarks/bfcl_oracle.py prints the maximum).
-DEFAULT_MAX_TOOL_RESPONSE_TOKENS = 32768
-EXTRA_KEYS = ("max_tool_response_tokens",)
+# BFCL's budget is the model's own: its local-model handlers sample min(4096, context - prompt)
+# tokens per step and stop at the context length. max_total_tokens is therefore large here (the
+# ground truth's longest episode is 75,509 tokens) and launch.eval caps it to the policy's context.
+DEFAULTS = {"max_tool_response_tokens": 32768, "max_new_tokens": 4096,
+            "max_total_tokens": 131072}
 
 
 def parse_categories(spec: str | None) -> list[str]:
@@ -163,13 +166,13 @@ class BfclMultiTurn:
   def __init__(self, options: SuiteOptions):
     self.options = options
     self.categories = parse_categories(options.category)
-    unknown = sorted(set(options.extra) - set(EXTRA_KEYS))
+    unknown = sorted(set(options.extra) - set(DEFAULTS))
     if unknown:
-      raise SuiteError(f"bfcl_multi_turn: unknown settings {unknown}; known: {list(EXTRA_KEYS)}")
-    self.max_tool_response_tokens = int(options.extra.get("max_tool_response_tokens",
-                                                          DEFAULT_MAX_TOOL_RESPONSE_TOKENS))
-    if self.max_tool_response_tokens < 1:
-      raise SuiteError("bfcl_multi_turn: max_tool_response_tokens must be >= 1")
+      raise SuiteError(f"bfcl_multi_turn: unknown settings {unknown}; known: {sorted(DEFAULTS)}")
+    self.budget = {k: options.extra.get(k, v) for k, v in DEFAULTS.items()}
+    for key, value in self.budget.items():
+      if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise SuiteError(f"bfcl_multi_turn: {key} must be an integer >= 1, got {value!r}")
     self._bfcl = None
     self._raw: dict[str, list[dict]] = {}
 
@@ -248,7 +251,7 @@ class BfclMultiTurn:
     return {"answer_to_user": True,
             "max_steps_per_user_turn": step_limit + 1,
             "max_turns": (step_limit + 1) * max_user_turns,
-            "max_tool_response_tokens": self.max_tool_response_tokens}
+            **self.budget}
 
   # ---- scoring -------------------------------------------------------------------------------
   def score(self, task: EvalTask, trajectory: Any) -> EpisodeScore:

@@ -73,6 +73,18 @@ def test_unknown_category_is_a_suite_error_listing_the_known_ones():
     bfcl.BfclMultiTurn(SuiteOptions(category="base,composite"))
   with pytest.raises(SuiteError, match="unknown settings"):
     bfcl.BfclMultiTurn(SuiteOptions(extra={"temperature": 0.0}))
+  with pytest.raises(SuiteError, match="max_new_tokens must be an integer >= 1"):
+    bfcl.BfclMultiTurn(SuiteOptions(extra={"max_new_tokens": 0}))
+
+
+def test_loop_overrides(suite):
+  # BFCL: 20 tool steps per turn, the 21st force-quits; up to 8 user turns per entry; a local
+  # model's step samples min(4096, room left) tokens.
+  assert suite.loop_overrides() == {
+      "answer_to_user": True, "max_steps_per_user_turn": 21, "max_turns": 21 * 8,
+      "max_new_tokens": 4096, "max_total_tokens": 131072, "max_tool_response_tokens": 32768}
+  small = bfcl.BfclMultiTurn(SuiteOptions(extra={"max_total_tokens": 8192}))
+  assert small.loop_overrides()["max_total_tokens"] == 8192
 
 
 def test_missing_package_names_the_install_command(monkeypatch):
