@@ -44,8 +44,9 @@ def main():
   t0 = time.perf_counter()
   tasks = suite.load()
   load_s = time.perf_counter() - t0
-  config = AgentLoopConfig.from_mapping(
-      {"max_total_tokens": 2_000_000, "max_new_tokens": 8192}, **suite.loop_overrides())
+  # The suite's budget (4096 new tokens per step, 131072 in all): what launch.eval uses for a
+  # policy without a context length of its own, such as the replayed oracle.
+  config = AgentLoopConfig.from_mapping({}, **suite.loop_overrides())
   tools, user = suite.tool_env(), suite.user_env(None)
   report = {"load_s": load_s, "tasks": len(tasks), "policies": {}}
   for policy in args.policies.split(","):

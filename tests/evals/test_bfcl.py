@@ -48,8 +48,8 @@ def by_id(tasks, task_id):
 
 
 def run(suite, tok, task, turns):
-  config = AgentLoopConfig.from_mapping({"max_total_tokens": 1_000_000, "max_new_tokens": 4096},
-                                        **suite.loop_overrides())
+  # The suite's own budget (131072 tokens in all, 4096 per step): the oracle needs up to ~75k.
+  config = AgentLoopConfig.from_mapping({}, **suite.loop_overrides())
   loop = AgentLoop(ReplayEngine(tok, turns), tok, suite.tool_env(), suite.user_env(None), config)
   (traj,) = loop.run([task])
   return traj
@@ -290,6 +290,17 @@ def test_step_limit_force_terminates_except_on_the_last_turn(suite, tok, tasks):
   traj = run(suite, tok, task, padded)
   score = suite.score(task, traj)
   assert traj.status == "max_steps" and score.passed, score.verdict
+
+
+def test_context_full_scores_as_force_terminated(tok, tasks):
+  small = bfcl.BfclMultiTurn(SuiteOptions(category="base", limit=1,
+                                          extra={"max_total_tokens": 2048}))
+  task = by_id(tasks, "multi_turn_base_0")  # its prompt alone is ~9k tokens
+  traj = run(small, tok, task, small.oracle_turns(task))
+  score = small.score(task, traj)
+  assert traj.status == "context_full" and not score.passed
+  assert score.verdict["error_type"] == bfcl.FORCE_TERMINATED
+  assert score.verdict["turns"] == 1 and score.verdict["expected_turns"] == 4
 
 
 # ---- pieces by hand --------------------------------------------------------------------------
