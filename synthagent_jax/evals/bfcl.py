@@ -188,7 +188,11 @@ class BfclMultiTurn:
     if category not in self._raw:
       u = self.bfcl.utils
       path = u.PROMPT_PATH / f"{u.VERSION_PREFIX}_multi_turn_{category}.json"
-      self._raw[category] = u.load_file(path)
+      try:
+        self._raw[category] = u.load_file(path)
+      except (OSError, ValueError) as e:
+        raise SuiteError(f"BFCL data file {path} cannot be read ({e.__class__.__name__}: {e}); "
+                         f"reinstall with: {bfcl_exec.INSTALL_COMMAND}") from None
     return self._raw[category]
 
   def entries(self, category: str) -> list[tuple[dict, list]]:

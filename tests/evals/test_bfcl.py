@@ -95,6 +95,14 @@ def test_missing_package_names_the_install_command(monkeypatch):
     bfcl_exec.import_bfcl()
 
 
+def test_unreadable_data_file_is_a_suite_error(monkeypatch, tmp_path):
+  fresh = bfcl.BfclMultiTurn(SuiteOptions(category="base"))
+  monkeypatch.setattr(fresh.bfcl.utils, "PROMPT_PATH", tmp_path)
+  with pytest.raises(SuiteError, match="BFCL data file .*BFCL_v4_multi_turn_base.json cannot be "
+                     "read"):
+    fresh.load()
+
+
 def test_load_slices_each_category_and_builds_tasks(suite, tasks):
   assert [t.id for t in tasks] == [f"multi_turn_{c}_{i}" for c in bfcl.CATEGORIES
                                    for i in range(PER_CATEGORY)]
