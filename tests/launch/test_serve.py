@@ -1,4 +1,5 @@
-"""launch.serve's OpenAI chat completions, driven by the official openai client over HTTP.
+"""The policy server's OpenAI chat completions (as `launch.serve` wires it: tool calls parsed by
+`rollout.turns`), driven by the official openai client over HTTP.
 
 A scripted engine stands in for the policy (a random model never emits a well-formed tool call):
 it returns the tokens of a fixed assistant turn, so the test checks the server's rendering,
@@ -15,6 +16,7 @@ import transformers
 
 from launch import serve
 from synthagent_jax.inference import engine as engine_lib
+from synthagent_jax.inference import server
 from synthagent_jax.models import chat_format
 
 TOOLS = [{"type": "function", "function": {
@@ -51,7 +53,9 @@ def tokenizer():
 
 def _serve(tokenizer, texts):
   engine = ScriptedEngine(tokenizer, texts)
-  return engine, serve.BackgroundServer(serve.create_app(engine, tokenizer, model_name="toy"))
+  api = server.create_app(engine, tokenizer, config=server.ServerConfig(model_name="toy"),
+                          tool_parser=serve.tool_calls_from_text)
+  return engine, server.BackgroundServer(api)
 
 
 def test_tool_calls_come_back_as_openai_tool_calls(tokenizer):
@@ -116,7 +120,6 @@ def test_malformed_call_stays_text(tokenizer):
     ({"messages": []}, "messages"),
     ({"messages": [{"role": "robot", "content": "x"}]}, "role"),
     ({"messages": [{"role": "user", "content": "x"}], "n": 2}, "n=1"),
-    ({"messages": [{"role": "user", "content": "x"}], "stream": True}, "stream"),
     ({"messages": [{"role": "user", "content": "x"}], "temperature": -1}, "temperature"),
     ({"messages": [{"role": "assistant", "content": "", "tool_calls": [
         {"type": "function", "function": {"name": "f", "arguments": "{bad"}}]}]}, "not JSON"),
@@ -140,9 +143,9 @@ def test_health_models_and_text_generate(tokenizer):
     assert body["text"] == "abc<|im_end|>"
     assert engine.prompts[0] == chat_format.encode(tokenizer, "hello")
     assert [e[1] for e in body["meta_info"]["output_token_logprobs"]] == body["output_ids"]
-    # The scripted engine cannot load weights: refused with a clear message.
+    # Without an API key, weight updates are refused with a clear message.
     r = httpx.post(f"{background.url}/update_weights_from_disk", json={"model_path": "/x"})
-    assert r.status_code == 400 and "cannot load weights" in r.text
+    assert r.status_code == 403 and "API key" in r.text
 
 
 def test_binds_localhost_by_default():
@@ -163,8 +166,9 @@ def test_build_app_serves_a_real_checkpoint(tmp_path, tokenizer):
   path = str(tmp_path / "policy")
   models.save_pretrained(toys.tiny_model(vocab_size=len(tokenizer), seed=0), path)
   root = pathlib.Path(__file__).resolve().parents[2]
-  api = serve.build_app(path, str(root / "data" / "tokenizer"))
-  with serve.BackgroundServer(api) as background:
+  api = server.build_app(path, str(root / "data" / "tokenizer"),
+                         tool_parser=serve.tool_calls_from_text)
+  with server.BackgroundServer(api) as background:
     client = openai.OpenAI(base_url=f"{background.url}/v1", api_key="unused", max_retries=0)
     response = client.chat.completions.create(
         model="synthagent_jax", messages=[{"role": "user", "content": "hi"}], tools=TOOLS,
