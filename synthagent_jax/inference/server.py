@@ -166,12 +166,14 @@ def create_app(engine: Engine, tokenizer: Any = None, *, config: ServerConfig = 
   async def _complete(request: fastapi.Request, jobs: list[tuple[list[int], SamplingParams]]
                       ) -> list[Completion]:
     """Generates through the batcher; abandons (never generates) what a gone client asked."""
+    futures = []
     try:
-      futures = [batcher.submit(p, s) for p, s in jobs]
-    except BatcherFull as e:
-      raise RequestError(f"server busy: {e}; retry later", 503) from e
-    except BatcherClosed as e:
-      raise RequestError(str(e), 503) from e
+      for prompt, sampling in jobs:
+        futures.append(batcher.submit(prompt, sampling))
+    except (BatcherFull, BatcherClosed) as e:
+      for f in futures:  # all of a request's prompts or none of them
+        f.cancel()
+      raise RequestError(f"server busy or stopping: {e}; retry later", 503) from e
     gathered = asyncio.gather(*(asyncio.wrap_future(f) for f in futures))
     try:
       while True:

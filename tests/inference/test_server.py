@@ -211,18 +211,31 @@ def test_abandoned_request_is_never_generated_and_health_watchdog():
 def test_pending_cap_answers_503_and_clients_can_retry():
   engine = FakeEngine()
   engine.gate.clear()
-  with _serve(engine, server.Limits(max_pending=2), batch_wait_s=0.0) as bg:
-    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+  with _serve(engine, server.Limits(max_pending=3), batch_wait_s=0.0) as bg:
+    batcher = bg.server.config.app.state.batcher
+
+    def wait_pending(n):
+      deadline = time.monotonic() + 30
+      while batcher.num_pending != n and time.monotonic() < deadline:
+        time.sleep(0.02)
+      assert batcher.num_pending == n
+
+    with concurrent.futures.ThreadPoolExecutor(3) as pool:
       futures = [pool.submit(httpx.post, f"{bg.url}{G}", json={"input_ids": [i]}, timeout=60)
                  for i in (1, 2)]
-      deadline = time.monotonic() + 30
-      while bg.server.config.app.state.batcher.num_pending < 2 and time.monotonic() < deadline:
-        time.sleep(0.02)
-      r = httpx.post(f"{bg.url}{G}", json={"input_ids": [3]})
+      wait_pending(2)
+      # Two prompts with room for one: the request is queued whole or not at all.
+      r = httpx.post(f"{bg.url}{G}", json={"input_ids": [[4], [5]]})
       assert r.status_code == 503 and r.headers["retry-after"] == "1"
+      wait_pending(2)
+      futures.append(pool.submit(httpx.post, f"{bg.url}{G}", json={"input_ids": [3]}, timeout=60))
+      wait_pending(3)
+      r = httpx.post(f"{bg.url}{G}", json={"input_ids": [6]})
+      assert r.status_code == 503 and "retry later" in r.text
       engine.gate.set()
-      assert [f.result().status_code for f in futures] == [200, 200]
-    assert httpx.post(f"{bg.url}{G}", json={"input_ids": [3]}).status_code == 200
+      assert [f.result().status_code for f in futures] == [200, 200, 200]
+    assert httpx.post(f"{bg.url}{G}", json={"input_ids": [7]}).status_code == 200
+  assert sorted(engine.prompts()) == [[1], [2], [3], [7]]
 
 
 def test_limits_and_config_validate_at_construction():
