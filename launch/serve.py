@@ -6,8 +6,9 @@
 Endpoints, limits and safety rules: `synthagent_jax/inference/server.py`. This file holds the
 flags, their checks and the wiring (the tool-call parser comes from `rollout.turns`). Binds
 127.0.0.1 unless --host says otherwise; with an API key (--api_key or SYNTHAGENT_API_KEY, the
-env var keeps it out of `ps`), every endpoint needs `Authorization: Bearer KEY` and weight
-updates are enabled. SIGTERM fails queued requests and exits within --shutdown_timeout_s.
+env var keeps it out of `ps`), every endpoint but /health needs `Authorization: Bearer KEY`,
+and weight updates are enabled. SIGTERM fails queued requests and exits within
+--shutdown_timeout_s.
 """
 
 from __future__ import annotations
@@ -96,8 +97,8 @@ def _define_flags():
   _BATCH_WAIT_MS = flags.DEFINE_float("batch_wait_ms", 5.0,
                                       "Wait this long for more requests before generating.")
   _API_KEY = flags.DEFINE_string(
-      "api_key", None, "Require 'Authorization: Bearer KEY' on every endpoint and enable weight "
-      "updates (default: $SYNTHAGENT_API_KEY; prefer the env var, flags show in ps).")
+      "api_key", None, "Require 'Authorization: Bearer KEY' on every endpoint but /health and "
+      "enable weight updates (default: $SYNTHAGENT_API_KEY; prefer the env var, flags show in ps).")
   _MODEL_ROOT = flags.DEFINE_string(
       "model_root", None, "Weight updates load only checkpoints under this directory "
       "(default: the parent of --checkpoint).")

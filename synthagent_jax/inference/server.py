@@ -13,8 +13,8 @@ Endpoints:
 Safety, in the order a request meets it:
   * `Origin` headers: a browser page can POST to a local server ("simple" cross-origin
     requests); any request carrying an Origin not in `ServerConfig.allowed_origins` gets 403.
-  * API key: with `api_key` set, every endpoint needs `Authorization: Bearer KEY` (401), as
-    SGLang's own `--api-key`. Without a key, weight updates are refused (403).
+  * API key: with `api_key` set, every endpoint but /health needs `Authorization: Bearer KEY`
+    (401), as SGLang's own `--api-key`. Without a key, weight updates are refused (403).
   * Bodies: POSTs must be `application/json` (415), at most `Limits.max_body_bytes` (413), and
     every field is checked before batching (`server_requests`, 400 naming the field and limit).
   * Work: prompts must fit the context with their max_new_tokens, which is capped; at most
@@ -62,8 +62,8 @@ class ServerConfig:
 
   Attributes:
     model_name: reported as "model" in OpenAI responses.
-    api_key: required as `Authorization: Bearer KEY` on every endpoint when set; weight updates
-      are refused without one.
+    api_key: required as `Authorization: Bearer KEY` on every endpoint but /health when set;
+      weight updates are refused without one.
     model_root: weight updates load only directories under it (None: the served checkpoint's
       parent directory; no checkpoint either: updates refused).
     allowed_origins: browser Origins allowed to call the server (exact "scheme://host:port").

@@ -1,7 +1,8 @@
 """HTTP plumbing of the policy server, independent of what it serves (`inference/server.py`).
 
-    Guard            ASGI middleware: foreign Origin -> 403; with an API key, every request
-                     needs `Authorization: Bearer KEY` (401), as SGLang's own --api-key.
+    Guard            ASGI middleware: foreign Origin -> 403; with an API key, every request but
+                     GET /health needs `Authorization: Bearer KEY` (401), as SGLang's own
+                     --api-key (which leaves /health open for load balancers and probes).
     read_json        a POST body: application/json only (415), size-limited while it is read
                      (413), parsed by `server_requests.parse_json` (400).
     BackgroundServer uvicorn in a thread of this process (tests, notebooks).
@@ -27,7 +28,7 @@ def error(status: int, message: str, kind: str = "invalid_request") -> responses
 
 
 class Guard:
-  """ASGI middleware: foreign Origins -> 403, missing/wrong API key -> 401 (every endpoint)."""
+  """ASGI middleware: foreign Origins -> 403, missing/wrong API key -> 401 (all but /health)."""
 
   def __init__(self, app, api_key: str | None, allowed_origins: tuple[str, ...]):
     self.app = app
@@ -43,7 +44,7 @@ class Guard:
     if origin is not None and origin not in self.allowed_origins:
       problem = error(403, f"requests from Origin {origin!r} are refused (a browser page cannot "
                       "drive this server; allow it with --allowed_origins)", "forbidden")
-    elif self.api_key is not None:
+    elif self.api_key is not None and scope["path"] != "/health":  # SGLang leaves /health open
       auth = headers.get("authorization", "")
       scheme, _, key = auth.partition(" ")
       if scheme.lower() != "bearer" or not hmac.compare_digest(key.strip().encode(),

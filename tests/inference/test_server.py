@@ -64,13 +64,16 @@ def _raw(url, content, ctype="application/json", headers=None):
                     timeout=30)
 
 
-def test_key_is_needed_on_every_endpoint_and_origin_is_checked():
+def test_key_is_needed_on_every_endpoint_but_health_and_origin_is_checked():
   engine = FakeEngine()
   with _serve(engine, api_key=KEY) as bg:
-    assert httpx.get(f"{bg.url}/health").status_code == 401
-    assert httpx.get(f"{bg.url}/health", headers={"Authorization": "Bearer nope"}
-                     ).status_code == 401
-    assert httpx.get(f"{bg.url}/health", headers=AUTH).status_code == 200
+    # /health stays open (as in SGLang: load balancers probe it); everything else needs the key.
+    assert httpx.get(f"{bg.url}/health").status_code == 200
+    for path in ("/v1/models", "/get_model_info"):
+      assert httpx.get(f"{bg.url}{path}").status_code == 401
+      assert httpx.get(f"{bg.url}{path}", headers={"Authorization": "Bearer nope"}
+                       ).status_code == 401
+      assert httpx.get(f"{bg.url}{path}", headers=AUTH).status_code == 200
     r = httpx.post(f"{bg.url}/generate", json={"input_ids": [1]})
     assert r.status_code == 401 and "Bearer" in r.text
     # A browser page's cross-origin "simple" POST (text/plain, no preflight) is refused first.
