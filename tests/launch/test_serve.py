@@ -216,6 +216,43 @@ def test_streaming_with_the_openai_client(tokenizer):
   assert response.choices[0].message.content == "Plain again."
 
 
+def test_an_abandoned_stream_is_never_generated(tokenizer):
+  import threading
+  import time
+
+  class Gated(ScriptedEngine):
+    def __init__(self, *args):
+      super().__init__(*args)
+      self.gate, self.entered = threading.Event(), threading.Event()
+
+    def generate(self, prompt_ids, sampling):
+      self.entered.set()
+      assert self.gate.wait(30)
+      return super().generate(prompt_ids, sampling)
+
+  engine = Gated(tokenizer, ["first", "never"])
+  api = server.create_app(engine, tokenizer, config=server.ServerConfig(batch_wait_s=0.0))
+  chat = lambda text: {"messages": [{"role": "user", "content": text}], "max_tokens": 8}
+  with server.BackgroundServer(api) as background:
+    url = f"{background.url}/v1/chat/completions"
+    first = {}
+    thread = threading.Thread(target=lambda: first.update(r=httpx.post(url, json=chat("a"),
+                                                                         timeout=60)))
+    thread.start()
+    assert engine.entered.wait(30)
+    with httpx.stream("POST", url, json=dict(chat("b"), stream=True), timeout=60) as r:
+      assert '"role": "assistant"' in next(r.iter_lines())  # the role chunk comes at once
+    time.sleep(0.5)  # the client has gone; the server notices
+    engine.gate.set()
+    thread.join(60)
+    assert first["r"].status_code == 200
+    deadline = time.monotonic() + 10
+    while api.state.batcher.num_abandoned < 1 and time.monotonic() < deadline:
+      time.sleep(0.05)
+  assert api.state.batcher.num_abandoned == 1
+  assert len(engine.prompts) == 1 and engine.texts == ["never"]
+
+
 def test_stream_is_server_sent_events_ending_with_done(tokenizer):
   _, background = _serve(tokenizer, ["Hi there."])
   with background:
