@@ -12,6 +12,9 @@ Weight sync: `sync_weights(model, step)` writes `models.save_pretrained` output 
 `export_dir/step_XXXXXX` (a directory every server can read: shared disk, or the same machine)
 and POSTs `/update_weights_from_disk {"model_path", "flush_cache": true}` to every server.
 
+Authentication: servers started with `--api-key KEY` (ours: `--api_key` / SYNTHAGENT_API_KEY)
+want `Authorization: Bearer KEY` on every request; `api_key=` (default: $SGLANG_API_KEY) sends it.
+
 Failures: connection errors, timeouts, HTTP 5xx/429 and aborted generations are retried with
 exponential backoff on the next server in the round-robin; other HTTP 4xx fail at once (the
 request is wrong, retrying cannot help). SGLang is an optional dependency: this module only
@@ -110,13 +113,16 @@ class SGLangEngine:
     keep_exports: how many exported checkpoints to keep on disk (older ones are deleted after
       every server loaded a newer one).
     send_seed: also send `sampling_seed` (needs a server that accepts it; our launch.serve does).
+    api_key: sent as `Authorization: Bearer KEY` on every request (servers started with
+      `--api-key`); default: the SGLANG_API_KEY environment variable, else no key.
     transport: optional httpx transport (tests).
   """
 
   def __init__(self, urls: str | Sequence[str], *, max_concurrency: int = 64,
                timeout_s: float = 600.0, max_retries: int = 5, backoff_s: float = 0.5,
                max_backoff_s: float = 30.0, export_dir: str | None = None, keep_exports: int = 2,
-               send_seed: bool = False, transport: httpx.BaseTransport | None = None):
+               send_seed: bool = False, api_key: str | None = None,
+               transport: httpx.BaseTransport | None = None):
     urls = [urls] if isinstance(urls, str) else list(urls)
     if not urls:
       raise ValueError("SGLangEngine needs at least one server URL")
@@ -142,7 +148,10 @@ class SGLangEngine:
     self._next_url = itertools.cycle(range(len(self.urls)))
     self._lock = threading.Lock()
     limits = httpx.Limits(max_connections=max_concurrency, max_keepalive_connections=max_concurrency)
-    self._client = httpx.Client(timeout=timeout_s, limits=limits, transport=transport)
+    api_key = api_key if api_key is not None else os.environ.get("SGLANG_API_KEY") or None
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else None
+    self._client = httpx.Client(timeout=timeout_s, limits=limits, transport=transport,
+                                headers=headers)
     self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=max_concurrency,
                                                        thread_name_prefix="sglang")
 
@@ -218,8 +227,10 @@ class SGLangEngine:
         if response.status_code in _RETRYABLE_STATUS:
           raise _Retryable(f"HTTP {response.status_code}: {response.text[:200]}")
         if response.status_code != 200:
+          hint = (" (the server wants an API key: pass api_key= or set SGLANG_API_KEY)"
+                  if response.status_code == 401 else "")
           raise SGLangError(f"POST {target}{path} failed with HTTP {response.status_code}: "
-                            f"{response.text[:500]}")
+                            f"{response.text[:500]}{hint}")
         try:
           body = response.json()
         except ValueError as e:

@@ -117,8 +117,16 @@ def _safetensors_files(path: str) -> list[str]:
   single_path = os.path.join(path, "model.safetensors")
   if os.path.isfile(index_path):
     with open(index_path) as f:
-      weight_map = json.load(f)["weight_map"]
+      weight_map = json.load(f).get("weight_map")
+    if not isinstance(weight_map, dict) or not all(isinstance(v, str) for v in weight_map.values()):
+      raise ValueError(f"{index_path} has no weight_map of tensor name -> shard file name")
     files = sorted(set(weight_map.values()))
+    root = os.path.realpath(path)
+    outside = [name for name in files
+               if os.path.dirname(os.path.realpath(os.path.join(root, name))) != root]
+    if outside:  # a shard must be a file of the checkpoint directory itself
+      raise ValueError(f"{index_path} names shard files outside the checkpoint directory: "
+                       f"{outside}")
     absent = [name for name in files if not os.path.isfile(os.path.join(path, name))]
     if absent:
       raise FileNotFoundError(f"{index_path} names missing shard files {absent}")

@@ -1,8 +1,9 @@
-"""SGLangEngine against launch.serve over real HTTP on localhost.
+"""SGLangEngine against our policy server (`inference/server.py`) over real HTTP on localhost.
 
-One server (a tiny checkpoint on disk) serves every test: greedy outputs equal the in-process
-JaxEngine, injected 500s are retried until the server recovers, seeds travel per request, and
-a weight sync (export + /update_weights_from_disk) changes what the server generates.
+One server (a tiny checkpoint on disk, an API key) serves every test: greedy outputs equal the
+in-process JaxEngine, 500s injected by the client's transport are retried until they stop,
+seeds travel per request, and a weight sync (export + /update_weights_from_disk) changes what the
+server generates.
 """
 
 import os
@@ -13,16 +14,17 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from launch import serve
 from synthagent_jax import models
 from synthagent_jax.inference import engine as engine_lib
 from synthagent_jax.inference import sampler
+from synthagent_jax.inference import server as server_lib
 from synthagent_jax.inference import sglang
 from tests import toys
 
 BUCKETS = sampler.Buckets(min_batch=8, min_prompt_len=16, min_new_tokens=16)
 PROMPTS = [[5, 17, 3], [9, 2, 44, 61, 7, 8, 30, 12, 1], [100]]
 GREEDY = engine_lib.SamplingParams(max_new_tokens=8, temperature=0.0)
+KEY = "test-key-123"
 
 
 def _sharp_model(seed):
@@ -43,9 +45,24 @@ def checkpoint(tmp_path_factory):
 @pytest.fixture(scope="module")
 def server(checkpoint):
   engine = sampler.JaxEngine(models.from_pretrained(checkpoint), buckets=BUCKETS)
-  api = serve.create_app(engine, model_path=checkpoint, batch_wait_s=0.02)
-  with serve.BackgroundServer(api) as background:
+  api = server_lib.create_app(engine, model_path=checkpoint,
+                              config=server_lib.ServerConfig(api_key=KEY, batch_wait_s=0.02))
+  with server_lib.BackgroundServer(api) as background:
     yield background, api
+
+
+class FailingFirst(httpx.BaseTransport):
+  """Real HTTP, except that the first `fail` requests are answered 500 by the transport."""
+
+  def __init__(self, fail):
+    self.fail = fail
+    self.inner = httpx.HTTPTransport()
+
+  def handle_request(self, request):
+    if self.fail > 0:
+      self.fail -= 1
+      return httpx.Response(500, text="injected failure (test transport)")
+    return self.inner.handle_request(request)
 
 
 def _local(path_or_model, prompts=PROMPTS, sp=GREEDY, **kw):
@@ -57,7 +74,7 @@ def _local(path_or_model, prompts=PROMPTS, sp=GREEDY, **kw):
 
 def test_greedy_over_http_equals_in_process(server, checkpoint):
   background, _ = server
-  with sglang.SGLangEngine(background.url, backoff_s=0.01) as eng:
+  with sglang.SGLangEngine(background.url, backoff_s=0.01, api_key=KEY) as eng:
     eng.wait_healthy(timeout_s=30)
     remote = eng.generate(PROMPTS, GREEDY)
   local = _local(checkpoint)
@@ -67,25 +84,35 @@ def test_greedy_over_http_equals_in_process(server, checkpoint):
 
 
 def test_server_failing_then_recovering(server, checkpoint):
-  background, api = server
-  api.state.server.failures_left = 4
-  with sglang.SGLangEngine(background.url, max_concurrency=1, max_retries=5,
-                           backoff_s=0.01) as eng:
+  background, _ = server
+  transport = FailingFirst(4)
+  with sglang.SGLangEngine(background.url, max_concurrency=1, max_retries=5, backoff_s=0.01,
+                           api_key=KEY, transport=transport) as eng:
     remote = eng.generate(PROMPTS[:1], GREEDY)
-  assert api.state.server.failures_left == 0
+  assert transport.fail == 0
   assert remote[0].token_ids == _local(checkpoint, PROMPTS[:1])[0].token_ids
-  api.state.server.failures_left = 10
-  with sglang.SGLangEngine(background.url, max_retries=1, backoff_s=0.0) as eng:
+  with sglang.SGLangEngine(background.url, max_retries=1, backoff_s=0.0, api_key=KEY,
+                           transport=FailingFirst(10)) as eng:
     with pytest.raises(sglang.SGLangError, match="HTTP 500"):
       eng.generate(PROMPTS[:1], GREEDY)
-  api.state.server.failures_left = 0
+
+
+def test_api_key_is_required_and_sent(server, monkeypatch):
+  background, _ = server
+  monkeypatch.delenv("SGLANG_API_KEY", raising=False)
+  with sglang.SGLangEngine(background.url, max_retries=0) as eng:
+    with pytest.raises(sglang.SGLangError, match="HTTP 401.*SGLANG_API_KEY"):
+      eng.generate(PROMPTS[:1], GREEDY)
+  monkeypatch.setenv("SGLANG_API_KEY", KEY)  # the default comes from the environment
+  with sglang.SGLangEngine(background.url, max_retries=0) as eng:
+    assert len(eng.generate(PROMPTS[:1], GREEDY)[0].token_ids) >= 1
 
 
 @pytest.mark.slow
 def test_seeds_travel_per_request(server, checkpoint):
   background, _ = server
   sp = engine_lib.SamplingParams(max_new_tokens=8, temperature=1.0, seed=5)
-  with sglang.SGLangEngine(background.url, send_seed=True) as eng:
+  with sglang.SGLangEngine(background.url, send_seed=True, api_key=KEY) as eng:
     first = eng.generate(PROMPTS, sp)
     again = eng.generate(PROMPTS, sp)
   assert [c.token_ids for c in first] == [c.token_ids for c in again]
@@ -94,16 +121,19 @@ def test_seeds_travel_per_request(server, checkpoint):
   assert [c.token_ids for c in first] == [c.token_ids for c in local]
 
 
-def test_weight_sync_changes_outputs(server, checkpoint, tmp_path):
+def test_weight_sync_changes_outputs(server, checkpoint):
   background, _ = server
   new_model = _sharp_model(seed=1)
-  with sglang.SGLangEngine(background.url, export_dir=str(tmp_path / "exports"),
-                           keep_exports=1) as eng:
+  # Exports go under the model root (the served checkpoint's parent by default).
+  exports = os.path.join(os.path.dirname(checkpoint), "exports")
+  with sglang.SGLangEngine(background.url, export_dir=exports, keep_exports=1,
+                           api_key=KEY) as eng:
     before = eng.generate(PROMPTS, GREEDY)
     path = eng.sync_weights(new_model, step=7)
     after = eng.generate(PROMPTS, GREEDY)
     assert eng.weight_version == 7 and path.endswith("step_000007")
-    info = httpx.get(f"{background.url}/get_model_info").json()
+    info = httpx.get(f"{background.url}/get_model_info",
+                     headers={"Authorization": f"Bearer {KEY}"}).json()
     assert info["model_path"] == path
     # The old export is removed once the next one is loaded.
     eng.sync_weights(new_model, step=8)
@@ -114,21 +144,24 @@ def test_weight_sync_changes_outputs(server, checkpoint, tmp_path):
   assert [c.token_ids for c in after] == [c.token_ids for c in _local(new_model)]
 
 
-def test_bad_weight_path_is_refused(server):
+def test_bad_weight_path_is_refused(server, checkpoint):
   background, _ = server
-  with sglang.SGLangEngine(background.url, max_retries=0) as eng:
+  with sglang.SGLangEngine(background.url, max_retries=0, api_key=KEY) as eng:
     with pytest.raises(sglang.SGLangError, match="refused"):
+      eng.load_weights_from_disk(os.path.join(os.path.dirname(checkpoint), "nonexistent"))
+    with pytest.raises(sglang.SGLangError, match="outside the model root"):
       eng.load_weights_from_disk("/nonexistent/dir")
 
 
 def test_bad_generate_requests_get_400(server):
   background, _ = server
   url = f"{background.url}/generate"
-  r = httpx.post(url, json={"input_ids": [1, 2], "sampling_params": {"min_p": 0.1}})
+  post = lambda body: httpx.post(url, json=body, headers={"Authorization": f"Bearer {KEY}"})
+  r = post({"input_ids": [1, 2], "sampling_params": {"min_p": 0.1}})
   assert r.status_code == 400 and "min_p" in r.text
-  r = httpx.post(url, json={"sampling_params": {}})
+  r = post({"sampling_params": {}})
   assert r.status_code == 400 and "input_ids" in r.text
-  r = httpx.post(url, json={"input_ids": [1], "sampling_params": {"top_p": 0}})
+  r = post({"input_ids": [1], "sampling_params": {"top_p": 0}})
   assert r.status_code == 400 and "top_p" in r.text
-  r = httpx.post(url, json={"text": "hi"})
+  r = post({"text": "hi"})
   assert r.status_code == 400 and "tokenizer" in r.text
