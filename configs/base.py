@@ -65,6 +65,7 @@ def base_config() -> ml_collections.ConfigDict:
 
   c.env = ml_collections.ConfigDict()
   c.env.user = "rule"              # rule | llm
+  c.env.adversarial_user = False   # llm user pushes the agent to break policy or skip steps
   c.env.tool_llm = False           # simulate unscripted tool calls with env.llm
   c.env.cache_dir = ""             # tool-simulation cache ("" = <workdir>/tool_cache)
   c.env.llm = ml_collections.ConfigDict()

@@ -119,10 +119,13 @@ def tools(config, workdir: str) -> MockToolSystem:
 
 
 def user(config):
+  adversarial = config.env.get("adversarial_user", False)
   if config.env.user == "rule":
+    if adversarial:
+      raise ValueError("env.adversarial_user=True needs env.user='llm' (the rule user only answers)")
     return RuleUserSimulator()
   if config.env.user == "llm":
-    return LLMUserSimulator(_openai(config.env.llm))
+    return LLMUserSimulator(_openai(config.env.llm), adversarial=adversarial)
   raise ValueError(f"env.user must be 'rule' or 'llm', got {config.env.user!r}")
 
 
