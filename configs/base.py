@@ -74,7 +74,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.env.llm.api_key_env = "OPENAI_API_KEY"
 
   c.reward = ml_collections.ConfigDict()
-  c.reward.aggregation = "synthagent"   # synthagent | weighted
+  c.reward.aggregation = "synthagent"   # synthagent (gated) | binary (task completed) | weighted
   # tool_called items not met still score the fraction of name + arguments the best call got right.
   c.reward.partial_credit = False
   c.reward.judge = "none"          # none (structured checks only) | jax | http
