@@ -61,6 +61,7 @@ def get_config(arg=None):
   c.rl.micro_batch_size = 8         # a multiple of data x fsdp
   c.rl.clip_low = 0.2
   c.rl.clip_high = 0.28
+  c.rl.dual_clip = True             # verl's policy loss always applies clip_ratio_c (3.0)
   c.rl.kl_coef = 0.0
   c.rl.agg = "token-mean"
   c.rl.loss_norm_tokens = 8192      # the response budget, if agg is set to seq-mean-token-sum-norm
