@@ -93,6 +93,19 @@ def test_learner_trains_the_rollout_temperature():
   assert builders.rl_learner_config(config).temperature == 1.0
 
 
+def test_adversarial_user_is_an_llm_user_switch():
+  from configs import tiny  # pylint: disable=g-import-not-at-top
+  from launch import builders  # pylint: disable=g-import-not-at-top
+  config = tiny.get_config()
+  assert not builders.user(config).__dict__.get("adversarial")  # off by default, rule user
+  config.env.adversarial_user = True
+  with pytest.raises(ValueError, match="env.adversarial_user=True needs env.user='llm'"):
+    builders.user(config)
+  config.env.user = "llm"
+  config.env.llm.base_url, config.env.llm.model = "http://127.0.0.1:1/v1", "m"
+  assert builders.user(config).adversarial is True
+
+
 @pytest.mark.slow  # a real launch up to the learner config (~50 s on the shared CPU)
 def test_bad_minibatch_tasks_fails_in_one_line(tmp_path):
   # Caught when the learner config is built (after tasks load, before any model or checkpoint);
