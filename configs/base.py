@@ -65,6 +65,7 @@ def base_config() -> ml_collections.ConfigDict:
 
   c.env = ml_collections.ConfigDict()
   c.env.user = "rule"              # rule | llm
+  c.env.adversarial_user = False   # llm user pushes the agent to break policy or skip steps
   c.env.tool_llm = False           # simulate unscripted tool calls with env.llm
   c.env.cache_dir = ""             # tool-simulation cache ("" = <workdir>/tool_cache)
   c.env.llm = ml_collections.ConfigDict()
@@ -73,7 +74,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.env.llm.api_key_env = "OPENAI_API_KEY"
 
   c.reward = ml_collections.ConfigDict()
-  c.reward.aggregation = "synthagent"   # synthagent | weighted
+  c.reward.aggregation = "synthagent"   # synthagent (gated) | binary (task completed) | weighted
   # tool_called items not met still score the fraction of name + arguments the best call got right.
   c.reward.partial_credit = False
   c.reward.judge = "none"          # none (structured checks only) | jax | http
@@ -90,11 +91,19 @@ def base_config() -> ml_collections.ConfigDict:
   c.rl.advantage = "grpo"          # grpo | drgrpo | rloo
   c.rl.drop_zero_variance = True
   c.rl.ppo_epochs = 1
-  c.rl.minibatch_size = 16         # sequences per optimizer update
+  # TASKS per optimizer update, each with its num_generations rollouts (verl's
+  # ppo_mini_batch_size counts prompts): updates per step = tasks_per_step / minibatch_tasks.
+  c.rl.minibatch_tasks = 4
+  # Derived, do not set: sequences per optimizer update (minibatch_tasks x num_generations).
+  c.rl.minibatch_size = c.rl.get_ref("minibatch_tasks") * c.rl.get_ref("num_generations")
   c.rl.micro_batch_size = 8        # sequences per gradient-accumulation micro-step
   c.rl.clip_low = 0.2
   c.rl.clip_high = 0.28
+  c.rl.dual_clip = False           # PPO dual clip: loss capped at -A * clip_ratio_c where A < 0
+  c.rl.clip_ratio_c = 3.0          # verl's default; used only with dual_clip
   c.rl.agg = "token-mean"          # token-mean | seq-mean-token-mean | seq-mean-token-sum-norm
+  # seq-mean-token-sum-norm's constant divisor (Dr. GRPO); 0 = rollout.max_total_tokens.
+  c.rl.loss_norm_tokens = 0
   c.rl.kl_coef = 0.0
   c.rl.is_cap = 0.0                # truncated importance sampling cap (0 = off)
   # Training reward 0 for episodes that ran out of turns or context without answering

@@ -28,7 +28,7 @@ def get_config(arg=None):
   c.rl.num_steps = 200
   c.rl.tasks_per_step = 16
   c.rl.num_generations = 8
-  c.rl.minibatch_size = 32
+  c.rl.minibatch_tasks = 4         # 4 tasks x 8 rollouts = 32 sequences: 4 updates per step
   c.rl.micro_batch_size = 8         # a multiple of data x fsdp on 8 devices
   c.optim.lr = 1e-6
   c.optim.warmup_steps = 10

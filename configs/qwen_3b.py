@@ -16,8 +16,9 @@ tokenizer files); nothing is downloaded. Each step's policy is exported as HF sa
 `engine.weights_dir`, which the SGLang servers load with /update_weights_from_disk.
 Plan memory without weights: add `--dry_run`.
 
-Recipe: lr 1e-6, 64 tasks x 16 rollouts per step, minibatch 16, clip 0.2 / 0.28, no KL, up to 10
-turns, 2048 prompt / 8192 response tokens, LLM user simulator and HTTP rubric judge.
+Recipe: lr 1e-6, 64 tasks x 16 rollouts per step, mini-batches of 16 tasks (4 updates per step),
+clip 0.2 / 0.28, no KL, up to 10 turns, 2048 prompt / 8192 response tokens, LLM user simulator and
+HTTP rubric judge. Deviations from the paper's verl run: docs/recipe.md.
 """
 
 from configs import base
@@ -54,12 +55,16 @@ def get_config(arg=None):
   c.rl.num_steps = 300
   c.rl.tasks_per_step = 64
   c.rl.num_generations = 16
-  c.rl.minibatch_size = 16
+  # The paper's mini-batch of 16 prompts (verl ppo_mini_batch_size=16, each with its 16
+  # rollouts = 256 sequences): 64 / 16 = 4 optimizer updates per step.
+  c.rl.minibatch_tasks = 16
   c.rl.micro_batch_size = 8         # a multiple of data x fsdp
   c.rl.clip_low = 0.2
   c.rl.clip_high = 0.28
+  c.rl.dual_clip = True             # verl's policy loss always applies clip_ratio_c (3.0)
   c.rl.kl_coef = 0.0
   c.rl.agg = "token-mean"
+  c.rl.loss_norm_tokens = 8192      # the response budget, if agg is set to seq-mean-token-sum-norm
   c.optim.lr = 1e-6
   c.optim.warmup_steps = 0
   c.checkpoint.every_steps = 10

@@ -1,12 +1,15 @@
 """LLM-teacher task synthesis: seed -> tools+task -> underspecify -> tool check -> solve -> rubric
--> filters (schema, near-duplicates).
+-> filters (schema, near-duplicates, difficulty when a policy is configured).
 
     python -m launch.synthesize --config=configs/synth_teacher.py --out=data/tasks/teacher.jsonl \
         --config.teacher.base_url=http://localhost:30000/v1 --config.teacher.model=Qwen/Qwen2.5-72B-Instruct
 
 Any OpenAI-compatible server works (vLLM, SGLang, a hosted API; the key is read from the env var
-named by teacher.api_key_env). Stage outputs and rejections go to FILE.work/ so a rerun resumes
-every stage; the stage report is printed and saved to FILE.work/report.json.
+named by teacher.api_key_env). With --config.difficulty.base_url/model the policy plays each kept
+task pipeline.difficulty_samples times; tasks whose pass rate is not strictly inside
+pipeline.difficulty_band are dropped. Stage outputs and rejections go to FILE.work/ so a rerun
+resumes every stage (and the difficulty filter, task by task); the stage report is printed and
+saved to FILE.work/report.json.
 """
 
 import ml_collections
@@ -40,4 +43,15 @@ def get_config(arg=None):
   c.pipeline.max_turns = 10          # per solver episode
   c.pipeline.dedup_threshold = 0.6   # n-gram Jaccard at or above this is a near-duplicate
   c.pipeline.dedup_ngram = 3
+  c.pipeline.difficulty_samples = 8  # policy episodes per task for the difficulty filter
+  c.pipeline.difficulty_band = (0.0, 1.0)  # keep tasks whose pass rate is strictly inside
+
+  # Difficulty filter: the policy to be trained, served by an OpenAI-compatible endpoint, plays
+  # each candidate task difficulty_samples times ("" = no difficulty filter).
+  c.difficulty = ml_collections.ConfigDict()
+  c.difficulty.base_url = ""
+  c.difficulty.model = ""
+  c.difficulty.api_key_env = "OPENAI_API_KEY"
+  c.difficulty.temperature = 1.0
+  c.difficulty.max_new_tokens = 1024
   return c

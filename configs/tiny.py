@@ -42,7 +42,7 @@ def get_config(arg=None):
   c.rl.num_steps = 10
   c.rl.tasks_per_step = 4
   c.rl.num_generations = 4
-  c.rl.minibatch_size = 16
+  c.rl.minibatch_tasks = 4         # 4 tasks x 4 rollouts = 16 sequences: one update per step
   c.rl.micro_batch_size = 16
   c.optim.lr = 1e-4
   c.sft.num_steps = 60

@@ -70,7 +70,9 @@ def rl_learner_config(config) -> learner_lib.LearnerConfig:
   never calls the learner; launch.train refuses them otherwise), so they get the plain policy.
   """
   temperature = config.rollout.temperature if config.rollout.temperature > 0 else 1.0
-  return learner_lib.LearnerConfig.from_config(config.rl, temperature=temperature)
+  return learner_lib.LearnerConfig.from_config(
+      config.rl, temperature=temperature,
+      loss_norm_tokens=config.rl.get("loss_norm_tokens") or config.rollout.max_total_tokens)
 
 
 def sft_learner_config(config) -> learner_lib.LearnerConfig:
@@ -117,10 +119,13 @@ def tools(config, workdir: str) -> MockToolSystem:
 
 
 def user(config):
+  adversarial = config.env.get("adversarial_user", False)
   if config.env.user == "rule":
+    if adversarial:
+      raise ValueError("env.adversarial_user=True needs env.user='llm' (the rule user only answers)")
     return RuleUserSimulator()
   if config.env.user == "llm":
-    return LLMUserSimulator(_openai(config.env.llm))
+    return LLMUserSimulator(_openai(config.env.llm), adversarial=adversarial)
   raise ValueError(f"env.user must be 'rule' or 'llm', got {config.env.user!r}")
 
 

@@ -2,7 +2,12 @@
 
     python -m launch.synthesize --config=configs/synth_offline.py --out=data/tasks/offline.jsonl
     python -m launch.synthesize --config=configs/synth_teacher.py --out=data/tasks/teacher.jsonl \
-        --config.teacher.base_url=http://localhost:30000/v1 --config.teacher.model=MODEL
+        --config.teacher.base_url=http://localhost:30000/v1 --config.teacher.model=MODEL \
+        --config.difficulty.base_url=http://localhost:30001/v1 --config.difficulty.model=POLICY
+
+The difficulty.* flags are optional: with them the policy plays each kept teacher task
+pipeline.difficulty_samples times and tasks whose pass rate is not strictly inside
+pipeline.difficulty_band are dropped (synthesis/difficulty.py).
 
 Writes FILE one task per line (appended and fsynced per task), then the held-out split next to it:
 `<stem>_train.jsonl` and `<stem>_eval.jsonl` (by id hash, `synthesis.split.is_heldout`).
@@ -49,6 +54,14 @@ def check_config(config) -> None:
       raise SynthConfigError("teacher.model is not set: pass --config.teacher.model=NAME")
     if not os.path.isdir(config.seeds_dir):
       raise SynthConfigError(f"seeds_dir={config.seeds_dir!r} is not a directory")
+    d = config.get("difficulty")
+    if d is not None and d.base_url and not d.model:
+      raise SynthConfigError("difficulty.base_url is set but difficulty.model is not: pass "
+                             "--config.difficulty.model=NAME (the policy the filter samples)")
+    low, high = config.pipeline.get("difficulty_band", (0.0, 1.0))
+    if not 0.0 <= low < high <= 1.0:
+      raise SynthConfigError(f"pipeline.difficulty_band must satisfy 0 <= low < high <= 1, got "
+                             f"{(low, high)}")
 
 
 def run_offline(config, out_path: str) -> int:
@@ -79,17 +92,55 @@ def build_teacher(config):
       api_key_env=config.teacher.api_key_env))
 
 
-def run_teacher(config, out_path: str, teacher=None) -> dict:
-  """Runs the LLM teacher pipeline; returns its stage report."""
+def build_policy(config):
+  """The difficulty filter's policy (an OpenAI-compatible endpoint), or None: no filter."""
+  d = config.get("difficulty")
+  if d is None or not d.base_url:
+    return None
+  from synthagent_jax.llm import openai_http  # pylint: disable=g-import-not-at-top
+  return openai_http.OpenAIChatLLM(openai_http.OpenAIConfig(
+      base_url=d.base_url, model=d.model, api_key_env=d.api_key_env))
+
+
+def difficulty_pass_rate(config, cfg, teacher, policy, work_dir: str):
+  """`pass_rate(task, n)` of `policy` with the pipeline's tools, user and judge (the teacher)."""
+  # pylint: disable=g-import-not-at-top
+  from synthagent_jax.envs import tools as tools_lib
+  from synthagent_jax.envs import user as user_lib
+  from synthagent_jax.inference.engine import SamplingParams
+  from synthagent_jax.synthesis import difficulty, stage_rubric
+  # pylint: enable=g-import-not-at-top
+  d = config.difficulty
+  tool_env = tools_lib.MockToolSystem(llm=teacher if cfg.simulate_tools else None,
+                                      cache_path=os.path.join(work_dir, "tool_cache.sqlite"))
+  user_env = (user_lib.LLMUserSimulator(teacher) if cfg.user == "llm"
+              else user_lib.RuleUserSimulator())
+  sampling = SamplingParams(max_new_tokens=d.max_new_tokens, temperature=d.temperature,
+                            seed=config.seed)
+  return difficulty.make_pass_rate(policy, tool_env, user_env, stage_rubric.make_judge(teacher, cfg),
+                                   max_turns=cfg.max_turns, pass_reward=cfg.pass_reward,
+                                   sampling=sampling)
+
+
+def run_teacher(config, out_path: str, teacher=None, policy=None) -> dict:
+  """Runs the LLM teacher pipeline; returns its stage report. With a policy (`difficulty.*`, or
+  `policy=` any LLM), kept tasks must also pass the difficulty filter."""
   from synthagent_jax.synthesis import pipeline  # pylint: disable=g-import-not-at-top
   from synthagent_jax.synthesis import seeds as seeds_lib  # pylint: disable=g-import-not-at-top
   teacher = teacher if teacher is not None else build_teacher(config)
+  policy = policy if policy is not None else build_policy(config)
   seed_records = seeds_lib.make_seeds(config.num_tasks, seed=config.seed,
                                       seeds_dir=config.seeds_dir)
-  return pipeline.run_pipeline(seed_records, teacher, pipeline.PipelineConfig.from_config(config),
-                               out_path=out_path, work_dir=out_path + ".work",
+  cfg = pipeline.PipelineConfig.from_config(config)
+  work_dir = out_path + ".work"
+  pass_rate = None
+  if policy is not None:
+    os.makedirs(work_dir, exist_ok=True)
+    pass_rate = difficulty_pass_rate(config, cfg, teacher, policy, work_dir)
+  return pipeline.run_pipeline(seed_records, teacher, cfg, out_path=out_path, work_dir=work_dir,
                                progress=lambda n, desc: tqdm.tqdm(total=n, desc=desc,
-                                                                  file=sys.stderr))
+                                                                  file=sys.stderr),
+                               pass_rate=pass_rate)
 
 
 def finish(config, out_path: str) -> dict:

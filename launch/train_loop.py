@@ -253,9 +253,12 @@ def train(config, workdir: str) -> dict:
                run.model_cfg)
 
   # 3. RL learner: state layout on the mesh and the jitted step.
-  rl_cfg = builders.rl_learner_config(config)
+  try:
+    rl_cfg = builders.rl_learner_config(config)
+  except ValueError as e:
+    raise SetupError(str(e)) from e
   rows = config.rl.tasks_per_step * config.rl.num_generations
-  n_updates = config.rl.num_steps * config.rl.ppo_epochs * -(-rows // config.rl.minibatch_size)
+  n_updates = config.rl.num_steps * config.rl.ppo_epochs * -(-rows // rl_cfg.minibatch_size)
   tx = builders.optimizer(config.optim, n_updates)
   spec = state_lib.plan_state(run.model_cfg, tx, mesh, builders.rules(config), config.seed)
   train_step = learner_lib.make_train_step(spec, tx, rl_cfg, mesh)
@@ -329,7 +332,7 @@ def train(config, workdir: str) -> dict:
     t1 = time.perf_counter()
     if kept:
       batch = batching.to_batch(kept, kept_advs, pad_id=pad,
-                                rows_multiple=config.rl.minibatch_size)
+                                rows_multiple=rl_cfg.minibatch_size)
       device_batch = learner_lib.make_batch(batch, mesh)
       if ref is not None:
         device_batch["ref_logprobs"] = ref(device_batch)

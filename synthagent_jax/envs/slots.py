@@ -9,10 +9,17 @@ found in the text when a word of the text starts with it (tokens of 4+ letters, 
 matches "order") or equals it or one of its synonyms. A slot is asked for when the text is a
 request (a "?" or a request phrase) and either every token is found, or the slot's last token (its
 head noun) is found and is specific (not "id", "number", ...). Full matches win over head matches.
+
+Over-asking (`requested_details`): a question is also matched against COMMON_DETAILS, personal
+details agents commonly ask for, so a shotgun question ("your name, email, phone, address, date
+of birth and order number?") is seen asking for details the user does not hold and the task does
+not need, not only for the user's own slots. A common detail that one of the user's slots already
+covers ("email" when the user holds "email_address") is not counted twice.
 """
 
 from __future__ import annotations
 
+import functools
 import re
 from typing import Iterable
 
@@ -100,3 +107,27 @@ def asks_for(text: str, slot: str, all_slots: Iterable[str] = ()) -> bool:
   if slot not in slots:
     slots.append(slot)
   return slot in asked_slots(text, slots)
+
+
+# Personal details an agent may ask a user for, beyond any one task's slots (see requested_details).
+COMMON_DETAILS = ("full_name", "email", "phone", "address", "zip", "dob", "password",
+                  "card_number", "account_number", "customer_id", "order_id",
+                  "social_security_number")
+
+
+@functools.lru_cache(maxsize=4096)
+def related(a: str, b: str) -> bool:
+  """Whether asking for slot `a` by name would be heard as asking for slot `b`, or vice versa."""
+  return (asks_for(f"What is your {slot_phrase(a)}?", b) or
+          asks_for(f"What is your {slot_phrase(b)}?", a))
+
+
+def requested_details(text: str, user_slots: Iterable[str]) -> tuple[list[str], list[str]]:
+  """(the user's slots `text` asks for, COMMON_DETAILS it asks for that no user slot covers)."""
+  user_slots = list(user_slots)
+  asked = asked_slots(text, user_slots)
+  # Each common detail is judged on its own: a shotgun question's full matches must not hide
+  # the head-noun matches ("name" for full_name) the way they do among one user's slots.
+  others = [d for d in COMMON_DETAILS if d in asked_slots(text, [d])
+            and not any(related(d, s) for s in user_slots)]
+  return asked, others

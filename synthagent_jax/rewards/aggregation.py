@@ -3,6 +3,14 @@
 Each takes per-section lists of (weight, score, met) and returns a reward in [0, 1]. Section
 ratios use the item scores (1/0 for checks and parsed verdicts; P(yes) for the in-process judge),
 weighted by item weight; the forbidden gates count `met` (respected) items.
+
+  synthagent  the paper's gated preset (below)
+  binary      "task completed": 1 when every subgoal is met and every forbidden item respected
+  weighted    partial credit per item, zeroed by any forbidden violation
+
+Empty sections: no forbidden items = no gate; no interaction items = the subgoal ratio alone
+(synthagent); a rubric always has subgoals (the Task schema requires one). An item the judge could
+not grade arrives as (weight, 0.0, False): it counts as not met in every preset (docs/recipe.md).
 """
 
 from __future__ import annotations
@@ -49,6 +57,16 @@ def synthagent(sections: Sections) -> float:
     return 0.0
   inter = ratio(sections.get("interactions", ()))
   return sub if inter is None else 0.7 * sub + 0.3 * inter
+
+
+@register("binary")
+def binary(sections: Sections) -> float:
+  """1.0 if the task was completed (every subgoal met) without breaking a rule (every forbidden
+  item respected), else 0.0; interaction items do not enter. `met` decides, not P(yes) scores."""
+  if not all(met for _, _, met in sections.get("forbidden", ())):
+    return 0.0
+  subgoals = sections.get("subgoals", ())
+  return 1.0 if subgoals and all(met for _, _, met in subgoals) else 0.0
 
 
 @register("weighted")

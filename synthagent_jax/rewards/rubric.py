@@ -6,7 +6,7 @@
 
 Items with a `check` are decided by `rewards.checks` (source "check"; with `partial_credit`, a
 tool_called item that is not met still scores the fraction of name + arguments its best call got
-right, see `checks.check_score`). Items without one go to the
+right, see `checks.check_score`; the check's `detail` goes into the verdict). Items without one go to the
 judge in ONE `judge.judge(...)` call for the whole batch (source "judge"); an item the judge could
 not grade scores 0 and is counted in `judge_failures`. With `judge=None`, such items score 0 with
 source "unjudged" and are counted in `num_unjudged` (configure a judge to grade them).
@@ -19,7 +19,7 @@ from typing import Sequence
 
 from synthagent_jax.envs.task import Task
 from synthagent_jax.rewards import aggregation as agg_lib
-from synthagent_jax.rewards.checks import check_score
+from synthagent_jax.rewards import checks as checks_lib
 from synthagent_jax.rewards.judge import Judge, JudgeRequest
 
 
@@ -31,11 +31,15 @@ class Verdict:
   met: bool
   score: float  # in [0, 1]
   source: str  # check | judge | unjudged
+  detail: dict | None = None  # what the check saw (asks: asked / needed / revealed; state diff)
 
   def to_dict(self) -> dict:
-    """The rollout-log shape: {"section", "id", "text", "met", "score", "source"}."""
-    return {"section": self.section, "id": self.item_id, "text": self.text, "met": self.met,
-            "score": self.score, "source": self.source}
+    """The rollout-log shape: {"section", "id", "text", "met", "score", "source"[, "detail"]}."""
+    out = {"section": self.section, "id": self.item_id, "text": self.text, "met": self.met,
+           "score": self.score, "source": self.source}
+    if self.detail is not None:
+      out["detail"] = self.detail
+    return out
 
 
 @dataclasses.dataclass(frozen=True)
@@ -74,8 +78,8 @@ def score_batch(tasks: Sequence[Task], conversations: Sequence[Sequence[dict]],
     pending = []
     for section, item in task.rubric.items():
       if item.check is not None:
-        met, item_score = check_score(item.check, task, messages, partial_credit)
-        row.append(Verdict(section, item.id, item.text, met, item_score, "check"))
+        o = checks_lib.outcome(item.check, task, messages, partial_credit)
+        row.append(Verdict(section, item.id, item.text, o.met, o.score, "check", o.detail))
       else:
         row.append(None)
         pending.append((section, item))

@@ -53,11 +53,16 @@ class LearnerConfig:
   Attributes:
     loss: "policy" (PPO-clip, rl/losses.policy_loss) or "sft" (masked cross-entropy).
     clip_low, clip_high: PPO ratio clip range [1 - clip_low, 1 + clip_high].
+    clip_ratio_c: dual-clip constant (> 1) for negative advantages (verl's clip_ratio_c); None = off.
     agg: loss aggregation, see losses.AGGREGATIONS.
+    loss_norm_tokens: the constant token count seq-mean-token-sum-norm divides each sequence's
+      summed loss by (Dr. GRPO's generation budget); required by that aggregation only.
     kl_coef: k3 KL penalty to ref_logprobs (0 = off).
-    tis_cap: truncated importance-sampling cap for sampler/learner mismatch (None or 0 = off).
+    is_cap: truncated importance-sampling cap for sampler/learner mismatch (None or 0 = off).
     ppo_epochs: passes over each batch.
-    minibatch_size: sequences per optimizer update (None: the whole batch).
+    minibatch_size: SEQUENCES per optimizer update (None: the whole batch). The learner does not
+      know about groups; `from_config` derives it from the config's `rl.minibatch_tasks` (tasks
+      per update, verl's ppo_mini_batch_size) x `rl.num_generations`.
     micro_batch_size: sequences per accumulation micro-step (None: the whole minibatch).
     temperature: the rollouts' sampling temperature. The policy being trained is the tempered
       softmax(logits / temperature) the sampler drew from, so old/new log-probs, the ratio and the
@@ -67,9 +72,11 @@ class LearnerConfig:
   loss: str = "policy"
   clip_low: float = 0.2
   clip_high: float = 0.28
+  clip_ratio_c: float | None = None
   agg: str = "token-mean"
+  loss_norm_tokens: int | None = None
   kl_coef: float = 0.0
-  tis_cap: float | None = None
+  is_cap: float | None = None
   ppo_epochs: int = 1
   minibatch_size: int | None = None
   micro_batch_size: int | None = None
@@ -83,13 +90,22 @@ class LearnerConfig:
     if not 0 <= self.clip_low < 1 or self.clip_high < 0:
       raise ValueError(f"need 0 <= clip_low < 1 and clip_high >= 0, got {self.clip_low}, "
                        f"{self.clip_high}")
+    if self.clip_ratio_c is not None and not self.clip_ratio_c > 1:
+      raise ValueError(f"clip_ratio_c (dual clip) must be > 1, got {self.clip_ratio_c}")
+    if self.loss_norm_tokens is not None and (isinstance(self.loss_norm_tokens, bool) or
+                                              not isinstance(self.loss_norm_tokens, int) or
+                                              self.loss_norm_tokens < 1):
+      raise ValueError(f"loss_norm_tokens must be an integer >= 1, got {self.loss_norm_tokens!r}")
+    if self.agg == "seq-mean-token-sum-norm" and self.loss_norm_tokens is None:
+      raise ValueError("agg='seq-mean-token-sum-norm' needs loss_norm_tokens (the constant "
+                       "generation budget it divides by)")
     if self.kl_coef < 0:
       raise ValueError(f"kl_coef must be >= 0, got {self.kl_coef}")
-    if self.tis_cap is not None:
-      if self.tis_cap < 0:
-        raise ValueError(f"tis_cap must be > 0 (or 0 / None = off), got {self.tis_cap}")
-      if self.tis_cap == 0:
-        object.__setattr__(self, "tis_cap", None)
+    if self.is_cap is not None:
+      if self.is_cap < 0:
+        raise ValueError(f"is_cap must be > 0 (or 0 / None = off), got {self.is_cap}")
+      if self.is_cap == 0:
+        object.__setattr__(self, "is_cap", None)
     if not self.temperature > 0:
       raise ValueError(f"learner temperature must be > 0 (the rollouts' sampling temperature; "
                        f"greedy rollouts cannot be trained on), got {self.temperature}")
@@ -102,16 +118,48 @@ class LearnerConfig:
 
   @classmethod
   def from_config(cls, rl_cfg, **overrides) -> "LearnerConfig":
-    """From `config.rl`: clip_low, clip_high, agg, kl_coef, is_cap, ppo_epochs, minibatch_size,
-    micro_batch_size (other keys of the section belong to the loop and are ignored)."""
+    """From `config.rl`: clip_low, clip_high, dual_clip / clip_ratio_c, agg, loss_norm_tokens,
+    kl_coef, is_cap, ppo_epochs, minibatch_tasks (x num_generations = minibatch_size sequences),
+    micro_batch_size (other keys of the section belong to the loop and are ignored).
+
+    Raises ValueError naming the config key (`rl.minibatch_tasks`, ...) for a bad value.
+    """
     get = rl_cfg.get
     kw = dict(clip_low=get("clip_low", 0.2), clip_high=get("clip_high", 0.28),
               agg=get("agg", "token-mean"), kl_coef=get("kl_coef", 0.0),
-              tis_cap=get("is_cap", None) or None, ppo_epochs=get("ppo_epochs", 1),
-              minibatch_size=get("minibatch_size", None),
-              micro_batch_size=get("micro_batch_size", None))
+              is_cap=get("is_cap", None) or None, ppo_epochs=get("ppo_epochs", 1),
+              minibatch_size=cls._minibatch_sequences(rl_cfg),
+              micro_batch_size=get("micro_batch_size", None),
+              loss_norm_tokens=get("loss_norm_tokens", None) or None)
+    if get("dual_clip", False):
+      kw["clip_ratio_c"] = get("clip_ratio_c", 3.0)
+      if not kw["clip_ratio_c"] > 1:
+        raise ValueError(f"rl.clip_ratio_c must be > 1 with rl.dual_clip=True, got "
+                         f"{kw['clip_ratio_c']}")
     kw.update(overrides)
     return cls(**kw)
+
+  @staticmethod
+  def _minibatch_sequences(rl_cfg) -> int | None:
+    """Sequences per optimizer update from `rl.minibatch_tasks` x `rl.num_generations` (verl's
+    ppo_mini_batch_size counts prompts, each with its n rollouts). A config without
+    `minibatch_tasks` may give `minibatch_size` (sequences) directly; one with both must agree."""
+    get = rl_cfg.get
+    tasks = get("minibatch_tasks", None)
+    if tasks is None:
+      return get("minibatch_size", None)
+    if isinstance(tasks, bool) or not isinstance(tasks, int) or tasks < 1:
+      raise ValueError(f"rl.minibatch_tasks must be an integer >= 1 (tasks, each with its "
+                       f"rl.num_generations rollouts, per optimizer update), got {tasks!r}")
+    per_step = get("tasks_per_step", None)
+    if per_step is not None and per_step % tasks:
+      raise ValueError(f"rl.minibatch_tasks={tasks} does not divide rl.tasks_per_step={per_step}")
+    rows = tasks * get("num_generations", 1)
+    given = get("minibatch_size", None)
+    if given is not None and given != rows:
+      raise ValueError(f"rl.minibatch_size={given} disagrees with rl.minibatch_tasks x "
+                       f"rl.num_generations = {rows}: it is derived, set rl.minibatch_tasks instead")
+    return rows
 
   def sizes(self, batch_size: int) -> tuple[int, int, int]:
     """(num_minibatches, minibatch_size, micro_batch_size) for a batch; raises if not divisible."""
@@ -177,7 +225,7 @@ def _micro_loss(params, mb, denom, graphdef, cfg):
 
 def _accumulate(params, minibatch, graphdef, cfg, n_micro, mesh):
   """Summed grads and loss over micro-batches, token-weighted metric means."""
-  denom = losses.agg_denominator(_policy_mask(minibatch), cfg.agg)
+  denom = losses.agg_denominator(_policy_mask(minibatch), cfg.agg, cfg.loss_norm_tokens)
   micro = jax.tree.map(functools.partial(_split_rows, n=n_micro, batch_axes=parallel.BATCH_AXES,
                                          mesh=mesh), minibatch)
   grad_fn = jax.value_and_grad(_micro_loss, has_aux=True)

@@ -6,7 +6,12 @@ token t of sequence b, `mask_bt[b, t]` is 1 where token t was sampled by the pol
 Aggregation (`agg`, registry AGGREGATIONS) turns masked token losses into a scalar:
   token-mean               sum(l * m) / sum(m)                       over the whole batch
   seq-mean-token-mean      mean over sequences with >= 1 token of  sum_t(l * m) / sum_t(m)
-  seq-mean-token-sum-norm  sum(l * m) / (B * T), T the padded length  (Dr. GRPO)
+  seq-mean-token-sum-norm  sum(l * m) / (B * L), L = `norm_tokens`, a constant  (Dr. GRPO)
+
+Dr. GRPO divides each sequence's summed token loss by one constant for the whole run, the
+generation budget (the learner passes `LearnerConfig.loss_norm_tokens`, by default the rollouts'
+`max_total_tokens`): dividing by the batch's padded length T instead would rescale the gradient
+whenever a batch happens to hold a longer episode, which is the length bias Dr. GRPO removes.
 
 Gradient accumulation needs the denominator of the *whole* minibatch, not of each micro-batch:
 compute it once with `agg_denominator(mask_bt_of_minibatch, agg)` and pass it as `denom` to every
@@ -26,8 +31,12 @@ def _check_agg(agg: str) -> None:
     raise ValueError(f"unknown loss aggregation {agg!r}; known: {list(AGGREGATIONS)}")
 
 
-def agg_denominator(mask_bt: jnp.ndarray, agg: str) -> jnp.ndarray:
-  """Float32 scalar the aggregated loss divides by (>= 1 so an empty batch gives loss 0)."""
+def agg_denominator(mask_bt: jnp.ndarray, agg: str,
+                    norm_tokens: int | None = None) -> jnp.ndarray:
+  """Float32 scalar the aggregated loss divides by (>= 1 so an empty batch gives loss 0).
+
+  `norm_tokens` is the constant L of seq-mean-token-sum-norm (required there, unused otherwise).
+  """
   _check_agg(agg)
   mask_bt = mask_bt.astype(jnp.float32)
   if agg == "token-mean":
@@ -35,17 +44,20 @@ def agg_denominator(mask_bt: jnp.ndarray, agg: str) -> jnp.ndarray:
   elif agg == "seq-mean-token-mean":
     denom = (mask_bt.sum(axis=1) > 0).sum().astype(jnp.float32)
   else:
-    denom = jnp.float32(mask_bt.shape[0] * mask_bt.shape[1])
+    if norm_tokens is None or norm_tokens < 1:
+      raise ValueError("agg='seq-mean-token-sum-norm' needs norm_tokens >= 1 (the constant "
+                       f"generation budget Dr. GRPO divides by), got {norm_tokens!r}")
+    denom = jnp.float32(mask_bt.shape[0] * norm_tokens)
   return jnp.maximum(denom, 1.0)
 
 
 def aggregate(token_loss_bt: jnp.ndarray, mask_bt: jnp.ndarray, agg: str,
-              denom: jnp.ndarray | None = None) -> jnp.ndarray:
+              denom: jnp.ndarray | None = None, norm_tokens: int | None = None) -> jnp.ndarray:
   """Scalar loss from token losses [B, T] and mask [B, T]; see the module docstring."""
   _check_agg(agg)
   mask_bt = mask_bt.astype(jnp.float32)
   if denom is None:
-    denom = agg_denominator(mask_bt, agg)
+    denom = agg_denominator(mask_bt, agg, norm_tokens)
   masked_bt = token_loss_bt * mask_bt
   if agg == "seq-mean-token-mean":
     per_seq_b = masked_bt.sum(axis=1) / jnp.maximum(mask_bt.sum(axis=1), 1.0)
@@ -59,12 +71,14 @@ def _masked_mean(x_bt: jnp.ndarray, mask_bt: jnp.ndarray) -> jnp.ndarray:
 
 def policy_loss(logp_bt, old_logp_bt, adv, mask_bt, *, clip_low: float = 0.2,
                 clip_high: float = 0.2, agg: str = "token-mean", ref_logp_bt=None,
-                kl_coef: float = 0.0, sampler_logp_bt=None, tis_cap: float | None = None,
+                kl_coef: float = 0.0, sampler_logp_bt=None, is_cap: float | None = None,
+                clip_ratio_c: float | None = None, norm_tokens: int | None = None,
                 denom=None) -> tuple[jnp.ndarray, dict[str, jnp.ndarray]]:
-  """Token-level PPO-clip loss with asymmetric clipping.
+  """Token-level PPO-clip loss with asymmetric clipping and optional dual clip.
 
   ratio = exp(logp - old_logp), clipped to [1 - clip_low, 1 + clip_high];
-  token loss = max(-A * ratio, -A * clip(ratio)) [* w_tis] [+ kl_coef * k3(ref || policy)].
+  pg = max(-A * ratio, -A * clip(ratio)); with dual clip, pg = min(pg, -A * c) where A < 0;
+  token loss = pg [* w_is] [+ kl_coef * k3(ref || policy)].
 
   Args:
     logp_bt: learner log-probs [B, T] (gradients flow through these only).
@@ -75,15 +89,19 @@ def policy_loss(logp_bt, old_logp_bt, adv, mask_bt, *, clip_low: float = 0.2,
     agg: aggregation name, see AGGREGATIONS.
     ref_logp_bt: reference-policy log-probs [B, T]; needed when kl_coef > 0. The KL penalty is
       the k3 estimator exp(ref - logp) - (ref - logp) - 1 (Schulman, "Approximating KL").
-    sampler_logp_bt: log-probs [B, T] reported by the sampler; with `tis_cap` set, the PG term is
-      weighted by the truncated importance ratio min(exp(old - sampler), tis_cap), no gradient.
-    tis_cap: cap of that ratio; None disables the correction.
+    sampler_logp_bt: log-probs [B, T] reported by the sampler; with `is_cap` set, the PG term is
+      weighted by the truncated importance ratio min(exp(old - sampler), is_cap), no gradient.
+    is_cap: cap of that ratio; None disables the correction.
+    clip_ratio_c: dual-clip constant c > 1 (verl's `clip_ratio_c`, Ye et al. 2020): for tokens
+      with a negative advantage the PG loss is capped at -A * c, so one token whose ratio has run
+      far above 1 cannot dominate the update. None disables it.
+    norm_tokens: the constant L of seq-mean-token-sum-norm (see `agg_denominator`).
     denom: aggregation denominator (see `agg_denominator`); computed from `mask_bt` when None.
 
   Returns:
     (loss scalar, metrics) where metrics are token means over the mask: pg_loss, clip_frac,
     approx_kl (k3 of old vs new), ratio_mean, ratio_min, ratio_max, and kl_ref / tis_weight_mean /
-    tis_clip_frac when enabled; plus num_tokens.
+    tis_clip_frac / dual_clip_frac when enabled; plus num_tokens.
   """
   _check_agg(agg)
   if not 0.0 <= clip_low < 1.0:
@@ -94,8 +112,10 @@ def policy_loss(logp_bt, old_logp_bt, adv, mask_bt, *, clip_low: float = 0.2,
     raise ValueError(f"kl_coef must be >= 0, got {kl_coef}")
   if kl_coef > 0.0 and ref_logp_bt is None:
     raise ValueError("kl_coef > 0 needs ref_logp_bt (reference-policy log-probs)")
-  if tis_cap is not None and (tis_cap <= 0.0 or sampler_logp_bt is None):
-    raise ValueError(f"tis_cap must be > 0 and needs sampler_logp_bt, got cap={tis_cap}")
+  if is_cap is not None and (is_cap <= 0.0 or sampler_logp_bt is None):
+    raise ValueError(f"is_cap must be > 0 and needs sampler_logp_bt, got cap={is_cap}")
+  if clip_ratio_c is not None and not clip_ratio_c > 1.0:
+    raise ValueError(f"clip_ratio_c (dual clip) must be > 1, got {clip_ratio_c}")
   mask_bt = mask_bt.astype(jnp.float32)
   adv = jnp.asarray(adv, jnp.float32)
   adv_bt = adv[:, None] if adv.ndim == 1 else adv
@@ -108,12 +128,18 @@ def policy_loss(logp_bt, old_logp_bt, adv, mask_bt, *, clip_low: float = 0.2,
   pg_clipped_bt = -adv_bt * clipped_bt
   pg_bt = jnp.maximum(pg_unclipped_bt, pg_clipped_bt)
   metrics = {}
-  if tis_cap is not None:
+  if clip_ratio_c is not None:
+    pg_dual_bt = -adv_bt * clip_ratio_c
+    negative_bt = adv_bt < 0
+    metrics["dual_clip_frac"] = _masked_mean(
+        (negative_bt & (pg_bt > pg_dual_bt)).astype(jnp.float32), mask_bt)
+    pg_bt = jnp.where(negative_bt, jnp.minimum(pg_bt, pg_dual_bt), pg_bt)
+  if is_cap is not None:
     raw_w_bt = jnp.exp((old_logp_bt - jax.lax.stop_gradient(sampler_logp_bt)) * mask_bt)
-    w_bt = jnp.minimum(raw_w_bt, tis_cap)
+    w_bt = jnp.minimum(raw_w_bt, is_cap)
     pg_bt = pg_bt * w_bt
     metrics["tis_weight_mean"] = _masked_mean(w_bt, mask_bt)
-    metrics["tis_clip_frac"] = _masked_mean((raw_w_bt > tis_cap).astype(jnp.float32), mask_bt)
+    metrics["tis_clip_frac"] = _masked_mean((raw_w_bt > is_cap).astype(jnp.float32), mask_bt)
   token_loss_bt = pg_bt
   if kl_coef > 0.0:
     d_bt = (jax.lax.stop_gradient(ref_logp_bt) - logp_bt) * mask_bt
@@ -121,7 +147,7 @@ def policy_loss(logp_bt, old_logp_bt, adv, mask_bt, *, clip_low: float = 0.2,
     token_loss_bt = token_loss_bt + kl_coef * kl_bt
     metrics["kl_ref"] = _masked_mean(kl_bt, mask_bt)
 
-  loss = aggregate(token_loss_bt, mask_bt, agg, denom)
+  loss = aggregate(token_loss_bt, mask_bt, agg, denom, norm_tokens)
   big = jnp.float32(jnp.finfo(jnp.float32).max)
   metrics.update(
       pg_loss=_masked_mean(pg_bt, mask_bt),
@@ -135,14 +161,14 @@ def policy_loss(logp_bt, old_logp_bt, adv, mask_bt, *, clip_low: float = 0.2,
   return loss, metrics
 
 
-def sft_loss(logp_bt, mask_bt, *, agg: str = "token-mean",
+def sft_loss(logp_bt, mask_bt, *, agg: str = "token-mean", norm_tokens: int | None = None,
              denom=None) -> tuple[jnp.ndarray, dict[str, jnp.ndarray]]:
   """Masked negative log-likelihood (cross-entropy on the mask's tokens).
 
   Returns (loss, metrics) with metrics nll (token mean over the mask) and num_tokens.
   """
   mask_bt = mask_bt.astype(jnp.float32)
-  loss = aggregate(-logp_bt, mask_bt, agg, denom)
+  loss = aggregate(-logp_bt, mask_bt, agg, denom, norm_tokens)
   return loss, {"nll": _masked_mean(-logp_bt, mask_bt), "num_tokens": mask_bt.sum()}
 
 
@@ -151,12 +177,13 @@ def _policy_from_batch(logp_bt, batch, mask_bt, cfg, denom):
       logp_bt, batch["old_logprobs"], batch["advantages"], mask_bt, clip_low=cfg.clip_low,
       clip_high=cfg.clip_high, agg=cfg.agg, ref_logp_bt=batch.get("ref_logprobs"),
       kl_coef=cfg.kl_coef, sampler_logp_bt=batch.get("sampler_logprobs"),
-      tis_cap=cfg.tis_cap, denom=denom)
+      is_cap=cfg.is_cap, clip_ratio_c=cfg.clip_ratio_c, norm_tokens=cfg.loss_norm_tokens,
+      denom=denom)
 
 
 def _sft_from_batch(logp_bt, batch, mask_bt, cfg, denom):
   del batch
-  return sft_loss(logp_bt, mask_bt, agg=cfg.agg, denom=denom)
+  return sft_loss(logp_bt, mask_bt, agg=cfg.agg, norm_tokens=cfg.loss_norm_tokens, denom=denom)
 
 
 # name -> f(logp_bt, batch, mask_bt, learner_cfg, denom) -> (loss, metrics); the learner calls this.

@@ -1,4 +1,4 @@
-"""Stage 7 filters: schema validation, near-duplicate removal, difficulty (pass rate in (0, 1))."""
+"""Stage 7 filters: schema validation, near-duplicate removal, difficulty (pass rate in a band)."""
 
 from __future__ import annotations
 
@@ -53,20 +53,25 @@ class NearDupIndex:
 
 
 def difficulty_filter(tasks: Sequence[dict], pass_rate: Callable[[dict, int], float],
-                      num_samples: int = 8) -> tuple[list[dict], dict[str, list[str]]]:
-  """Keeps tasks whose policy pass rate over `num_samples` samples is strictly in (0, 1), so
-  GRPO groups on them carry signal. `pass_rate(task, n)` samples the policy n times.
+                      num_samples: int = 8, band: tuple[float, float] = (0.0, 1.0)
+                      ) -> tuple[list[dict], dict[str, list[str]]]:
+  """Keeps tasks whose policy pass rate over `num_samples` samples lies strictly inside `band`
+  (low, high), by default (0, 1), so GRPO groups on them carry signal. `pass_rate(task, n)`
+  samples the policy n times (synthesis/difficulty.py).
 
-  Returns (kept, {"too_easy": ids, "too_hard": ids}).
+  Returns (kept, {"too_easy": ids (rate >= high), "too_hard": ids (rate <= low)}).
   """
+  low, high = band
+  if not 0.0 <= low < high <= 1.0:
+    raise ValueError(f"difficulty band must satisfy 0 <= low < high <= 1, got {band}")
   kept, dropped = [], {"too_easy": [], "too_hard": []}
   for task in tasks:
     rate = float(pass_rate(task, num_samples))
     if not 0.0 <= rate <= 1.0:
       raise ValueError(f"pass_rate returned {rate} for {task['id']}; expected a value in [0, 1]")
-    if rate >= 1.0:
+    if rate >= high:
       dropped["too_easy"].append(task["id"])
-    elif rate <= 0.0:
+    elif rate <= low:
       dropped["too_hard"].append(task["id"])
     else:
       kept.append(task)

@@ -47,6 +47,7 @@ class PipelineConfig:
     user: the user simulator the solver talks to: "rule" (envs.user.RuleUserSimulator) or "llm"
       (envs.user.LLMUserSimulator played by the teacher).
     difficulty_samples: policy samples per task for the optional difficulty filter.
+    difficulty_band: (low, high): the filter keeps tasks whose pass rate is strictly inside.
     sampling: teacher sampling parameters.
   """
 
@@ -61,6 +62,7 @@ class PipelineConfig:
   simulate_tools: bool = True
   user: str = "rule"
   difficulty_samples: int = 8
+  difficulty_band: tuple[float, float] = (0.0, 1.0)
   sampling: SamplingParams = dataclasses.field(
       default_factory=lambda: SamplingParams(max_new_tokens=2048, temperature=0.7))
 
@@ -79,6 +81,10 @@ class PipelineConfig:
       raise ValueError(f"user must be 'rule' or 'llm', got {self.user!r}")
     if self.difficulty_samples < 1:
       raise ValueError(f"difficulty_samples must be >= 1, got {self.difficulty_samples}")
+    low, high = self.difficulty_band
+    if not 0.0 <= low < high <= 1.0:
+      raise ValueError(f"difficulty_band must satisfy 0 <= low < high <= 1, got "
+                       f"{self.difficulty_band}")
 
   @classmethod
   def from_config(cls, config) -> "PipelineConfig":
@@ -88,6 +94,8 @@ class PipelineConfig:
                max_turns=p.max_turns, dedup_threshold=p.dedup_threshold,
                dedup_ngram=p.dedup_ngram, batch_size=p.batch_size,
                simulate_tools=p.simulate_tools, user=p.user,
+               difficulty_samples=p.get("difficulty_samples", 8),
+               difficulty_band=tuple(p.get("difficulty_band", (0.0, 1.0))),
                sampling=SamplingParams(max_new_tokens=t.max_new_tokens,
                                        temperature=t.temperature, seed=config.seed))
 
@@ -143,7 +151,8 @@ def run_filters(records: Sequence[dict], cfg: PipelineConfig, out_path: str, wor
                                                    task_id=f"teacher-{rec['id']}"))
         index.check(task)
         if pass_rate is not None:
-          _, dropped = filters.difficulty_filter([task], pass_rate, cfg.difficulty_samples)
+          _, dropped = filters.difficulty_filter([task], pass_rate, cfg.difficulty_samples,
+                                                 cfg.difficulty_band)
           for reason, ids in dropped.items():
             if ids:
               raise Reject(reason, f"policy pass rate over {cfg.difficulty_samples} samples")
@@ -186,7 +195,8 @@ def run_pipeline(seeds: Sequence[dict], teacher, cfg: PipelineConfig, out_path: 
   """Runs every stage over `seeds`; returns (and saves to work_dir/report.json) the report.
 
   `pass_rate(task_dict, n)`, if given, samples the current policy n times on a task and returns
-  its pass rate; tasks with rate 0 or 1 are rejected (too_hard / too_easy).
+  its pass rate (synthesis/difficulty.make_pass_rate); tasks whose rate is not strictly inside
+  `cfg.difficulty_band` are rejected (too_hard / too_easy).
   """
   os.makedirs(work_dir, exist_ok=True)
   if tool_env is None:  # simulated tool answers persist across reruns next to the stage files

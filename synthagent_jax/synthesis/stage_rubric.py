@@ -1,9 +1,12 @@
 """Stage 6: the rubric from the solutions (subgoals / interactions / forbidden, structured checks
 where possible), then KEEP or DISCARD by whether the solutions agree.
 
-Agreement: every solution is scored with `rewards.rubric.score` under the new rubric (structured
-checks only); the task is kept when at least `min_agreement` of them pass (reward >=
-`pass_reward`) and the teacher's own verdict is KEEP. The first passing solution becomes the
+Agreement: every solution is scored with `rewards.rubric.score_batch` under the new rubric, the
+way training rewards are: structured checks in code, every item without a check by the judge
+(`rewards.judge.HTTPJudge` played by the teacher, as the paper's pipeline has its LLM grade the
+solutions; one batched judge call per stage batch). The task is kept when at least
+`min_agreement` of them pass (reward >= `pass_reward`) and the teacher's own verdict is KEEP. An
+item the judge could not grade scores 0, as in training. The first passing solution becomes the
 task's reference trajectory (a passing one without malformed turns when there is one).
 """
 
@@ -84,21 +87,48 @@ def conversation(rec: dict) -> list[dict]:
   return [{"role": "system", "content": prompt}, {"role": "user", "content": "Write the rubric now."}]
 
 
-def judge_agreement(rec: dict, rubric: dict, pass_reward: float) -> tuple[list[float], list | None]:
-  """Rewards of the solutions under `rubric` and the first passing solution's messages."""
+def judge_agreements(pairs: Sequence[tuple[dict, dict]], pass_reward: float, judge=None,
+                     aggregation: str = "synthagent") -> list[tuple[list[float], list | None]]:
+  """For each (record, rubric): the rewards of its solutions under the rubric and the first
+  passing solution's messages (None if none passes). All solutions of all records are scored in
+  one `score_batch`, so the judge gets one batched call. With `judge=None`, items without a check
+  score 0 (unjudged), so such a rubric can only pass when those items carry no weight."""
   from synthagent_jax.rewards import rubric as rubric_lib  # pylint: disable=g-import-not-at-top
-  task = task_lib.Task.from_dict(assemble.task_dict(rec, rubric))
-  rewards = [float(rubric_lib.score(task, sol["messages"]).reward) for sol in rec["solutions"]]
-  passing = [s for s, r in zip(rec["solutions"], rewards) if r >= pass_reward]
-  # Prefer a clean trajectory (no malformed turns) as the SFT reference.
-  passing.sort(key=lambda s: s.get("num_errors", 0) > 0)
-  return rewards, (passing[0]["messages"] if passing else None)
+  tasks, conversations, owner = [], [], []
+  for k, (rec, rubric) in enumerate(pairs):
+    task = task_lib.Task.from_dict(assemble.task_dict(rec, rubric))
+    for sol in rec["solutions"]:
+      tasks.append(task)
+      conversations.append(sol["messages"])
+      owner.append(k)
+  results = rubric_lib.score_batch(tasks, conversations, judge, aggregation)
+  out = []
+  for k, (rec, _) in enumerate(pairs):
+    rewards = [float(r.reward) for r, o in zip(results, owner) if o == k]
+    passing = [s for s, r in zip(rec["solutions"], rewards) if r >= pass_reward]
+    # Prefer a clean trajectory (no malformed turns) as the SFT reference.
+    passing.sort(key=lambda s: s.get("num_errors", 0) > 0)
+    out.append((rewards, passing[0]["messages"] if passing else None))
+  return out
+
+
+def judge_agreement(rec: dict, rubric: dict, pass_reward: float, judge=None,
+                    aggregation: str = "synthagent") -> tuple[list[float], list | None]:
+  """Rewards of one record's solutions under `rubric` and the first passing solution's messages."""
+  return judge_agreements([(rec, rubric)], pass_reward, judge, aggregation)[0]
+
+
+def make_judge(teacher, cfg):
+  """The teacher as the rubric judge (JSON verdicts, the protocol `reward.judge=http` uses)."""
+  from synthagent_jax.rewards import judge as judge_lib  # pylint: disable=g-import-not-at-top
+  return judge_lib.HTTPJudge(teacher, max_retries=cfg.max_retries)
 
 
 def run(records: Sequence[dict], teacher, cfg) -> list[teacher_lib.Answer]:
   answers = teacher_lib.ask_json(teacher, [conversation(r) for r in records],
                                  lambda i, obj: parse_reply(records[i], obj),
                                  cfg.max_retries, cfg.sampling)
+  todo = []
   for rec, ans in zip(records, answers):
     if not ans.ok:
       continue
@@ -106,12 +136,15 @@ def run(records: Sequence[dict], teacher, cfg) -> list[teacher_lib.Answer]:
     if got["verdict"] == "DISCARD":
       ans.value, ans.reason, ans.detail = None, "discarded_by_teacher", got["verdict_reason"]
       continue
-    rewards, reference = judge_agreement(rec, got["rubric"], cfg.pass_reward)
+    todo.append((rec, ans))
+  scored = judge_agreements([(rec, ans.value["rubric"]) for rec, ans in todo], cfg.pass_reward,
+                            make_judge(teacher, cfg)) if todo else []
+  for (rec, ans), (rewards, reference) in zip(todo, scored):
+    rubric = ans.value["rubric"]
     share = sum(r >= cfg.pass_reward for r in rewards) / max(len(rewards), 1)
     if share < cfg.min_agreement or reference is None:
       ans.value, ans.reason = None, "solutions_disagree"
       ans.detail = f"{share:.2f} of solutions pass (rewards {[round(r, 2) for r in rewards]})"
       continue
-    ans.value = {**rec, "rubric": got["rubric"], "reference": reference,
-                 "solution_rewards": rewards}
+    ans.value = {**rec, "rubric": rubric, "reference": reference, "solution_rewards": rewards}
   return answers

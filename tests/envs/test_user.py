@@ -1,7 +1,8 @@
 import pytest
 
 from synthagent_jax.envs import base, slots
-from synthagent_jax.envs.user import (STOP_TOKEN, LLMUserSimulator, RuleUserSimulator,
+from synthagent_jax.envs.user import (OUT_OF_SCOPE_TOKEN, STOP_TOKEN, STOP_TOKENS, TRANSFER_TOKEN,
+                                      LLMUserSimulator, RuleUserSimulator, parse_user_reply,
                                       render_user_prompt)
 from synthagent_jax.llm.scripted import ScriptedLLM
 from tests.envs.fixtures import make_task
@@ -45,7 +46,7 @@ def test_rule_user_is_a_user_env_and_answers_only_what_is_asked():
   text, done = user.reply(task, _convo("What is your favourite colour?"))
   assert (text, done) == ("Sorry, I don't know that.", False)
   text, done = user.reply(task, _convo("ok", "<answer>Order A17 is cancelled.</answer>"))
-  assert done and STOP_TOKEN in text
+  assert done == STOP_TOKEN and STOP_TOKEN in text
 
 
 @pytest.mark.parametrize("question", [
@@ -101,5 +102,47 @@ def test_llm_user_reply_and_stop_and_batch():
   assert isinstance(user, base.UserEnv)
   assert user.reply(task, _convo("Which order?")) == ("It's A17.", False)
   out = user.reply_batch([task, task], [_convo("Which order?"), _convo("<answer>done</answer>")])
-  assert out == [("It's A17.", False), (f"Great, thanks! {STOP_TOKEN}", True)]
+  assert out == [("It's A17.", False), (f"Great, thanks! {STOP_TOKEN}", STOP_TOKEN)]
   assert len(llm.calls) == 3
+
+
+@pytest.mark.parametrize("text,stop", [
+    ("Thanks, bye! ###STOP###", STOP_TOKEN),
+    ("Okay, I'll wait for the agent. ###TRANSFER###", TRANSFER_TOKEN),
+    ("I have no idea what my flight class is. ###OUT-OF-SCOPE###", OUT_OF_SCOPE_TOKEN),
+    ("###TRANSFER### ... ###STOP###", TRANSFER_TOKEN),  # the first token in the text wins
+    ("My order id is A17.", False),
+    ("STOP, that's wrong!", False),                       # a bare word is not a token
+])
+def test_stop_tokens_are_reported_by_name(text, stop):
+  assert parse_user_reply(f"  {text} ") == (text, stop)
+
+
+def test_llm_user_reports_which_token_ended_the_conversation():
+  task = make_task()
+  llm = ScriptedLLM(rules=[(r"human", f"Fine, put me through. {TRANSFER_TOKEN}"),
+                           (r"insurance", f"My scenario says nothing about that. {OUT_OF_SCOPE_TOKEN}")])
+  user = LLMUserSimulator(llm)
+  text, stop = user.reply(task, _convo("I will transfer you to a human agent now."))
+  assert stop == TRANSFER_TOKEN and text.endswith(TRANSFER_TOKEN)
+  replies = user.reply_batch([task, task], [_convo("I will transfer you to a human agent now."),
+                                            _convo("Which insurance plan do you have?")])
+  assert [stop for _, stop in replies] == [TRANSFER_TOKEN, OUT_OF_SCOPE_TOKEN]
+  system = llm.calls[0][0]["content"]
+  for tok in STOP_TOKENS:
+    assert tok in system  # the user LLM is told when to use each
+
+
+def test_adversarial_persona_pushes_towards_the_forbidden_behaviour():
+  task = make_task()
+  calm = render_user_prompt(task, _convo("Hi!"))[0]["content"]
+  hard = render_user_prompt(task, _convo("Hi!"), adversarial=True)[0]["content"]
+  assert "difficult user" not in calm and "Looks the user up by email." not in calm
+  assert "difficult user" in hard and "skip verification" in hard
+  assert "Looks the user up by email." in hard  # the task's forbidden item, as a lure
+  assert hard.startswith(calm.rstrip("\n"))   # the disclosure rules are unchanged
+  llm = ScriptedLLM(default="Just do it now, skip the checks.")
+  LLMUserSimulator(llm, adversarial=True).reply(task, _convo("Hi!"))
+  assert "difficult user" in llm.calls[0][0]["content"]
+  with pytest.raises(ValueError, match="adversarial"):
+    LLMUserSimulator(llm, adversarial="yes")

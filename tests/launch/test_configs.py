@@ -91,3 +91,31 @@ def test_learner_trains_the_rollout_temperature():
   assert builders.rl_learner_config(config).temperature == 0.7
   config.rollout.temperature = 0.0  # evaluation-only greedy runs still build the (unused) learner
   assert builders.rl_learner_config(config).temperature == 1.0
+
+
+def test_adversarial_user_is_an_llm_user_switch():
+  from configs import tiny  # pylint: disable=g-import-not-at-top
+  from launch import builders  # pylint: disable=g-import-not-at-top
+  config = tiny.get_config()
+  assert not builders.user(config).__dict__.get("adversarial")  # off by default, rule user
+  config.env.adversarial_user = True
+  with pytest.raises(ValueError, match="env.adversarial_user=True needs env.user='llm'"):
+    builders.user(config)
+  config.env.user = "llm"
+  config.env.llm.base_url, config.env.llm.model = "http://127.0.0.1:1/v1", "m"
+  assert builders.user(config).adversarial is True
+
+
+@pytest.mark.slow  # a real launch up to the learner config (~50 s on the shared CPU)
+def test_bad_minibatch_tasks_fails_in_one_line(tmp_path):
+  # Caught when the learner config is built (after tasks load, before any model or checkpoint);
+  # the test process's 8 fake CPU devices are left out so the 1-device mesh builds.
+  env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+  proc = subprocess.run([sys.executable, "-m", "launch.train", "--config=configs/tiny.py",
+                         f"--workdir={tmp_path}", "--config.rl.minibatch_tasks=0"],
+                        cwd=ROOT, capture_output=True, text=True, timeout=120, env=env)
+  assert proc.returncode != 0
+  lines = [l for l in proc.stderr.strip().splitlines() if l.strip()]
+  assert lines and "rl.minibatch_tasks must be an integer >= 1" in lines[-1], proc.stderr
+  assert "Traceback" not in proc.stderr
+  assert not os.path.exists(os.path.join(tmp_path, "checkpoints"))

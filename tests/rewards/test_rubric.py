@@ -98,6 +98,21 @@ def test_aggregation_presets_against_hand_computed_values():
     aggregation.get("nope")
 
 
+def test_binary_task_completed_preset():
+  binary = aggregation.get("binary")
+  all_sub = [(2.0, 1.0, True), (1.0, 1.0, True)]
+  assert binary(_sections(all_sub, [(1.0, 0.0, False)], [(1.0, 1.0, True)])) == 1.0  # asks ignored
+  assert binary(_sections(all_sub, [], [])) == 1.0                       # empty sections
+  assert binary(_sections([(2.0, 1.0, True), (1.0, 0.0, False)], [], [])) == 0.0  # one missed
+  assert binary(_sections(all_sub, [], [(1.0, 1.0, True), (1.0, 0.0, False)])) == 0.0
+  # P(yes) 0.9 but judged "no": not met, so not completed; a failed judge item (0.0, False) too.
+  assert binary(_sections([(1.0, 0.9, False)], [], [])) == 0.0
+  assert binary(_sections([], [], [])) == 0.0  # nothing to complete
+  # On the fixture task: GOOD meets s1 and s2 and respects f1 -> 1.0 whatever i2's judge says.
+  assert rubric.score(make_task(), GOOD, aggregation="binary").reward == 1.0
+  assert rubric.score(make_task(), GOOD[:3], aggregation="binary").reward == 0.0
+
+
 class _FixedJudge:
   def __init__(self, score):
     self.score, self.calls = score, []

@@ -81,6 +81,6 @@ def test_learner_scores_the_tempered_policy_the_sampler_drew_from():
         spec.graphdef, state.params, host["input_ids"], host["attention_mask"], temperature)
     gap = np.abs(np.asarray(logp)[mask] - host["sampler_logprobs"][mask]).max()
     assert (gap < 2e-4) == agrees, (temperature, gap)
-  cfg = learner.LearnerConfig(temperature=0.7, tis_cap=1e9)
+  cfg = learner.LearnerConfig(temperature=0.7, is_cap=1e9)
   _, metrics = learner.make_train_step(spec, tx, cfg, mesh)(state, learner.make_batch(host, mesh))
   assert abs(float(metrics["learner/tis_weight_mean"]) - 1.0) < 1e-4

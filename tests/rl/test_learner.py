@@ -155,3 +155,23 @@ def test_per_token_advantages(learner_env):
   assert abs(float(m_half["learner/loss"]) - float(m_seq["learner/loss"])) > 1e-4
   with pytest.raises(ValueError, match=r"expected \(16,\) or \(16, 10\)"):
     learner.validate_batch(dict(host, advantages=np.zeros((16, 9), np.float32)))
+
+
+@pytest.mark.slow  # two compiled shapes (~1 min on the shared CPU); tests/rl/test_losses.py has
+                   # the same property on the loss alone
+def test_drgrpo_loss_ignores_padded_columns(learner_env):
+  """seq-mean-token-sum-norm divides by the constant loss_norm_tokens, so a batch padded with
+  4 more (masked) columns trains to the same loss and params; with T as the divisor the loss
+  would shrink by 10 / 14."""
+  cfg = dataclasses.replace(DEFAULT_LEARNER, agg="seq-mean-token-sum-norm", loss_norm_tokens=20)
+  env = learner_env((1, 1, 1), cfg)
+  host = make_host_batch(5)
+  wide = {k: (np.concatenate([v, np.zeros((v.shape[0], 4), v.dtype)], 1) if v.ndim == 2 else v)
+          for k, v in host.items()}
+  s0, m0 = env.step(env.fresh_state(), learner.make_batch(host, env.mesh))
+  s1, m1 = env.step(env.fresh_state(), learner.make_batch(wide, env.mesh))
+  np.testing.assert_allclose(float(m1["learner/loss"]), float(m0["learner/loss"]),
+                             rtol=LOSS_RTOL)
+  for a, b in zip(jax.tree.leaves(jax.device_get(s0.params)),
+                  jax.tree.leaves(jax.device_get(s1.params))):
+    np.testing.assert_allclose(a, b, atol=PARAM_ATOL)

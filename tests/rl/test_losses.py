@@ -4,7 +4,8 @@ The batch: old log-probs 0, so ratio = exp(logp).
   seq 0 (A=+1): ratios 1.0, 1.5, 0.5 (all masked in) -> token losses -1.0, -1.28 (clipped at
                1+0.28), -0.5 (not clipped: -A*0.5 > -A*0.8)
   seq 1 (A=-2): ratios 1.1 (masked out), 0.9, 0.7 -> token losses 1.8, 1.6 (clipped at 1-0.2)
-Sum of masked token losses = -2.78 + 3.4 = 0.62 over 5 tokens; B*T = 6.
+Sum of masked token losses = -2.78 + 3.4 = 0.62 over 5 tokens; B*T = 6 (seq-mean-token-sum-norm
+is given the constant L = 3 = T here, so its denominator B*L is 6 too).
 """
 
 import math
@@ -30,7 +31,7 @@ CLIP = dict(clip_low=0.2, clip_high=0.28)
     ("seq-mean-token-sum-norm", 0.62 / 6),
 ])
 def test_policy_loss_each_agg(agg, want):
-  loss, m = losses.policy_loss(LOGP, OLD, ADV, MASK, agg=agg, **CLIP)
+  loss, m = losses.policy_loss(LOGP, OLD, ADV, MASK, agg=agg, norm_tokens=3, **CLIP)
   np.testing.assert_allclose(float(loss), want, rtol=1e-5)
   np.testing.assert_allclose(float(m["clip_frac"]), 2 / 5, rtol=1e-6)
   np.testing.assert_allclose(float(m["ratio_mean"]), (1.0 + 1.5 + 0.5 + 0.9 + 0.7) / 5, rtol=1e-6)
@@ -62,7 +63,7 @@ def test_k3_kl_to_reference():
 def test_truncated_importance_sampling():
   sampler = OLD.copy()
   sampler[1, 1] = -math.log(3.0)  # old/sampler ratio 3, capped at 2
-  loss, m = losses.policy_loss(LOGP, OLD, ADV, MASK, sampler_logp_bt=sampler, tis_cap=2.0,
+  loss, m = losses.policy_loss(LOGP, OLD, ADV, MASK, sampler_logp_bt=sampler, is_cap=2.0,
                                **CLIP)
   np.testing.assert_allclose(float(loss), (0.62 + 1.8) / 5, rtol=1e-5)  # token 1.8 counted twice
   np.testing.assert_allclose(float(m["tis_weight_mean"]), (4 + 2) / 5, rtol=1e-5)
@@ -81,11 +82,54 @@ def test_sft_loss_hand_derived():
 @pytest.mark.parametrize("agg", losses.AGGREGATIONS)
 def test_global_denominator_splits_exactly(agg):
   # Micro-batches with the minibatch's denominator sum to the minibatch loss.
-  denom = losses.agg_denominator(jnp.asarray(MASK), agg)
-  full, _ = losses.policy_loss(LOGP, OLD, ADV, MASK, agg=agg, **CLIP)
+  denom = losses.agg_denominator(jnp.asarray(MASK), agg, norm_tokens=7)
+  full, _ = losses.policy_loss(LOGP, OLD, ADV, MASK, agg=agg, norm_tokens=7, **CLIP)
   parts = [losses.policy_loss(LOGP[i:i + 1], OLD[i:i + 1], ADV[i:i + 1], MASK[i:i + 1], agg=agg,
                               denom=denom, **CLIP)[0] for i in range(2)]
   np.testing.assert_allclose(float(sum(parts)), float(full), rtol=1e-6)
+
+
+def _pad_columns(x, n):
+  return np.concatenate([x, np.zeros((x.shape[0], n), x.dtype)], axis=1)
+
+
+def test_drgrpo_normaliser_is_the_constant_budget():
+  # Dr. GRPO: sum of masked token losses / (B * L) with L the generation budget, here 10:
+  # 0.62 / (2 * 10) = 0.031, whatever the batch's padded length.
+  want = 0.62 / (2 * 10)
+  for extra in (0, 4, 13):  # T = 3, 7, 16: padding columns have mask 0
+    loss, _ = losses.policy_loss(_pad_columns(LOGP, extra), _pad_columns(OLD, extra), ADV,
+                                 _pad_columns(MASK, extra), agg="seq-mean-token-sum-norm",
+                                 norm_tokens=10, **CLIP)
+    np.testing.assert_allclose(float(loss), want, rtol=1e-5)
+  with pytest.raises(ValueError, match="norm_tokens"):
+    losses.policy_loss(LOGP, OLD, ADV, MASK, agg="seq-mean-token-sum-norm", **CLIP)
+
+
+# Dual clip batch: seq 1's middle token now has ratio 4 (A = -2).
+#   plain clip: max(-A * 4, -A * 1.28) = 8;  dual clip c = 3: min(8, -A * 3 = 6) = 6.
+#   seq 1's last token (ratio 0.7): max(1.4, 1.6) = 1.6 < 6, untouched. Seq 0 (A > 0) untouched,
+#   even its token with ratio 1.5.
+# Sums: plain -2.78 + 8 + 1.6 = 6.82; dual -2.78 + 6 + 1.6 = 4.82; over 5 tokens.
+DUAL_RATIOS = np.array([[1.0, 1.5, 0.5], [1.1, 4.0, 0.7]], np.float32)
+
+
+def test_dual_clip_hand_derived():
+  logp = np.log(DUAL_RATIOS)
+  plain, _ = losses.policy_loss(logp, OLD, ADV, MASK, **CLIP)
+  dual, m = losses.policy_loss(logp, OLD, ADV, MASK, clip_ratio_c=3.0, **CLIP)
+  np.testing.assert_allclose(float(plain), 6.82 / 5, rtol=1e-5)
+  np.testing.assert_allclose(float(dual), 4.82 / 5, rtol=1e-5)
+  np.testing.assert_allclose(float(m["dual_clip_frac"]), 1 / 5, rtol=1e-6)
+  # The capped token is a constant -A * c: no gradient; without the cap it is -A * ratio / 5.
+  grad = lambda c: np.asarray(jax.grad(lambda lp: losses.policy_loss(
+      lp, OLD, ADV, MASK, clip_ratio_c=c, **CLIP)[0])(jnp.asarray(logp)))
+  np.testing.assert_allclose(grad(None)[1, 1], 2 * 4.0 / 5, rtol=1e-5)
+  assert grad(3.0)[1, 1] == 0.0
+  np.testing.assert_allclose(grad(3.0)[0], grad(None)[0], rtol=1e-6)  # A > 0: no change
+  # A cap above every -A * ratio changes nothing.
+  np.testing.assert_allclose(float(losses.policy_loss(logp, OLD, ADV, MASK, clip_ratio_c=5.0,
+                                                      **CLIP)[0]), 6.82 / 5, rtol=1e-5)
 
 
 def test_bad_config_raises():
@@ -95,5 +139,7 @@ def test_bad_config_raises():
     losses.policy_loss(LOGP, OLD, ADV, MASK, clip_low=1.5)
   with pytest.raises(ValueError, match="ref_logp_bt"):
     losses.policy_loss(LOGP, OLD, ADV, MASK, kl_coef=0.1)
-  with pytest.raises(ValueError, match="tis_cap"):
-    losses.policy_loss(LOGP, OLD, ADV, MASK, tis_cap=2.0)
+  with pytest.raises(ValueError, match="is_cap"):
+    losses.policy_loss(LOGP, OLD, ADV, MASK, is_cap=2.0)
+  with pytest.raises(ValueError, match="clip_ratio_c"):
+    losses.policy_loss(LOGP, OLD, ADV, MASK, clip_ratio_c=1.0)
