@@ -6,7 +6,8 @@
 
 Writes FILE one task per line (appended and fsynced per task), then the held-out split next to it:
 `<stem>_train.jsonl` and `<stem>_eval.jsonl` (by id hash, `synthesis.split.is_heldout`).
-Rerunning on an existing FILE continues where it stopped and never writes an id twice.
+Rerunning on an existing FILE continues where it stopped and never writes an id twice. One run
+at a time writes FILE: a second run on the same FILE exits at once with an error (FILE.lock).
 """
 
 from __future__ import annotations
@@ -111,13 +112,22 @@ def main(argv):
   except SynthConfigError as e:
     print(f"synthesize: config error: {e}", file=sys.stderr)
     sys.exit(2)
-  if config.kind == "offline":
-    added = run_offline(config, out_path)
-    print(f"offline: {added} new tasks", file=sys.stderr)
-  else:
-    report = run_teacher(config, out_path)
-    print(json.dumps(report, indent=2), file=sys.stderr)
-  print(json.dumps(finish(config, out_path)))
+  lock = store.OutputLock(out_path)
+  try:
+    lock.acquire()
+  except store.OutputLocked as e:
+    print(f"synthesize: error: {e}", file=sys.stderr)
+    sys.exit(2)
+  try:
+    if config.kind == "offline":
+      added = run_offline(config, out_path)
+      print(f"offline: {added} new tasks", file=sys.stderr)
+    else:
+      report = run_teacher(config, out_path)
+      print(json.dumps(report, indent=2), file=sys.stderr)
+    print(json.dumps(finish(config, out_path)))
+  finally:
+    lock.release()
 
 
 def _define_flags():
