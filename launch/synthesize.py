@@ -50,6 +50,12 @@ def check_config(config) -> None:
       raise SynthConfigError("teacher.model is not set: pass --config.teacher.model=NAME")
     if not os.path.isdir(config.seeds_dir):
       raise SynthConfigError(f"seeds_dir={config.seeds_dir!r} is not a directory")
+    from synthagent_jax.llm import openai_http  # pylint: disable=g-import-not-at-top
+    try:
+      openai_http.check_key_transport(_teacher_config(config),
+                                      bool(os.environ.get(config.teacher.api_key_env)))
+    except ValueError as e:
+      raise SynthConfigError(f"teacher.base_url: {e}") from None
 
 
 def run_offline(config, out_path: str) -> int:
@@ -73,11 +79,18 @@ def run_offline(config, out_path: str) -> int:
   return added
 
 
+def _teacher_config(config):
+  from synthagent_jax.llm import openai_http  # pylint: disable=g-import-not-at-top
+  try:
+    return openai_http.OpenAIConfig(base_url=config.teacher.base_url, model=config.teacher.model,
+                                    api_key_env=config.teacher.api_key_env)
+  except ValueError as e:
+    raise SynthConfigError(str(e)) from None
+
+
 def build_teacher(config):
   from synthagent_jax.llm import openai_http  # pylint: disable=g-import-not-at-top
-  return openai_http.OpenAIChatLLM(openai_http.OpenAIConfig(
-      base_url=config.teacher.base_url, model=config.teacher.model,
-      api_key_env=config.teacher.api_key_env))
+  return openai_http.OpenAIChatLLM(_teacher_config(config))
 
 
 def run_teacher(config, out_path: str, teacher=None) -> dict:
