@@ -62,6 +62,7 @@ import math
 import os
 from typing import Any, Iterable
 
+# EFFECT_OPS, MESSAGE_ROLES, TaskValidationError and split_path are also this module's API.
 from synthagent_jax.envs.validate import (EFFECT_OPS, MESSAGE_ROLES, TaskValidationError,
                                           check_json_value, check_keys, check_rubric_references,
                                           check_tool_schema, fail, join, nonempty_str, req,
