@@ -49,9 +49,9 @@ task) or answers a deterministic "no record found" observation. Unscripted calls
 state. Nothing in a task is ever executed as code.
 
 Python API: `Task.from_dict(d)` (raises `TaskValidationError(field, message)`), `Task.to_dict()`,
-`load_tasks(path) -> (tasks, errors)` (each error names file:line:field; the bad record is skipped
-and counted: bad JSON, bad UTF-8, NaN/Infinity, huge integers and deep nesting included),
-`save_tasks(tasks, path)`. The validation rules themselves live in envs/validate.py.
+`load_tasks(path) -> (tasks, errors)` (each error names file:line:field; the bad record, even bad
+UTF-8, NaN or deep nesting, is skipped and counted), `save_tasks(tasks, path)`. Validation rules:
+envs/validate.py (EFFECT_OPS, MESSAGE_ROLES, TaskValidationError, split_path re-exported here).
 """
 
 from __future__ import annotations
@@ -62,7 +62,6 @@ import math
 import os
 from typing import Any, Iterable
 
-# EFFECT_OPS, MESSAGE_ROLES, TaskValidationError and split_path are also this module's API.
 from synthagent_jax.envs.validate import (EFFECT_OPS, MESSAGE_ROLES, TaskValidationError,
                                           check_json_value, check_keys, check_rubric_references,
                                           check_tool_schema, fail, join, nonempty_str, req,
@@ -367,7 +366,8 @@ def load_tasks(path: str | os.PathLike) -> tuple[list[Task], list[TaskError]]:
       try:
         record = json.loads(line, parse_constant=_refuse_constant)
       except json.JSONDecodeError as e:
-        errors.append(TaskError(path, lineno, "<json>", f"invalid JSON: {e.msg} at column {e.colno}"))
+        errors.append(TaskError(path, lineno, "<json>",
+                                f"invalid JSON: {e.msg} at column {e.colno}"))
         continue
       except (ValueError, RecursionError) as e:  # a huge integer, NaN, nesting past the stack
         msg = "nested too deeply" if isinstance(e, RecursionError) else str(e)
@@ -375,7 +375,7 @@ def load_tasks(path: str | os.PathLike) -> tuple[list[Task], list[TaskError]]:
         continue
       try:
         task = Task.from_dict(record)
-      except TaskValidationError as e:
+      except TaskValidationError as e:  # values nest <= 64 levels, so no RecursionError here
         errors.append(TaskError(path, lineno, e.field, e.message))
         continue
       if task.id in seen:

@@ -279,8 +279,8 @@ def validate_arguments(tool: Tool, arguments: Any) -> str | None:
                     key=lambda e: (list(e.absolute_path), e.message))
   except referencing.exceptions.Unresolvable as e:
     return f"the tool's schema has a reference that cannot be resolved ({e})"
-  except regex.error as e:
-    return f"the tool's schema has an invalid pattern ({e})"
+  except (regex.error, RecursionError) as e:
+    return f"the tool's schema has an invalid pattern ({e.__class__.__name__}: {e})"
   if not errors:
     return None
   msgs = []

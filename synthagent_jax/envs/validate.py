@@ -10,9 +10,9 @@ Contract:
   `MAX_DEPTH` levels. Iterative, so a hostile record cannot exhaust the stack.
 - `check_tool_schema(schema, where)`: a tool's JSON schema never reaches the network and cannot
   make a match hang: only local `$ref`s (`#/...`; no `$id` that rebases them, no remote
-  `$dynamicRef` / `$recursiveRef`), every `pattern` / `patternProperties` key compiles, and no
-  pattern repeats a group that is itself a bare repeat (`(a+)+`, `(?:\\d*)*`, the classic
-  exponential backtracking shape). Matching is bounded too (envs/tools.py runs patterns with a
+  `$dynamicRef` / `$recursiveRef`), every `pattern` / `patternProperties` key compiles, nests
+  groups at most `MAX_PATTERN_NESTING` deep, and repeats no group that is itself a bare repeat
+  (`(a+)+`, `(?:\\d*)*`, the classic exponential backtracking shape). Matching is bounded too (envs/tools.py runs patterns with a
   timeout and resolves references in an empty registry), for the shapes no static rule sees.
 - `validate_world(world, tools, where)`: the world shape documented in envs/task.py;
   `validate_messages` a reference conversation; `check_rubric_references` that rubric checks
@@ -38,6 +38,7 @@ EFFECT_OPS = ("set", "append", "delete")
 MESSAGE_ROLES = ("system", "user", "assistant", "tool")
 MAX_DEPTH = 64           # nesting levels (objects and arrays) of any value in a task record
 MAX_PATTERN_CHARS = 1000
+MAX_PATTERN_NESTING = 32  # parenthesised groups inside one another
 _REF_KEYS = ("$ref", "$dynamicRef", "$recursiveRef")
 # Schema keywords whose values are data, not subschemas: never read as schema keywords.
 _DATA_KEYS = ("enum", "const", "default", "examples")
@@ -144,6 +145,29 @@ def _bare_repeat(items) -> bool:
   return False
 
 
+def _group_depth(pattern: str) -> int:
+  """Deepest nesting of parentheses, outside escapes and character classes."""
+  depth = deepest = i = 0
+  in_class = False
+  while i < len(pattern):
+    ch = pattern[i]
+    if ch == "\\":
+      i += 1  # the escaped character is literal
+    elif in_class:
+      in_class = ch != "]"
+    elif ch == "[":
+      in_class = True
+      i += 1 if pattern[i + 1:i + 2] == "^" else 0
+      i += 1 if pattern[i + 1:i + 2] == "]" else 0  # a leading ] is a member
+    elif ch == "(":
+      depth += 1
+      deepest = max(deepest, depth)
+    elif ch == ")":
+      depth -= 1
+    i += 1
+  return deepest
+
+
 def _nested_quantifier(items) -> bool:
   """Whether a parsed pattern repeats a group whose whole body is itself a repeat."""
   stack = [items]
@@ -172,6 +196,8 @@ def check_pattern(pattern: Any, where: str) -> None:
     fail(where, f"a pattern must be a string, got {type(pattern).__name__}")
   if len(pattern) > MAX_PATTERN_CHARS:
     fail(where, f"pattern is {len(pattern)} characters (at most {MAX_PATTERN_CHARS})")
+  if _group_depth(pattern) > MAX_PATTERN_NESTING:
+    fail(where, f"pattern {pattern[:60]!r} nests groups deeper than {MAX_PATTERN_NESTING} levels")
   try:
     parsed = _sre_parse.parse(pattern)
     re.compile(pattern)
@@ -185,10 +211,6 @@ def check_pattern(pattern: Any, where: str) -> None:
 def check_tool_schema(schema: dict, where: str) -> None:
   """A valid JSON schema (its own meta-schema) with no remote references and only bounded-cost
   patterns anywhere."""
-  try:
-    jsonschema.validators.validator_for(schema).check_schema(schema)
-  except jsonschema.SchemaError as e:
-    fail(where, f"invalid JSON schema: {e.message}")
   stack = [(schema, where)]
   while stack:
     node, path = stack.pop()
@@ -214,6 +236,13 @@ def check_tool_schema(schema: dict, where: str) -> None:
         for p in value:
           check_pattern(p, join(kpath, p))
       stack.append((value, kpath))
+  # After the rules above: the meta-schema check compiles every pattern, so they must be sane.
+  try:
+    jsonschema.validators.validator_for(schema).check_schema(schema)
+  except jsonschema.SchemaError as e:
+    fail(where, f"invalid JSON schema: {e.message}")
+  except RecursionError:
+    fail(where, "invalid JSON schema: nested too deeply")
 
 
 # ---- worlds -------------------------------------------------------------------------------------

@@ -36,8 +36,9 @@ MAX_ARGUMENT_DEPTH = 64  # nesting levels of a call's arguments (objects and arr
 def _closed_blocks(text: str, start_tag: str, end_tag: str) -> list[tuple[int, int, int, int]]:
   """Complete `start_tag...end_tag` blocks, leftmost first, non-overlapping, shortest body.
 
-  Returns [(block_start, body_start, body_end, block_end)]. The same matches as a lazy `start(.*?)end` regex scan, in linear time: once an opening tag has
-  no closing tag after it, no later opening tag has one either, so the scan stops there.
+  Returns [(block_start, body_start, body_end, block_end)]: the matches of a lazy
+  `start(.*?)end` regex scan, in linear time. Once an opening tag has no closing tag after it,
+  no later opening tag has one either, so the scan stops there.
   """
   blocks, pos = [], 0
   while True:

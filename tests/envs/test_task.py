@@ -86,7 +86,10 @@ BAD_RECORDS = [
      "tools[0].function.parameters.patternProperties.^(?:x\\d*)*(?:y*)*$", "repeats a repeated"),
     (lambda d: d["tools"][0]["function"]["parameters"]["properties"].update(
         order_id={"type": "string", "pattern": "(unclosed"}),
-     "tools[0].function.parameters", "invalid JSON schema"),
+     "tools[0].function.parameters.properties.order_id.pattern", "not a valid regular expression"),
+    (lambda d: d["tools"][0]["function"]["parameters"]["properties"].update(
+        order_id={"type": "string", "pattern": "(?:" * 40 + "a" + ")" * 40}),
+     "tools[0].function.parameters.properties.order_id.pattern", "nests groups deeper than 32"),
 ]
 
 
@@ -139,7 +142,7 @@ def test_safe_schemas_still_load(schema):
 
 
 def test_one_bad_line_of_any_kind_loses_only_that_line(tmp_path):
-  """Each hostile line is a file:line error; the good lines around them are kept (issue 19 item 8)."""
+  """Each hostile line is a file:line error; the good lines around it are kept (issue 19, 8)."""
   good = [json.dumps(task_dict(id=f"ok{i}")).encode() for i in range(3)]
   weight_inf = json.dumps(task_dict(id="inf")).replace('"weight": 2.0', '"weight": Infinity', 1)
   assert "Infinity" in weight_inf

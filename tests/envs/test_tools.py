@@ -163,8 +163,9 @@ def test_remote_ref_is_never_fetched(monkeypatch):
   assert obs.startswith("Error: invalid arguments for get_order: the tool's schema has a "
                         "reference that cannot be resolved")
   # Local references still resolve.
-  task = _with_first_tool_params({"type": "object", "properties": {"order_id": {"$ref": "#/$defs/id"}},
-                                  "$defs": {"id": {"type": "string", "pattern": "^A\\d+$"}}})
+  task = _with_first_tool_params({
+      "type": "object", "properties": {"order_id": {"$ref": "#/$defs/id"}},
+      "$defs": {"id": {"type": "string", "pattern": "^A\\d+$"}}})
   ep = tools.new_episode(task)
   assert "does not match" in tools.call(task, base.ToolCall("get_order", {"order_id": "B1"}), ep)
   assert "teapot" in tools.call(task, base.ToolCall("get_order", {"order_id": "A17"}), ep)

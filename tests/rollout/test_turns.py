@@ -240,7 +240,8 @@ def test_episode_with_non_finite_call_runs_on_and_logs_as_json(tmp_path):
   assert tools.calls == [("t0", "lookup", {"key": "a"})]  # the malformed calls never ran
   observations = [m for m in traj.messages if m["role"] == "tool"]
   assert [m["name"] for m in observations[:3]] == [INVALID_CALL_NAME] * 3
-  assert all(m["content"].startswith("Error: tool call is not valid JSON") for m in observations[:3])
+  assert all(m["content"].startswith("Error: tool call is not valid JSON")
+             for m in observations[:3])
   rec = metrics.rollout_record(5, traj, domain="d", reward=float("nan"), advantage=0.0)
   metrics.RolloutLogger(tmp_path, process_index=0).write(5, [rec])
   (back,) = metrics.read_rollouts(tmp_path, 5)
