@@ -68,9 +68,11 @@ def base_config() -> ml_collections.ConfigDict:
   c.env.adversarial_user = False   # llm user pushes the agent to break policy or skip steps
   c.env.tool_llm = False           # simulate unscripted tool calls with env.llm
   c.env.cache_dir = ""             # tool-simulation cache ("" = <workdir>/tool_cache)
-  c.env.llm = ml_collections.ConfigDict()
+  c.env.llm = ml_collections.ConfigDict()  # user simulator (env.user=llm) and tool simulator
   c.env.llm.base_url = ""
   c.env.llm.model = ""
+  # Env var holding this endpoint's API key. A key is sent in cleartext only to https:// or a
+  # loopback http:// base_url; any other http:// host is refused (llm/openai_http.py).
   c.env.llm.api_key_env = "OPENAI_API_KEY"
 
   c.reward = ml_collections.ConfigDict()
@@ -82,7 +84,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.reward.judge_llm = ml_collections.ConfigDict()
   c.reward.judge_llm.base_url = ""
   c.reward.judge_llm.model = ""
-  c.reward.judge_llm.api_key_env = "OPENAI_API_KEY"
+  c.reward.judge_llm.api_key_env = "OPENAI_API_KEY"  # the judge's key env var (same https rule)
 
   c.rl = ml_collections.ConfigDict()
   c.rl.num_steps = 10

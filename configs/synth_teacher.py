@@ -28,6 +28,8 @@ def get_config(arg=None):
   c.teacher = ml_collections.ConfigDict()
   c.teacher.base_url = ""
   c.teacher.model = ""
+  # Env var holding the teacher's API key ("EMPTY" is sent if unset). The key goes in cleartext
+  # only to https:// or a loopback http:// base_url; any other http:// host is refused.
   c.teacher.api_key_env = "OPENAI_API_KEY"
   c.teacher.temperature = 0.7
   c.teacher.max_new_tokens = 2048

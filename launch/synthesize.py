@@ -11,7 +11,8 @@ pipeline.difficulty_band are dropped (synthesis/difficulty.py).
 
 Writes FILE one task per line (appended and fsynced per task), then the held-out split next to it:
 `<stem>_train.jsonl` and `<stem>_eval.jsonl` (by id hash, `synthesis.split.is_heldout`).
-Rerunning on an existing FILE continues where it stopped and never writes an id twice.
+Rerunning on an existing FILE continues where it stopped and never writes an id twice. One run
+at a time writes FILE: a second run on the same FILE exits at once with an error (FILE.lock).
 """
 
 from __future__ import annotations
@@ -62,6 +63,12 @@ def check_config(config) -> None:
     if not 0.0 <= low < high <= 1.0:
       raise SynthConfigError(f"pipeline.difficulty_band must satisfy 0 <= low < high <= 1, got "
                              f"{(low, high)}")
+    from synthagent_jax.llm import openai_http  # pylint: disable=g-import-not-at-top
+    try:
+      openai_http.check_key_transport(_teacher_config(config),
+                                      bool(os.environ.get(config.teacher.api_key_env)))
+    except ValueError as e:
+      raise SynthConfigError(f"teacher.base_url: {e}") from None
 
 
 def run_offline(config, out_path: str) -> int:
@@ -85,11 +92,18 @@ def run_offline(config, out_path: str) -> int:
   return added
 
 
+def _teacher_config(config):
+  from synthagent_jax.llm import openai_http  # pylint: disable=g-import-not-at-top
+  try:
+    return openai_http.OpenAIConfig(base_url=config.teacher.base_url, model=config.teacher.model,
+                                    api_key_env=config.teacher.api_key_env)
+  except ValueError as e:
+    raise SynthConfigError(str(e)) from None
+
+
 def build_teacher(config):
   from synthagent_jax.llm import openai_http  # pylint: disable=g-import-not-at-top
-  return openai_http.OpenAIChatLLM(openai_http.OpenAIConfig(
-      base_url=config.teacher.base_url, model=config.teacher.model,
-      api_key_env=config.teacher.api_key_env))
+  return openai_http.OpenAIChatLLM(_teacher_config(config))
 
 
 def build_policy(config):
@@ -162,13 +176,22 @@ def main(argv):
   except SynthConfigError as e:
     print(f"synthesize: config error: {e}", file=sys.stderr)
     sys.exit(2)
-  if config.kind == "offline":
-    added = run_offline(config, out_path)
-    print(f"offline: {added} new tasks", file=sys.stderr)
-  else:
-    report = run_teacher(config, out_path)
-    print(json.dumps(report, indent=2), file=sys.stderr)
-  print(json.dumps(finish(config, out_path)))
+  lock = store.OutputLock(out_path)
+  try:
+    lock.acquire()
+  except store.OutputLocked as e:
+    print(f"synthesize: error: {e}", file=sys.stderr)
+    sys.exit(2)
+  try:
+    if config.kind == "offline":
+      added = run_offline(config, out_path)
+      print(f"offline: {added} new tasks", file=sys.stderr)
+    else:
+      report = run_teacher(config, out_path)
+      print(json.dumps(report, indent=2), file=sys.stderr)
+    print(json.dumps(finish(config, out_path)))
+  finally:
+    lock.release()
 
 
 def _define_flags():

@@ -11,8 +11,11 @@ piece it calls is a small function of a room (see launch/builders.py for the wir
 
 from __future__ import annotations
 
+import json
 import logging
+import math
 import os
+import re
 import sys
 import time
 
@@ -31,8 +34,184 @@ class ConfigError(ValueError):
   """A config or file problem found before any heavy work; printed as one line."""
 
 
+# (key, bound): numbers the loop reads directly (no dataclass owns them); "ge0" allows 0.
+_BOUNDS = (
+    ("rl.num_steps", "ge0"), ("rl.tasks_per_step", "ge1"), ("rl.num_generations", "ge1"),
+    ("rl.minibatch_size", "ge1"), ("rl.micro_batch_size", "ge1"), ("rl.kl_coef", "ge0"),
+    ("rl.is_cap", "ge0"), ("rl.clip_high", "ge0"),
+    ("sft.num_steps", "ge0"), ("sft.batch_size", "ge1"), ("sft.lr", "gt0"),
+    ("optim.weight_decay", "ge0"), ("optim.clip_norm", "ge0"), ("optim.eps", "ge0"),
+    ("checkpoint.every_steps", "ge1"), ("checkpoint.keep", "ge1"),
+    ("eval.every_steps", "ge0"), ("eval.num_tasks", "ge0"), ("eval.k", "ge1"),
+    ("log.every_steps", "ge1"), ("model.vocab_size", "ge0"),
+)
+_CHOICES = (("env.user", ("rule", "llm")), ("reward.judge", ("none", "http", "jax")),
+            ("engine.kind", ("jax", "sglang")))
+_PROMPT_PROBE_TASKS = 8  # training tasks whose prompt length bounds rollout.max_total_tokens
+
+
+def _get(config, key: str):
+  section, name = key.split(".")
+  return config[section][name]
+
+
+def _non_finite(node, prefix: str = "") -> tuple[str, float] | None:
+  """The first float in the config that is NaN or infinite: (dotted key, value)."""
+  for k, v in node.items():
+    key = f"{prefix}{k}"
+    if isinstance(v, float) and not math.isfinite(v):
+      return key, v
+    if hasattr(v, "items"):
+      found = _non_finite(v, key + ".")
+      if found:
+        return found
+  return None
+
+
+def _owned(section: str, err: Exception, names=(), prefixes=(), aliases=None) -> ConfigError:
+  """An owner dataclass's ValueError as one line naming `section.key`."""
+  msg = str(err).splitlines()[0]
+  for prefix in prefixes:
+    msg = msg.replace(prefix, f"{section}.")
+  for name in sorted(set(names) | set(aliases or {}), key=len, reverse=True):
+    key = (aliases or {}).get(name, name)
+    msg = re.sub(rf"(?<![\w.]){re.escape(name)}\b", f"{section}.{key}", msg)
+  return ConfigError(msg if f"{section}." in msg else f"{section}: {msg}")
+
+
+def _check_values(config) -> None:
+  """One key at a time: finite numbers, bounds, known names."""
+  bad = _non_finite(config)
+  if bad:
+    raise ConfigError(f"{bad[0]} must be a finite number, got {bad[1]}")
+  for key, bound in _BOUNDS:
+    value = _get(config, key)
+    ok = value > 0 if bound == "gt0" else value >= (1 if bound == "ge1" else 0)
+    if isinstance(value, bool) or not ok:
+      want = {"gt0": "> 0", "ge0": ">= 0", "ge1": ">= 1"}[bound]
+      raise ConfigError(f"{key} must be {want}, got {value!r}")
+  for key, choices in _CHOICES:
+    if _get(config, key) not in choices:
+      raise ConfigError(f"{key} must be one of {', '.join(choices)}, got {_get(config, key)!r}")
+  from synthagent_jax.rewards import aggregation  # pylint: disable=g-import-not-at-top
+  from synthagent_jax.rl.advantages import ESTIMATORS  # pylint: disable=g-import-not-at-top
+  from synthagent_jax.rl.credit import CREDITS  # pylint: disable=g-import-not-at-top
+  for key, known in (("reward.aggregation", aggregation.AGGREGATIONS), ("rl.advantage", ESTIMATORS),
+                     ("rl.credit", CREDITS)):
+    if _get(config, key) not in known:
+      raise ConfigError(f"{key} must be one of {', '.join(known)}, got {_get(config, key)!r}")
+
+
+def _check_owned_sections(config):
+  """The sections a room's dataclass owns, validated by that dataclass now (not at build time)."""
+  from synthagent_jax import models  # pylint: disable=g-import-not-at-top
+  from synthagent_jax.parallel.mesh import MeshConfig  # pylint: disable=g-import-not-at-top
+  from synthagent_jax.rl.learner import LearnerConfig  # pylint: disable=g-import-not-at-top
+  from synthagent_jax.rl.optim import OptimConfig  # pylint: disable=g-import-not-at-top
+  from synthagent_jax.rollout.agent_loop import AgentLoopConfig  # pylint: disable=g-import-not-at-top
+  rollout = config.rollout.to_dict()
+  if not rollout.get("system_prompt"):
+    rollout.pop("system_prompt", None)
+  try:
+    loop_cfg = AgentLoopConfig.from_mapping(rollout)
+  except ValueError as e:
+    raise _owned("rollout", e, prefixes=("AgentLoopConfig.", "SamplingParams.")) from None
+  temperature = config.rollout.temperature if config.rollout.temperature > 0 else 1.0
+  try:
+    LearnerConfig.from_config(config.rl, temperature=temperature)
+  except ValueError as e:
+    raise _owned("rl", e, names=config.rl.keys(), aliases={"tis_cap": "is_cap"}) from None
+  rows = config.rl.tasks_per_step * config.rl.num_generations
+  n_updates = config.rl.num_steps * config.rl.ppo_epochs * -(-rows // config.rl.minibatch_size)
+  n_sft = config.sft.num_steps
+  try:
+    OptimConfig.from_config(config.optim, total_steps=max(1, n_updates))
+    if n_sft > 0:  # the SFT phase's schedule (launch/train_loop.py)
+      OptimConfig.from_config(config.optim, total_steps=n_sft, lr=config.sft.lr,
+                              warmup_steps=min(10, n_sft // 10), schedule="cosine")
+  except ValueError as e:
+    raise _owned("optim", e) from None
+  m = config.model
+  try:
+    MeshConfig.from_config(config.mesh)
+    dims = dict(family=m.family, vocab_size=m.vocab_size or 1, hidden_size=m.hidden_size,
+                intermediate_size=m.intermediate_size, num_layers=m.num_layers,
+                num_heads=m.num_heads, num_kv_heads=m.num_kv_heads, head_dim=m.head_dim,
+                rope_theta=m.rope_theta) if m.from_scratch else {}
+    models.ModelConfig(dtype=m.dtype, remat=m.remat, **dims)
+  except ValueError as e:
+    raise _owned("model", e, prefixes=("ModelConfig.",)) from None
+  return loop_cfg
+
+
+def _check_endpoints(config) -> None:
+  """The LLM endpoints the run will call: set, and never sending a key in cleartext off-host."""
+  from synthagent_jax.llm import openai_http  # pylint: disable=g-import-not-at-top
+  used = []
+  if config.env.user == "llm" or config.env.tool_llm:
+    used.append("env.llm")
+  if config.reward.judge == "http":
+    used.append("reward.judge_llm")
+  if config.reward.judge == "jax" and not config.reward.judge_checkpoint:
+    raise ConfigError("reward.judge='jax' needs --config.reward.judge_checkpoint=/hf/dir")
+  for name in used:
+    section = config[name.split(".")[0]][name.split(".")[1]]
+    for key in ("base_url", "model"):
+      if not section[key]:
+        user = "reward.judge=http" if name.startswith("reward") else "env.user=llm or env.tool_llm"
+        raise ConfigError(f"{name}.{key} is not set (needed by {user})")
+    try:
+      openai_http.check_key_transport(
+          openai_http.OpenAIConfig(base_url=section.base_url, model=section.model,
+                                   api_key_env=section.api_key_env),
+          bool(os.environ.get(section.api_key_env)))
+    except ValueError as e:
+      raise ConfigError(f"{name}.base_url: {e}") from None
+
+
+def _check_context(config, loop_cfg) -> None:
+  """rollout.max_total_tokens leaves room to sample after the shortest of the first training
+  prompts (else every episode ends "context_full" and the run trains nothing)."""
+  tok_path, path = config.tokenizer or config.model.checkpoint, config.data.train_file
+  if not tok_path or not path:
+    return
+  from synthagent_jax.envs import task as task_lib  # pylint: disable=g-import-not-at-top
+  from synthagent_jax.models import chat_format as cf  # pylint: disable=g-import-not-at-top
+  import transformers  # pylint: disable=g-import-not-at-top
+  tasks = []
+  with open(path, "rb") as f:
+    for line in f:
+      try:
+        tasks.append(task_lib.Task.from_dict(json.loads(line)))
+      except (ValueError, RecursionError):
+        continue  # reported with file:line when the tasks are loaded
+      if len(tasks) == _PROMPT_PROBE_TASKS:
+        break
+  if not tasks:
+    return
+  try:
+    tok = transformers.AutoTokenizer.from_pretrained(tok_path)
+  except (OSError, ValueError):
+    return  # reported when the run loads it
+  shortest = min(len(cf.render_prompt_ids(
+      tok, [{"role": "system", "content": loop_cfg.system_prompt},
+            {"role": "user", "content": t.instruction}],
+      [cf.compact_tool_schema(x) if loop_cfg.compact_tools else x for x in t.tools]))
+      for t in tasks)
+  if loop_cfg.max_total_tokens < shortest + 2:
+    raise ConfigError(
+        f"rollout.max_total_tokens={loop_cfg.max_total_tokens} is too small: the shortest prompt "
+        f"of the first {len(tasks)} training tasks is {shortest} tokens, and an episode needs "
+        f"room for a sampled token and the end-of-turn token (>= {shortest + 2})")
+
+
 def check_config(config) -> None:
-  """Fails fast, with the flag to set, on problems that would otherwise surface deep in the run."""
+  """Fails fast, with the flag to set, on problems that would otherwise surface deep in the run.
+
+  Every bad value gives one ConfigError naming its key, before any heavy work: per-key values
+  first, then the sections a dataclass owns (rollout, rl, optim, mesh, model: their own
+  validation, run now), then cross-section rules, files and the prompt length.
+  """
   m = config.model
   if not m.from_scratch and not m.checkpoint:
     raise ConfigError(
@@ -49,18 +228,12 @@ def check_config(config) -> None:
     if path and not os.path.isfile(path):
       raise ConfigError(f"data.{key}={path!r} does not exist (make it with "
                         f"`python -m launch.synthesize`, or set --config.data.{key})")
-  if config.engine.kind not in ("jax", "sglang"):
-    raise ConfigError(f"engine.kind must be 'jax' or 'sglang', got {config.engine.kind!r}")
+  _check_values(config)
+  loop_cfg = _check_owned_sections(config)
   if config.engine.kind == "sglang" and not config.engine.urls:
     raise ConfigError("engine.kind='sglang' needs --config.engine.urls=\"('http://host:port',)\"")
   if config.rl.num_generations < 2 and config.rl.advantage in ("grpo", "rloo"):
     raise ConfigError(f"rl.advantage={config.rl.advantage!r} needs rl.num_generations >= 2")
-  from synthagent_jax.rl.credit import CREDITS  # pylint: disable=g-import-not-at-top
-  if config.rl.credit not in CREDITS:
-    raise ConfigError(f"rl.credit must be one of {', '.join(CREDITS)}, "
-                      f"got {config.rl.credit!r}")
-  if config.rl.kl_coef < 0:
-    raise ConfigError(f"rl.kl_coef must be >= 0 (0 = no KL penalty), got {config.rl.kl_coef}")
   if config.rl.num_steps > 0 and not config.rollout.temperature > 0:
     raise ConfigError(f"rollout.temperature={config.rollout.temperature}: GRPO trains on sampled "
                       "rollouts and the learner scores that tempered policy; use a temperature > 0")
@@ -71,6 +244,12 @@ def check_config(config) -> None:
   if rows < config.rl.minibatch_size:
     raise ConfigError(f"rl.tasks_per_step x rl.num_generations = {rows} rollouts per step is "
                       f"fewer than rl.minibatch_size={config.rl.minibatch_size}")
+  sft_micro = min(config.sft.batch_size, config.rl.micro_batch_size)
+  if config.sft.num_steps > 0 and config.sft.batch_size % sft_micro:
+    raise ConfigError(f"sft.batch_size={config.sft.batch_size} is not a multiple of its "
+                      f"micro-batch min(sft.batch_size, rl.micro_batch_size)={sft_micro}")
+  _check_endpoints(config)
+  _check_context(config, loop_cfg)
 
 
 def main(argv) -> None:

@@ -49,33 +49,27 @@ task) or answers a deterministic "no record found" observation. Unscripted calls
 state. Nothing in a task is ever executed as code.
 
 Python API: `Task.from_dict(d)` (raises `TaskValidationError(field, message)`), `Task.to_dict()`,
-`load_tasks(path) -> (tasks, errors)` (each error names file:line:field; the bad record is skipped
-and counted), `save_tasks(tasks, path)`.
+`load_tasks(path) -> (tasks, errors)` (each error names file:line:field; the bad record, even bad
+UTF-8, NaN or deep nesting, is skipped and counted), `save_tasks(tasks, path)`. Validation rules:
+envs/validate.py (EFFECT_OPS, MESSAGE_ROLES, TaskValidationError, split_path re-exported here).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable
 
-import jsonschema
+from synthagent_jax.envs.validate import (EFFECT_OPS, MESSAGE_ROLES, TaskValidationError,
+                                          check_json_value, check_keys, check_rubric_references,
+                                          check_tool_schema, fail, join, nonempty_str, req,
+                                          split_path, validate_messages, validate_world)
 
 TOOL_KINDS = ("read", "write")
 CHECK_TYPES = ("tool_called", "tool_not_called", "asked_user_for", "answer_contains")
 RUBRIC_SECTIONS = ("subgoals", "interactions", "forbidden")
-EFFECT_OPS = ("set", "append", "delete")
-MESSAGE_ROLES = ("system", "user", "assistant", "tool")
-
-
-class TaskValidationError(ValueError):
-  """A record breaks the schema. `field` is a dotted path such as `rubric.subgoals[1].check.name`."""
-
-  def __init__(self, field: str, message: str):
-    super().__init__(f"{field}: {message}")
-    self.field = field
-    self.message = message
 
 
 @dataclasses.dataclass(frozen=True)
@@ -91,40 +85,6 @@ class TaskError:
     return f"{self.path}:{self.line}: {self.field}: {self.message}"
 
 
-def _fail(field: str, message: str):
-  raise TaskValidationError(field, message)
-
-
-def _req(d: dict, key: str, typ, where: str):
-  if not isinstance(d, dict):
-    _fail(where or "<record>", f"expected an object, got {type(d).__name__}")
-  if key not in d:
-    _fail(_join(where, key), "missing required field")
-  value = d[key]
-  types = typ if isinstance(typ, tuple) else (typ,)
-  if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
-    names = "/".join(t.__name__ for t in types)
-    _fail(_join(where, key), f"expected {names}, got {type(value).__name__}")
-  return value
-
-
-def _nonempty_str(d: dict, key: str, where: str) -> str:
-  value = _req(d, key, str, where)
-  if not value.strip():
-    _fail(_join(where, key), "must be a non-empty string")
-  return value
-
-
-def _join(where: str, key: str) -> str:
-  return f"{where}.{key}" if where else key
-
-
-def _check_keys(d: dict, allowed: Iterable[str], where: str):
-  extra = sorted(set(d) - set(allowed))
-  if extra:
-    _fail(_join(where, extra[0]), f"unknown field (allowed: {', '.join(sorted(allowed))})")
-
-
 @dataclasses.dataclass(frozen=True)
 class Tool:
   """One OpenAI function tool plus whether it reads or writes the world."""
@@ -136,25 +96,22 @@ class Tool:
 
   @classmethod
   def from_dict(cls, d: dict, where: str = "tool") -> "Tool":
-    _req(d, "function", dict, where)
+    req(d, "function", dict, where)
     if d.get("type", "function") != "function":
-      _fail(_join(where, "type"), f"must be 'function', got {d.get('type')!r}")
+      fail(join(where, "type"), f"must be 'function', got {d.get('type')!r}")
     kind = d.get("kind", "read")
     if kind not in TOOL_KINDS:
-      _fail(_join(where, "kind"), f"must be one of {TOOL_KINDS}, got {kind!r}")
-    fn_where = _join(where, "function")
+      fail(join(where, "kind"), f"must be one of {TOOL_KINDS}, got {kind!r}")
+    fn_where = join(where, "function")
     fn = d["function"]
-    name = _nonempty_str(fn, "name", fn_where)
-    description = _req(fn, "description", str, fn_where)
-    params = _req(fn, "parameters", dict, fn_where)
-    pwhere = _join(fn_where, "parameters")
+    name = nonempty_str(fn, "name", fn_where)
+    description = req(fn, "description", str, fn_where)
+    params = req(fn, "parameters", dict, fn_where)
+    pwhere = join(fn_where, "parameters")
     if params.get("type") != "object":
-      _fail(_join(pwhere, "type"), f"tool parameters must be a JSON schema of type 'object', "
+      fail(join(pwhere, "type"), f"tool parameters must be a JSON schema of type 'object', "
             f"got {params.get('type')!r}")
-    try:
-      jsonschema.validators.validator_for(params).check_schema(params)
-    except jsonschema.SchemaError as e:
-      _fail(pwhere, f"invalid JSON schema: {e.message}")
+    check_tool_schema(params, pwhere)
     return cls(name=name, description=description, parameters=params, kind=kind)
 
   def __hash__(self) -> int:
@@ -179,18 +136,18 @@ class UserProfile:
 
   @classmethod
   def from_dict(cls, d: dict, where: str = "user") -> "UserProfile":
-    _check_keys(d, ("persona", "private_info", "reason"), where)
-    persona = _req(d, "persona", str, where)
-    info = _req(d, "private_info", dict, where)
+    check_keys(d, ("persona", "private_info", "reason"), where)
+    persona = req(d, "persona", str, where)
+    info = req(d, "private_info", dict, where)
     for slot, value in info.items():
       if not str(slot).strip():
-        _fail(_join(where, "private_info"), "slot names must be non-empty")
+        fail(join(where, "private_info"), "slot names must be non-empty")
       if not isinstance(value, str) or not value.strip():
-        _fail(_join(where, f"private_info.{slot}"), "every private_info slot needs a non-empty "
+        fail(join(where, f"private_info.{slot}"), "every private_info slot needs a non-empty "
               f"string value, got {value!r}")
     reason = d.get("reason", "")
     if not isinstance(reason, str):
-      _fail(_join(where, "reason"), f"expected str, got {type(reason).__name__}")
+      fail(join(where, "reason"), f"expected str, got {type(reason).__name__}")
     return cls(persona=persona, private_info=dict(info), reason=reason)
 
   def to_dict(self) -> dict:
@@ -213,22 +170,22 @@ class Check:
   @classmethod
   def from_dict(cls, d: dict, where: str = "check") -> "Check":
     if not isinstance(d, dict):
-      _fail(where, f"expected an object or null, got {type(d).__name__}")
-    typ = _req(d, "type", str, where)
+      fail(where, f"expected an object or null, got {type(d).__name__}")
+    typ = req(d, "type", str, where)
     if typ not in CHECK_TYPES:
-      _fail(_join(where, "type"), f"unknown check type {typ!r} (known: {', '.join(CHECK_TYPES)})")
-    _check_keys(d, ("type",) + cls._FIELDS[typ], where)
+      fail(join(where, "type"), f"unknown check type {typ!r} (known: {', '.join(CHECK_TYPES)})")
+    check_keys(d, ("type",) + cls._FIELDS[typ], where)
     if typ in ("tool_called", "tool_not_called"):
-      name = _nonempty_str(d, "name", where)
+      name = nonempty_str(d, "name", where)
       args = None
       if typ == "tool_called":
         args = d.get("arguments") or {}
         if not isinstance(args, dict):
-          _fail(_join(where, "arguments"), f"expected an object, got {type(args).__name__}")
+          fail(join(where, "arguments"), f"expected an object, got {type(args).__name__}")
       return cls(type=typ, name=name, arguments=args)
     if typ == "asked_user_for":
-      return cls(type=typ, slot=_nonempty_str(d, "slot", where))
-    return cls(type=typ, text=_nonempty_str(d, "text", where))
+      return cls(type=typ, slot=nonempty_str(d, "slot", where))
+    return cls(type=typ, text=nonempty_str(d, "text", where))
 
   def to_dict(self) -> dict:
     out = {"type": self.type}
@@ -246,14 +203,16 @@ class RubricItem:
 
   @classmethod
   def from_dict(cls, d: dict, where: str = "item") -> "RubricItem":
-    _check_keys(d, ("id", "text", "weight", "check"), where)
-    item_id = _nonempty_str(d, "id", where)
-    text = _nonempty_str(d, "text", where)
+    check_keys(d, ("id", "text", "weight", "check"), where)
+    item_id = nonempty_str(d, "id", where)
+    text = nonempty_str(d, "text", where)
     weight = d.get("weight", 1.0)
     if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not weight > 0:
-      _fail(_join(where, "weight"), f"must be a number > 0, got {weight!r}")
+      fail(join(where, "weight"), f"must be a number > 0, got {weight!r}")
+    if not math.isfinite(weight):
+      fail(join(where, "weight"), f"must be finite (it scales a reward), got {weight!r}")
     check = d.get("check")
-    check = None if check is None else Check.from_dict(check, _join(where, "check"))
+    check = None if check is None else Check.from_dict(check, join(where, "check"))
     return cls(id=item_id, text=text, weight=float(weight), check=check)
 
   def to_dict(self) -> dict:
@@ -269,26 +228,26 @@ class Rubric:
 
   @classmethod
   def from_dict(cls, d: dict, where: str = "rubric") -> "Rubric":
-    _check_keys(d, RUBRIC_SECTIONS, where)
+    check_keys(d, RUBRIC_SECTIONS, where)
     sections = {}
     seen = set()
     for section in RUBRIC_SECTIONS:
       raw = d.get(section, [])
       if not isinstance(raw, list):
-        _fail(_join(where, section), f"expected a list, got {type(raw).__name__}")
+        fail(join(where, section), f"expected a list, got {type(raw).__name__}")
       items = []
       for i, item in enumerate(raw):
         iwhere = f"{where}.{section}[{i}]"
         if not isinstance(item, dict):
-          _fail(iwhere, f"expected an object, got {type(item).__name__}")
+          fail(iwhere, f"expected an object, got {type(item).__name__}")
         parsed = RubricItem.from_dict(item, iwhere)
         if parsed.id in seen:
-          _fail(_join(iwhere, "id"), f"duplicate rubric item id {parsed.id!r}")
+          fail(join(iwhere, "id"), f"duplicate rubric item id {parsed.id!r}")
         seen.add(parsed.id)
         items.append(parsed)
       sections[section] = tuple(items)
     if not sections["subgoals"]:
-      _fail(_join(where, "subgoals"), "a rubric needs at least one subgoal")
+      fail(join(where, "subgoals"), "a rubric needs at least one subgoal")
     return cls(**sections)
 
   def items(self) -> list[tuple[str, RubricItem]]:
@@ -297,77 +256,6 @@ class Rubric:
 
   def to_dict(self) -> dict:
     return {s: [it.to_dict() for it in getattr(self, s)] for s in RUBRIC_SECTIONS}
-
-
-def split_path(path: str | Sequence[str], where: str = "path") -> list[str]:
-  """A dotted state path ("orders.A1.status") or a list of keys -> list of keys."""
-  if isinstance(path, str):
-    keys = path.split(".")
-  elif isinstance(path, (list, tuple)) and all(isinstance(k, (str, int)) for k in path):
-    keys = [str(k) for k in path]
-  else:
-    _fail(where, f"a path is a dotted string or a list of keys, got {path!r}")
-  if not keys or any(not k for k in keys):
-    _fail(where, f"empty key in path {path!r}")
-  return keys
-
-
-def _validate_world(world: dict, tools: dict[str, Tool], where: str = "world"):
-  _check_keys(world, ("facts", "state", "responses"), where)
-  for key in ("facts", "state"):
-    if not isinstance(world.get(key, {}), dict):
-      _fail(_join(where, key), f"expected an object, got {type(world[key]).__name__}")
-  responses = world.get("responses", [])
-  if not isinstance(responses, list):
-    _fail(_join(where, "responses"), f"expected a list, got {type(responses).__name__}")
-  for i, r in enumerate(responses):
-    rwhere = f"{where}.responses[{i}]"
-    if not isinstance(r, dict):
-      _fail(rwhere, f"expected an object, got {type(r).__name__}")
-    _check_keys(r, ("tool", "arguments", "output", "state_path", "effects"), rwhere)
-    name = _req(r, "tool", str, rwhere)
-    if name not in tools:
-      _fail(_join(rwhere, "tool"), f"unknown tool {name!r} (tools: {', '.join(tools)})")
-    args = r.get("arguments", {})
-    if not isinstance(args, dict):
-      _fail(_join(rwhere, "arguments"), f"expected an object, got {type(args).__name__}")
-    props = tools[name].parameters.get("properties")
-    if isinstance(props, dict):
-      for arg in args:
-        if arg not in props:
-          _fail(_join(rwhere, f"arguments.{arg}"), f"not a parameter of tool {name!r}")
-    if ("output" in r) == ("state_path" in r):
-      _fail(rwhere, "needs exactly one of 'output' or 'state_path'")
-    if "state_path" in r:
-      split_path(r["state_path"], _join(rwhere, "state_path"))
-    effects = r.get("effects", [])
-    if not isinstance(effects, list):
-      _fail(_join(rwhere, "effects"), f"expected a list, got {type(effects).__name__}")
-    if effects and tools[name].kind != "write":
-      _fail(_join(rwhere, "effects"), f"tool {name!r} is a read tool; only write tools have effects")
-    for j, eff in enumerate(effects):
-      ewhere = f"{rwhere}.effects[{j}]"
-      if not isinstance(eff, dict):
-        _fail(ewhere, f"expected an object, got {type(eff).__name__}")
-      op = eff.get("op")
-      if op not in EFFECT_OPS:
-        _fail(_join(ewhere, "op"), f"must be one of {EFFECT_OPS}, got {op!r}")
-      _check_keys(eff, ("op", "path") + (("value",) if op != "delete" else ()), ewhere)
-      split_path(_req(eff, "path", (str, list), ewhere), _join(ewhere, "path"))
-      if op != "delete" and "value" not in eff:
-        _fail(_join(ewhere, "value"), "missing required field")
-
-
-def _validate_messages(messages: list, where: str):
-  for i, m in enumerate(messages):
-    mwhere = f"{where}[{i}]"
-    if not isinstance(m, dict):
-      _fail(mwhere, f"expected a message object, got {type(m).__name__}")
-    role = m.get("role")
-    if role not in MESSAGE_ROLES:
-      _fail(_join(mwhere, "role"), f"must be one of {MESSAGE_ROLES}, got {role!r}")
-    if not isinstance(m.get("content", ""), str):
-      _fail(_join(mwhere, "content"), "expected str")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -391,48 +279,39 @@ class Task:
   @classmethod
   def from_dict(cls, d: Any) -> "Task":
     if not isinstance(d, dict):
-      _fail("<record>", f"expected a JSON object, got {type(d).__name__}")
-    _check_keys(d, cls._KEYS, "")
-    task_id = _nonempty_str(d, "id", "")
-    domain = _nonempty_str(d, "domain", "")
-    instruction = _nonempty_str(d, "instruction", "")
-    full_task = _nonempty_str(d, "full_task", "")
-    raw_tools = _req(d, "tools", list, "")
+      fail("<record>", f"expected a JSON object, got {type(d).__name__}")
+    check_json_value(d)
+    check_keys(d, cls._KEYS, "")
+    task_id = nonempty_str(d, "id", "")
+    domain = nonempty_str(d, "domain", "")
+    instruction = nonempty_str(d, "instruction", "")
+    full_task = nonempty_str(d, "full_task", "")
+    raw_tools = req(d, "tools", list, "")
     if not raw_tools:
-      _fail("tools", "a task needs at least one tool")
+      fail("tools", "a task needs at least one tool")
     tools: dict[str, Tool] = {}
     for i, t in enumerate(raw_tools):
       tool = Tool.from_dict(t, f"tools[{i}]")
       if tool.name in tools:
-        _fail(f"tools[{i}].function.name", f"duplicate tool name {tool.name!r}")
+        fail(f"tools[{i}].function.name", f"duplicate tool name {tool.name!r}")
       tools[tool.name] = tool
     world = d.get("world", {})
     if not isinstance(world, dict):
-      _fail("world", f"expected an object, got {type(world).__name__}")
-    _validate_world(world, tools)
+      fail("world", f"expected an object, got {type(world).__name__}")
+    validate_world(world, tools)
     world = {"facts": world.get("facts", {}), "state": world.get("state", {}),
              "responses": world.get("responses", [])}
-    user = UserProfile.from_dict(_req(d, "user", dict, ""))
-    rubric = Rubric.from_dict(_req(d, "rubric", dict, ""))
-    for section, item in rubric.items():
-      idx = [it.id for it in getattr(rubric, section)].index(item.id)
-      cwhere = f"rubric.{section}[{idx}].check"
-      c = item.check
-      if c is None:
-        continue
-      if c.name is not None and c.name not in tools:
-        _fail(_join(cwhere, "name"), f"unknown tool {c.name!r} (tools: {', '.join(tools)})")
-      if c.slot is not None and c.slot not in user.private_info:
-        _fail(_join(cwhere, "slot"), f"slot {c.slot!r} is not in user.private_info "
-              f"({', '.join(user.private_info) or 'empty'})")
+    user = UserProfile.from_dict(req(d, "user", dict, ""))
+    rubric = Rubric.from_dict(req(d, "rubric", dict, ""))
+    check_rubric_references(rubric, tools, user.private_info)
     reference = d.get("reference")
     if reference is not None:
       if not isinstance(reference, list):
-        _fail("reference", f"expected null or a list of messages, got {type(reference).__name__}")
-      _validate_messages(reference, "reference")
+        fail("reference", f"expected null or a list of messages, got {type(reference).__name__}")
+      validate_messages(reference, "reference")
     metadata = d.get("metadata", {})
     if not isinstance(metadata, dict):
-      _fail("metadata", f"expected an object, got {type(metadata).__name__}")
+      fail("metadata", f"expected an object, got {type(metadata).__name__}")
     return cls(id=task_id, domain=domain, instruction=instruction, full_task=full_task,
                tools=tuple(tools.values()), world=world, user=user, rubric=rubric,
                reference=reference, metadata=metadata)
@@ -461,6 +340,10 @@ class Task:
     return [t.openai_schema() for t in self.tools]
 
 
+def _refuse_constant(literal: str):
+  raise ValueError(f"{literal} is not a JSON number")
+
+
 def load_tasks(path: str | os.PathLike) -> tuple[list[Task], list[TaskError]]:
   """Reads a JSONL file. Bad records are skipped and each is reported as a TaskError.
 
@@ -470,18 +353,29 @@ def load_tasks(path: str | os.PathLike) -> tuple[list[Task], list[TaskError]]:
   tasks: list[Task] = []
   errors: list[TaskError] = []
   seen: set[str] = set()
-  with open(path, encoding="utf-8") as f:
-    for lineno, line in enumerate(f, start=1):
+  with open(path, "rb") as f:  # bytes: one undecodable line must not stop the others
+    for lineno, raw in enumerate(f, start=1):
+      try:
+        line = raw.decode("utf-8")
+      except UnicodeDecodeError as e:
+        errors.append(TaskError(path, lineno, "<json>", f"invalid UTF-8: byte {raw[e.start]:#04x} "
+                                f"at column {e.start + 1}"))
+        continue
       if not line.strip():
         continue
       try:
-        record = json.loads(line)
+        record = json.loads(line, parse_constant=_refuse_constant)
       except json.JSONDecodeError as e:
-        errors.append(TaskError(path, lineno, "<json>", f"invalid JSON: {e.msg} at column {e.colno}"))
+        errors.append(TaskError(path, lineno, "<json>",
+                                f"invalid JSON: {e.msg} at column {e.colno}"))
+        continue
+      except (ValueError, RecursionError) as e:  # a huge integer, NaN, nesting past the stack
+        msg = "nested too deeply" if isinstance(e, RecursionError) else str(e)
+        errors.append(TaskError(path, lineno, "<json>", f"invalid JSON: {msg}"))
         continue
       try:
         task = Task.from_dict(record)
-      except TaskValidationError as e:
+      except TaskValidationError as e:  # values nest <= 64 levels, so no RecursionError here
         errors.append(TaskError(path, lineno, e.field, e.message))
         continue
       if task.id in seen:

@@ -13,12 +13,17 @@ Order of resolution for one call:
      LLM raised or replied nothing) is an error observation and is NOT cached, so a transient
      outage never becomes a task's permanent answer.
 Nothing from a task is ever executed as code: the world is data, effects are a closed set of ops.
+Argument validation never reaches the network (`$ref`s resolve in an empty registry: only the
+schema's own `#/...` pointers) and each `pattern` match is bounded by `PATTERN_TIMEOUT_S` (a
+match that runs longer makes the arguments invalid), so a schema cannot stall a rollout; load-time
+schema rules are in envs/validate.py.
 """
 
 from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
 import json
 import os
 import re
@@ -27,6 +32,9 @@ import threading
 from typing import Any
 
 import jsonschema
+import referencing
+import referencing.exceptions
+import regex
 
 from synthagent_jax.envs.base import ToolCall
 from synthagent_jax.envs.task import Task, Tool, split_path
@@ -213,13 +221,66 @@ def match_response(task: Task, name: str, arguments: dict) -> dict | None:
   return best
 
 
+PATTERN_TIMEOUT_S = 0.05  # per regex match of an argument against a schema `pattern`
+# No retrieval: a reference outside the schema is unresolvable, never fetched.
+_NO_REMOTE = referencing.Registry()
+
+
+def _search(pattern: str, text: str) -> bool | None:
+  """Whether `pattern` matches somewhere in `text`; None when that takes over the time bound."""
+  try:
+    return regex.search(pattern, text, timeout=PATTERN_TIMEOUT_S) is not None
+  except TimeoutError:
+    return None
+
+
+def _too_slow(pattern: str) -> jsonschema.ValidationError:
+  return jsonschema.ValidationError(f"matching pattern {pattern[:60]!r} took over "
+                                    f"{PATTERN_TIMEOUT_S * 1000:.0f} ms; argument refused")
+
+
+def _pattern(validator, pattern, instance, schema):
+  del schema
+  if validator.is_type(instance, "string"):
+    found = _search(pattern, instance)
+    if found is None:
+      yield _too_slow(pattern)
+    elif not found:
+      yield jsonschema.ValidationError(f"{instance!r} does not match {pattern!r}")
+
+
+def _pattern_properties(validator, pattern_properties, instance, schema):
+  del schema
+  if not validator.is_type(instance, "object"):
+    return
+  for pattern, subschema in pattern_properties.items():
+    for key, value in instance.items():
+      found = _search(pattern, key)
+      if found is None:
+        yield _too_slow(pattern)
+      elif found:
+        yield from validator.descend(value, subschema, path=key, schema_path=pattern)
+
+
+@functools.cache
+def _bounded(validator_cls):
+  """The draft's validator with time-bounded `pattern` / `patternProperties`."""
+  return jsonschema.validators.extend(validator_cls, {"pattern": _pattern,
+                                                      "patternProperties": _pattern_properties})
+
+
 def validate_arguments(tool: Tool, arguments: Any) -> str | None:
   """None when `arguments` satisfies the tool's schema, else a message naming the problem."""
   if not isinstance(arguments, dict):
     return f"arguments must be a JSON object, got {type(arguments).__name__}"
-  validator_cls = jsonschema.validators.validator_for(tool.parameters)
-  errors = sorted(validator_cls(tool.parameters).iter_errors(arguments),
-                  key=lambda e: (list(e.absolute_path), e.message))
+  validator_cls = _bounded(jsonschema.validators.validator_for(tool.parameters))
+  try:
+    errors = sorted(validator_cls(tool.parameters, registry=_NO_REMOTE).iter_errors(arguments),
+                    key=lambda e: (list(e.absolute_path), e.message))
+  except referencing.exceptions.Unresolvable as e:
+    return f"the tool's schema has a reference that cannot be resolved ({e})"
+  except (regex.error, RecursionError) as e:
+    return f"the tool's schema has an invalid pattern ({e.__class__.__name__}: {e})"
   if not errors:
     return None
   msgs = []

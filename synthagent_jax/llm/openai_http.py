@@ -6,19 +6,25 @@ reset, timeout, HTTP 408/409/429/5xx) and given up at once otherwise (other 4xx)
 reports every item (text or error, attempts); `chat` returns texts and raises `LLMBatchError`
 (carrying all results, successes included) if any item failed, so nothing is silently lost.
 The API key is read from the environment variable named in the config and never logged or shown
-in `repr`.
+in `repr`. It travels in cleartext over `http://`, so a key is sent over plain HTTP only to a
+loopback host (127.0.0.0/8, ::1, localhost); any other `http://` endpoint with the key variable
+set is refused at construction unless `allow_insecure_key=True` says the network is trusted. Use
+`https://` for remote endpoints. Which variable each endpoint reads is its config's
+`api_key_env` (configs/base.py: env.llm, reward.judge_llm; configs/synth_teacher.py: teacher).
 """
 
 from __future__ import annotations
 
 import concurrent.futures
 import dataclasses
+import ipaddress
 import json
 import logging
 import os
 import random
 import time
 from typing import Sequence
+import urllib.parse
 
 import openai
 
@@ -39,6 +45,8 @@ class OpenAIConfig:
     max_retries: retries after the first attempt, for transient failures only.
     timeout_s: per-request timeout (seconds).
     backoff_s: first backoff; doubles each retry (with +-25% jitter), capped at backoff_max_s.
+    allow_insecure_key: send the key over plain http:// to a non-loopback host (a trusted
+      private network only); off by default.
   """
 
   base_url: str
@@ -49,6 +57,7 @@ class OpenAIConfig:
   timeout_s: float = 60.0
   backoff_s: float = 1.0
   backoff_max_s: float = 30.0
+  allow_insecure_key: bool = False
 
   def __post_init__(self):
     if not self.base_url.startswith(("http://", "https://")):
@@ -124,14 +133,39 @@ def _describe(exc: Exception) -> str:
   return f"{type(exc).__name__}: {str(exc)[:200]}"
 
 
+def is_loopback_host(host: str | None) -> bool:
+  """127.0.0.0/8, ::1 or the name localhost."""
+  if not host:
+    return False
+  if host.lower() == "localhost":
+    return True
+  try:
+    return ipaddress.ip_address(host).is_loopback
+  except ValueError:
+    return False
+
+
+def check_key_transport(config: OpenAIConfig, key_set: bool) -> None:
+  """Raises ValueError when a key would go in cleartext to a host that is not this machine."""
+  url = urllib.parse.urlsplit(config.base_url)
+  if (key_set and url.scheme == "http" and not is_loopback_host(url.hostname)
+      and not config.allow_insecure_key):
+    raise ValueError(
+        f"refusing to send the API key from ${config.api_key_env} over plain http:// to "
+        f"{url.hostname!r} (not a loopback host): use an https:// base_url, unset "
+        f"{config.api_key_env} (for a keyless server), or pass allow_insecure_key=True on a "
+        "trusted network")
+
+
 class OpenAIChatLLM:
   """An `LLM` over an OpenAI-compatible /chat/completions endpoint."""
 
   def __init__(self, config: OpenAIConfig, logger: logging.Logger | None = None):
     self.config = config
     self._log = logger or logging.getLogger(__name__)
-    self._client = openai.OpenAI(base_url=config.base_url,
-                                 api_key=os.environ.get(config.api_key_env) or "EMPTY",
+    key = os.environ.get(config.api_key_env)
+    check_key_transport(config, bool(key))
+    self._client = openai.OpenAI(base_url=config.base_url, api_key=key or "EMPTY",
                                  timeout=config.timeout_s, max_retries=0)
 
   def __repr__(self) -> str:

@@ -5,16 +5,23 @@ Routing (Qwen/Hermes format, see models/chat_format.py):
   swallows the rest of the turn as thinking).
 - One or more `<tool_call>...</tool_call>` blocks -> kind "tool_calls". Each block is parsed on its
   own; a malformed one (bad JSON, missing name, arguments not an object, unclosed block) keeps its
-  place in `blocks` with an `error` the agent loop turns into an error observation.
+  place in `blocks` with an `error` the agent loop turns into an error observation. Strict JSON:
+  the literals `NaN`, `Infinity`, `-Infinity` and numbers that overflow a float (`1e999`) make a
+  call malformed, so every parsed call's arguments dump back to standard JSON; so do arguments
+  nested deeper than `MAX_ARGUMENT_DEPTH` (each later consumer, from the schema check to the
+  rollout log, walks them recursively).
 - Otherwise `<answer>...</answer>` -> kind "answer" (ends the episode).
 - Otherwise -> kind "message" (to the user).
+
+Cost: linear in the text length, whatever the text (tags are found with `str.find`, never a lazy
+regex that rescans the rest of the text from every unclosed opening tag).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
-import re
+import math
 from typing import Any, Literal
 
 from synthagent_jax.envs.base import ToolCall
@@ -22,10 +29,58 @@ from synthagent_jax.models import chat_format as cf
 
 TurnKind = Literal["tool_calls", "answer", "message"]
 
-_THINK_RE = re.compile(re.escape(cf.THINK_START) + r"(.*?)" + re.escape(cf.THINK_END), re.DOTALL)
-_CALL_RE = re.compile(re.escape(cf.TOOL_CALL_START) + r"(.*?)" + re.escape(cf.TOOL_CALL_END), re.DOTALL)
-_ANSWER_RE = re.compile(re.escape(cf.ANSWER_START) + r"(.*?)" + re.escape(cf.ANSWER_END), re.DOTALL)
 _MAX_ERROR_SNIPPET = 80
+MAX_ARGUMENT_DEPTH = 64  # nesting levels of a call's arguments (objects and arrays)
+
+
+def _closed_blocks(text: str, start_tag: str, end_tag: str) -> list[tuple[int, int, int, int]]:
+  """Complete `start_tag...end_tag` blocks, leftmost first, non-overlapping, shortest body.
+
+  Returns [(block_start, body_start, body_end, block_end)]: the matches of a lazy
+  `start(.*?)end` regex scan, in linear time. Once an opening tag has no closing tag after it,
+  no later opening tag has one either, so the scan stops there.
+  """
+  blocks, pos = [], 0
+  while True:
+    start = text.find(start_tag, pos)
+    if start < 0:
+      break
+    body = start + len(start_tag)
+    end = text.find(end_tag, body)
+    if end < 0:
+      break
+    blocks.append((start, body, end, end + len(end_tag)))
+    pos = end + len(end_tag)
+  return blocks
+
+
+def _reject_constant(literal: str):
+  raise ValueError(f"{literal} is not a JSON number (only finite numbers are allowed)")
+
+
+def _finite_float(literal: str) -> float:
+  value = float(literal)
+  if not math.isfinite(value):
+    raise ValueError(f"number {literal[:40]} overflows a 64-bit float")
+  return value
+
+
+def _depth(value: Any) -> int:
+  """Nesting depth of a parsed JSON value (objects and arrays), without recursion."""
+  deepest, stack = 0, [(value, 1)]
+  while stack:
+    node, d = stack.pop()
+    if isinstance(node, dict):
+      node = list(node.values())
+    if isinstance(node, list):
+      deepest = max(deepest, d)
+      stack.extend((child, d + 1) for child in node)
+  return deepest
+
+
+def _strict_json(text: str) -> Any:
+  """`json.loads` that refuses NaN / Infinity / -Infinity and float overflow (ValueError)."""
+  return json.loads(text, parse_constant=_reject_constant, parse_float=_finite_float)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -74,7 +129,7 @@ def _snippet(s: str) -> str:
 def parse_call(body: str) -> CallBlock:
   """Parses the JSON body of one `<tool_call>` block. Never raises."""
   try:
-    obj = json.loads(body)
+    obj = _strict_json(body)
   except (ValueError, RecursionError) as e:
     return CallBlock(body, None, f"tool call is not valid JSON ({e.__class__.__name__}: {e}): "
                      f"{_snippet(body)}")
@@ -88,22 +143,31 @@ def parse_call(body: str) -> CallBlock:
   args: Any = obj.get("arguments", {})
   if isinstance(args, str):  # some models emit the arguments as a JSON string
     try:
-      args = json.loads(args) if args.strip() else {}
-    except (ValueError, RecursionError):
-      return CallBlock(body, None, f"arguments of {name!r} are a string that is not JSON: "
-                       f"{_snippet(args)}")
+      args = _strict_json(args) if args.strip() else {}
+    except (ValueError, RecursionError) as e:
+      return CallBlock(body, None, f"arguments of {name!r} are a string that is not JSON "
+                       f"({e.__class__.__name__}: {e}): {_snippet(args)}")
   if args is None:
     args = {}
   if not isinstance(args, dict):
     return CallBlock(body, None, f"arguments of {name!r} must be a JSON object, got "
                      f"{type(args).__name__}")
+  if _depth(args) > MAX_ARGUMENT_DEPTH:
+    return CallBlock(body, None, f"arguments of {name!r} are nested deeper than "
+                     f"{MAX_ARGUMENT_DEPTH} levels")
   return CallBlock(body, ToolCall(name=name.strip(), arguments=args), None)
 
 
 def _split_think(text: str) -> tuple[str, list[str], list[str]]:
   """Returns (text without think blocks, think texts, errors)."""
-  thinks = [m.group(1) for m in _THINK_RE.finditer(text)]
-  rest = _THINK_RE.sub("", text)
+  found = _closed_blocks(text, cf.THINK_START, cf.THINK_END)
+  thinks = [text[b:e] for _, b, e, _ in found]
+  kept, prev = [], 0
+  for start, _, _, end in found:
+    kept.append(text[prev:start])
+    prev = end
+  kept.append(text[prev:])
+  rest = "".join(kept)
   errors = []
   start = rest.find(cf.THINK_START)
   if start >= 0:
@@ -121,12 +185,12 @@ def _parse_calls(text: str) -> tuple[list[CallBlock], str]:
   """Returns (blocks in order, text outside the blocks)."""
   blocks: list[CallBlock] = []
   outside: list[str] = []
-  pos = 0
-  for m in _CALL_RE.finditer(text):
-    outside.append(text[pos:m.start()])
-    blocks.append(parse_call(m.group(1)))
-    pos = m.end()
-  tail = text[pos:]
+  prev = 0
+  for start, body, body_end, end in _closed_blocks(text, cf.TOOL_CALL_START, cf.TOOL_CALL_END):
+    outside.append(text[prev:start])
+    blocks.append(parse_call(text[body:body_end]))
+    prev = end
+  tail = text[prev:]
   start = tail.find(cf.TOOL_CALL_START)
   if start >= 0:
     outside.append(tail[:start])
@@ -150,12 +214,13 @@ def _parse(text: str) -> Turn:
       errors.append("turn has both tool calls and an <answer>; the answer was ignored")
     return Turn("tool_calls", text, content=outside.strip(), blocks=tuple(blocks), think=think,
                 errors=tuple(errors))
-  m = _ANSWER_RE.search(rest)
-  if m:
-    content = (rest[:m.start()] + rest[m.end():]).strip()
-    return Turn("answer", text, content=content, answer=m.group(1).strip(), think=think,
-                errors=tuple(errors))
   start = rest.find(cf.ANSWER_START)
+  body = start + len(cf.ANSWER_START)
+  end = rest.find(cf.ANSWER_END, body) if start >= 0 else -1
+  if end >= 0:
+    content = (rest[:start] + rest[end + len(cf.ANSWER_END):]).strip()
+    return Turn("answer", text, content=content, answer=rest[body:end].strip(), think=think,
+                errors=tuple(errors))
   if start >= 0:
     errors.append("unclosed <answer> block: the rest of the turn was taken as the answer")
     return Turn("answer", text, content=rest[:start].strip(),

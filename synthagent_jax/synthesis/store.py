@@ -1,11 +1,16 @@
 """Crash-safe JSONL output for synthesis runs: append + flush + fsync per record, resume by id.
 
-A run killed mid-write leaves at most one partial last line; `load_done` cuts it off (and only
-it), so a rerun continues from the last finished record and never writes an id twice.
+A run killed mid-write leaves at most one partial last line (torn anywhere, even inside a
+multi-byte UTF-8 character); `load_done` cuts it off (and only it), so a rerun continues from the
+last finished record and never writes an id twice. `OutputLock` makes one run at a time the
+writer of an output file: a second run on the same file fails at once instead of writing every
+task a second time.
 """
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import json
 import os
 from typing import Callable, Iterable
@@ -30,9 +35,10 @@ def load_done(path: str) -> list[dict]:
     if line.strip():
       try:
         records.append(json.loads(line))
-      except json.JSONDecodeError as e:
+      except ValueError as e:  # bad JSON, or bytes that are not UTF-8 (a torn character)
         if not is_last:
-          raise ValueError(f"{path}:{i + 1}: malformed JSON in the middle of the file: {e}") from e
+          raise ValueError(f"{path}:{i + 1}: malformed JSON line in the middle of the file "
+                           f"({e.__class__.__name__}: {e})") from None
         with open(path, "r+b") as f:  # a torn final write: cut it off
           f.truncate(offset)
         break
@@ -41,6 +47,53 @@ def load_done(path: str) -> list[dict]:
           f.write(b"\n")
     offset += len(line) + 1
   return records
+
+
+class OutputLocked(RuntimeError):
+  """Another process holds the output file's lock."""
+
+
+class OutputLock:
+  """An exclusive, non-blocking `flock` on `<path>.lock`, held while a run writes `path`.
+
+  The kernel drops the lock when its holder exits, even by SIGKILL, so a killed run never leaves
+  a stale lock behind; the lock file itself stays (removing it would let two runs lock two
+  different files). Use as a context manager, or `acquire()` / `release()`.
+  """
+
+  def __init__(self, path: str):
+    self.path = path
+    self.lock_path = f"{path}.lock"
+    self._fd: int | None = None
+
+  def acquire(self) -> "OutputLock":
+    os.makedirs(os.path.dirname(os.path.abspath(self.lock_path)), exist_ok=True)
+    fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+      fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as e:
+      holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "?"
+      os.close(fd)
+      if e.errno in (errno.EAGAIN, errno.EACCES):
+        raise OutputLocked(f"{self.path} is being written by another run (pid {holder} holds "
+                           f"{self.lock_path}); wait for it to finish or choose another output"
+                           ) from None
+      raise
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    self._fd = fd
+    return self
+
+  def release(self):
+    if self._fd is not None:
+      os.close(self._fd)  # closing the descriptor releases the flock
+      self._fd = None
+
+  def __enter__(self) -> "OutputLock":
+    return self.acquire()
+
+  def __exit__(self, *exc):
+    self.release()
 
 
 class JsonlAppender:

@@ -11,7 +11,10 @@ Only process 0 writes (`jax.process_index() == 0`); on other processes every wri
 no-op, so the training loop calls them unconditionally.
 
 Non-finite values (a NaN loss) are kept: JSON has no NaN, so they are written as `null` and read
-back as `float("nan")` by `read_metrics`.
+back as `float("nan")` by `read_metrics`. The rollout log does the same anywhere in a record (a
+NaN reward, an Infinity inside a message's tool-call arguments): every non-finite float is written
+as `null`; `read_rollouts` reads a null reward / advantage / verdict score back as NaN. Whatever a
+policy emits, its episode can be logged.
 
 Resuming: `MetricWriter(workdir, resume_step=s)` (or `truncate_after(s)`) drops the lines of steps
 > s before appending, so a resumed curve has no duplicates, and TensorBoard gets `purge_step=s+1`
@@ -120,6 +123,32 @@ def _as_step(step: Any) -> int:
 
 def _json_number(x: float) -> float | None:
   return x if math.isfinite(x) else None
+
+
+def _finite_json(value: Any) -> Any:
+  """`value` with every non-finite float (anywhere in dicts / lists / tuples) replaced by None.
+
+  Iterative, so a deeply nested record cannot exhaust the Python stack here.
+  """
+  def convert(x):
+    if isinstance(x, float) and not math.isfinite(x):
+      return None, None
+    if isinstance(x, Mapping):
+      out = {}
+      return out, [(out, k, v) for k, v in x.items()]
+    if isinstance(x, (list, tuple)):
+      out = [None] * len(x)
+      return out, [(out, i, v) for i, v in enumerate(x)]
+    return x, None
+
+  root, todo = convert(value)
+  stack = list(todo or ())
+  while stack:
+    parent, key, child = stack.pop()
+    parent[key], todo = convert(child)
+    if todo:
+      stack.extend(todo)
+  return root
 
 
 def _read_jsonl(path: pathlib.Path) -> tuple[list[dict], int]:
@@ -373,6 +402,12 @@ def read_rollouts(workdir: str | os.PathLike, step: int) -> list[dict]:
                             f"(steps logged: {list_rollout_steps(workdir)})")
   records, _ = _read_jsonl(path)
   for i, rec in enumerate(records):
+    for key in ("reward", "advantage"):  # written as null when non-finite
+      if key in rec and rec[key] is None:
+        rec[key] = math.nan
+    for verdict in rec.get("verdicts") if isinstance(rec.get("verdicts"), list) else ():
+      if isinstance(verdict, dict) and "score" in verdict and verdict["score"] is None:
+        verdict["score"] = math.nan
     try:
       validate_rollout_record(rec)
     except ValueError as e:
@@ -404,7 +439,8 @@ class RolloutLogger:
       if rec["step"] != step:
         raise ValueError(f"step {step} record {i} has step {rec['step']}")
     path = rollout_path(self.workdir, step)
-    _atomic_write_text(path, "".join(json.dumps(dict(r), allow_nan=False) + "\n" for r in records))
+    _atomic_write_text(path, "".join(json.dumps(_finite_json(r), allow_nan=False) + "\n"
+                                     for r in records))
     return path
 
   def truncate_after(self, step: int) -> list[int]:

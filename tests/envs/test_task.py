@@ -65,6 +65,31 @@ BAD_RECORDS = [
     (lambda d: d.update(reference=[{"role": "robot", "content": "hi"}]), "reference[0].role",
      "must be one of"),
     (lambda d: d.update(surprise=1), "surprise", "unknown field"),
+    # Values a rollout cannot use (issue 19 item 8).
+    (lambda d: d["rubric"]["subgoals"][0].update(weight=float("inf")), "rubric.subgoals[0].weight",
+     "finite"),
+    (lambda d: d.update(instruction="cancel \ud800 now"), "instruction", "cannot be encoded"),
+    (lambda d: d["world"]["facts"].update(deep=json.loads("[" * 80 + "]" * 80)),
+     "world.facts.deep" + "[0]" * 61, "nested deeper than 64"),  # 64 levels from the record
+    # Tool schemas never reach the network and cannot hang a match (issue 19 item 6).
+    (lambda d: d["tools"][0]["function"]["parameters"]["properties"].update(
+        order_id={"$ref": "http://127.0.0.1:9/schema.json"}),
+     "tools[0].function.parameters.properties.order_id.$ref", "only local references"),
+    (lambda d: d["tools"][0]["function"]["parameters"].update(
+        **{"$id": "https://example.com/s.json", "$defs": {"x": {"type": "string"}}}),
+     "tools[0].function.parameters.$id", "rebase"),
+    (lambda d: d["tools"][0]["function"]["parameters"]["properties"].update(
+        order_id={"type": "string", "pattern": "^(a+)+$"}),
+     "tools[0].function.parameters.properties.order_id.pattern", "repeats a repeated group"),
+    (lambda d: d["tools"][0]["function"]["parameters"].update(
+        patternProperties={"^(?:x\\d*)*(?:y*)*$": {"type": "string"}}),
+     "tools[0].function.parameters.patternProperties.^(?:x\\d*)*(?:y*)*$", "repeats a repeated"),
+    (lambda d: d["tools"][0]["function"]["parameters"]["properties"].update(
+        order_id={"type": "string", "pattern": "(unclosed"}),
+     "tools[0].function.parameters.properties.order_id.pattern", "not a valid regular expression"),
+    (lambda d: d["tools"][0]["function"]["parameters"]["properties"].update(
+        order_id={"type": "string", "pattern": "(?:" * 40 + "a" + ")" * 40}),
+     "tools[0].function.parameters.properties.order_id.pattern", "nests groups deeper than 32"),
 ]
 
 
@@ -100,3 +125,46 @@ def test_load_reports_file_line_field_and_skips_bad_records(tmp_path):
 def test_tasks_are_hashable_by_id():
   a, b = make_task(), make_task(id="other")
   assert len({a, make_task(), b}) == 2
+
+
+@pytest.mark.parametrize("schema", [
+    {"type": "object", "properties": {"a": {"$ref": "#/$defs/code"}},
+     "$defs": {"code": {"type": "string", "pattern": "^[A-Z]{2}\\d{4}$"}}},
+    {"type": "object", "properties": {"email": {"type": "string",
+                                                "pattern": "^[\\w.]+@\\w+(\\.\\w+)+$"}}},
+    {"type": "object", "properties": {"id": {"type": "string"}}, "enum": [{"$ref": "http://x"}]},
+])
+def test_safe_schemas_still_load(schema):
+  d = task_dict()
+  d["tools"][0]["function"]["parameters"] = schema
+  d["world"]["responses"] = []
+  task_lib.Task.from_dict(d)
+
+
+def test_one_bad_line_of_any_kind_loses_only_that_line(tmp_path):
+  """Each hostile line is a file:line error; the good lines around it are kept (issue 19, 8)."""
+  good = [json.dumps(task_dict(id=f"ok{i}")).encode() for i in range(3)]
+  weight_inf = json.dumps(task_dict(id="inf")).replace('"weight": 2.0', '"weight": Infinity', 1)
+  assert "Infinity" in weight_inf
+  bad = {
+      "big integer": b'{"id": ' + b"7" * 5000 + b"}",
+      "deep nesting": b"[" * 100_000 + b"]" * 100_000,
+      "invalid utf-8": json.dumps(task_dict(id="bytes")).encode().replace(b"cancel", b"canc\xffel"),
+      "infinite weight": weight_inf.encode(),
+      "lone surrogate": json.dumps(task_dict(id="sur", instruction="x \ud800 y")).encode(),
+      "nan": json.dumps(task_dict(id="nan")).replace('"weight": 2.0', '"weight": NaN').encode(),
+  }
+  lines = [good[0], *bad.values(), good[1], b"", good[2]]
+  path = tmp_path / "hostile.jsonl"
+  path.write_bytes(b"\n".join(lines) + b"\n")
+  tasks, errors = task_lib.load_tasks(path)
+  assert [t.id for t in tasks] == ["ok0", "ok1", "ok2"]
+  assert [e.line for e in errors] == [2, 3, 4, 5, 6, 7]
+  rendered = [str(e) for e in errors]
+  assert all(r.startswith(f"{path}:{n}: ") for r, n in zip(rendered, range(2, 8)))
+  assert "digits" in rendered[0]
+  assert "nested too deeply" in rendered[1]
+  assert "invalid UTF-8: byte 0xff" in rendered[2]
+  assert "Infinity is not a JSON number" in rendered[3]
+  assert rendered[4].startswith(f"{path}:6: instruction: string cannot be encoded")
+  assert "NaN is not a JSON number" in rendered[5]

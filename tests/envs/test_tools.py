@@ -134,3 +134,57 @@ def test_same_call_same_answer_across_two_processes(tmp_path):
   for i, answer in enumerate(outs[0]):
     assert answer.startswith("answer from process ")
     assert stored.get("shop-001", "get_order", canonical_arguments({"order_id": f"X{i}"})) == answer
+
+
+# --- schemas from task data (issue 19 item 6) ----------------------------------------------------
+
+def _with_first_tool_params(params):
+  import dataclasses  # pylint: disable=g-import-not-at-top
+  task = make_task()
+  tool = dataclasses.replace(task.tools[0], parameters=params)
+  return dataclasses.replace(task, tools=(tool,) + task.tools[1:])
+
+
+def test_remote_ref_is_never_fetched(monkeypatch):
+  """A Tool built without Task.from_dict (so without its load-time rule) still never fetches."""
+  import urllib.request  # pylint: disable=g-import-not-at-top
+  fetched = []
+
+  def no_network(*args, **kwargs):
+    fetched.append(args)
+    raise OSError("network disabled in this test")
+
+  monkeypatch.setattr(urllib.request, "urlopen", no_network)
+  task = _with_first_tool_params({"type": "object", "properties": {
+      "order_id": {"$ref": "http://127.0.0.1:9/remote.json"}}})
+  tools = MockToolSystem()
+  obs = tools.call(task, base.ToolCall("get_order", {"order_id": "A17"}), tools.new_episode(task))
+  assert fetched == []
+  assert obs.startswith("Error: invalid arguments for get_order: the tool's schema has a "
+                        "reference that cannot be resolved")
+  # Local references still resolve.
+  task = _with_first_tool_params({
+      "type": "object", "properties": {"order_id": {"$ref": "#/$defs/id"}},
+      "$defs": {"id": {"type": "string", "pattern": "^A\\d+$"}}})
+  ep = tools.new_episode(task)
+  assert "does not match" in tools.call(task, base.ToolCall("get_order", {"order_id": "B1"}), ep)
+  assert "teapot" in tools.call(task, base.ToolCall("get_order", {"order_id": "A17"}), ep)
+
+
+def test_pattern_match_time_is_bounded():
+  """`(a|aa)+` passes the load-time rule but backtracks exponentially: the match is cut off."""
+  import time  # pylint: disable=g-import-not-at-top
+  from synthagent_jax.envs import task as task_lib  # pylint: disable=g-import-not-at-top
+  from synthagent_jax.envs import tools as tools_lib  # pylint: disable=g-import-not-at-top
+  from tests.envs.fixtures import task_dict  # pylint: disable=g-import-not-at-top
+  d = task_dict()
+  d["tools"][0]["function"]["parameters"]["properties"]["order_id"]["pattern"] = "^(a|aa)+$"
+  task = task_lib.Task.from_dict(d)
+  tools = MockToolSystem()
+  ep = tools.new_episode(task)
+  t0 = time.perf_counter()
+  obs = tools.call(task, base.ToolCall("get_order", {"order_id": "a" * 34 + "!"}), ep)
+  elapsed = time.perf_counter() - t0
+  assert elapsed < 20 * tools_lib.PATTERN_TIMEOUT_S, elapsed  # Python's re needs seconds here
+  assert obs.startswith("Error: invalid arguments for get_order: order_id: matching pattern")
+  assert "No record found" in tools.call(task, base.ToolCall("get_order", {"order_id": "aaa"}), ep)

@@ -119,3 +119,124 @@ def test_bad_minibatch_tasks_fails_in_one_line(tmp_path):
   assert lines and "rl.minibatch_tasks must be an integer >= 1" in lines[-1], proc.stderr
   assert "Traceback" not in proc.stderr
   assert not os.path.exists(os.path.join(tmp_path, "checkpoints"))
+# --- every bad override: one line naming the key, before any work (issue 19 item 10) -------------
+
+BAD_OVERRIDES = [
+    ("rl.micro_batch_size=0", "rl.micro_batch_size must be >= 1"),
+    ("rl.minibatch_size=0", "rl.minibatch_size must be >= 1"),
+    ("rl.num_steps=-5", "rl.num_steps must be >= 0"),
+    ("rl.tasks_per_step=0", "rl.tasks_per_step must be >= 1"),
+    ("rl.num_generations=0", "rl.num_generations must be >= 1"),
+    ("rl.ppo_epochs=0", "rl.ppo_epochs must be >= 1"),
+    ("rl.clip_low=1.5", "rl.clip_low"),
+    ("rl.clip_high=-0.1", "rl.clip_high must be >= 0"),
+    ("rl.agg=mean", "rl.agg must be one of"),
+    ("rl.advantage=ppo", "rl.advantage must be one of"),
+    ("rl.is_cap=-1.0", "rl.is_cap must be >= 0"),
+    ("rl.kl_coef=nan", "rl.kl_coef must be a finite number"),
+    ("rl.micro_batch_size=5", "rl.minibatch_size=16 is not a multiple of rl.micro_batch_size=5"),
+    ("checkpoint.every_steps=0", "checkpoint.every_steps must be >= 1"),
+    ("checkpoint.keep=0", "checkpoint.keep must be >= 1"),
+    ("log.every_steps=0", "log.every_steps must be >= 1"),
+    ("eval.k=0", "eval.k must be >= 1"),
+    ("eval.every_steps=-1", "eval.every_steps must be >= 0"),
+    ("eval.num_tasks=-3", "eval.num_tasks must be >= 0"),
+    ("rollout.max_total_tokens=10", "rollout.max_total_tokens=10 is too small"),
+    ("rollout.max_turns=0", "rollout.max_turns must be >= 1"),
+    ("rollout.max_new_tokens=0", "rollout.max_new_tokens must be >= 1"),
+    ("rollout.max_tool_response_tokens=0", "rollout.max_tool_response_tokens must be >= 1"),
+    ("rollout.top_p=1.5", "rollout.top_p must be in (0, 1]"),
+    ("rollout.top_k=-1", "rollout.top_k must be >= 0"),
+    ("optim.lr=-0.0001", "optim.lr must be > 0"),
+    ("sft.lr=-0.003", "sft.lr must be > 0"),
+    ("sft.num_steps=-1", "sft.num_steps must be >= 0"),
+    ("sft.batch_size=0", "sft.batch_size must be >= 1"),
+    ("optim.schedule=linear", "optim.schedule must be one of"),
+    ("optim.warmup_steps=-1", "optim.warmup_steps must be >= 0"),
+    ("optim.b1=1.0", "optim.b1/b2 must be in [0, 1)"),
+    ("optim.weight_decay=-0.1", "optim.weight_decay must be >= 0"),
+    ("env.user=robot", "env.user must be one of rule, llm"),
+    ("env.user=llm", "env.llm.base_url is not set"),
+    ("reward.judge=gpt", "reward.judge must be one of none, http, jax"),
+    ("reward.judge=jax", "reward.judge='jax' needs --config.reward.judge_checkpoint"),
+    ("reward.aggregation=mean", "reward.aggregation must be one of"),
+    ("model.dtype=float8", "model.dtype must be one of"),
+    ("model.remat=some", "model.remat must be one of"),
+    ("model.num_layers=0", "model.num_layers must be a positive int"),
+    ("mesh.shape=(0,1,1)", "mesh.shape entries must be positive"),
+]
+
+
+@pytest.fixture(scope="module")
+def train_main():
+  """launch.train's real main, run in this process (one import, then cheap calls per case); the
+  heavy part (train_loop.train) is replaced by a marker a bad config must never reach."""
+  from absl import flags  # pylint: disable=g-import-not-at-top
+  from launch import train  # pylint: disable=g-import-not-at-top
+  from launch import train_loop  # pylint: disable=g-import-not-at-top
+
+  class ReachedTraining(Exception):
+    pass
+
+  def fake_train(config, workdir):
+    raise ReachedTraining(workdir)
+
+  def run(workdir, *overrides):
+    saved_train, saved_argv = train_loop.train, sys.argv
+    argv = ["train", "--config=configs/tiny.py", f"--workdir={workdir}",
+            *[f"--config.{o}" for o in overrides]]
+    train_loop.train, sys.argv = fake_train, argv  # config_flags reads overrides from sys.argv
+    flags.FLAGS.unparse_flags()
+    try:
+      flags.FLAGS(argv)
+      train.main(["train"])
+    except SystemExit as e:
+      return e.code
+    finally:
+      train_loop.train, sys.argv = saved_train, saved_argv
+      flags.FLAGS.unparse_flags()
+      for name in [n for n in flags.FLAGS if n.startswith("config.")]:
+        delattr(flags.FLAGS, name)  # each parse defines its override flags anew
+    raise AssertionError("main returned without an error")
+
+  run.ReachedTraining = ReachedTraining
+  cwd = os.getcwd()
+  os.chdir(ROOT)
+  yield run
+  os.chdir(cwd)
+
+
+@pytest.mark.parametrize("override,expected", BAD_OVERRIDES, ids=[o for o, _ in BAD_OVERRIDES])
+def test_bad_override_is_one_line_naming_the_key_before_work(train_main, tmp_path, override,
+                                                             expected):
+  message = train_main(tmp_path / "wd", override)
+  assert isinstance(message, str) and message.startswith("error: "), message
+  assert "\n" not in message.strip(), message
+  assert expected in message, message
+  assert override.split("=")[0] in message  # names the key
+  assert not (tmp_path / "wd").exists()  # nothing written: no work was started
+
+
+def test_good_tiny_config_reaches_training(train_main, tmp_path):
+  with pytest.raises(train_main.ReachedTraining):
+    train_main(tmp_path / "wd")
+  with pytest.raises(train_main.ReachedTraining):  # an SFT/eval-only run is legitimate
+    train_main(tmp_path / "wd", "rl.num_steps=0")
+
+
+def test_cleartext_key_to_a_remote_judge_fails_before_work(train_main, tmp_path, monkeypatch):
+  monkeypatch.setenv("OPENAI_API_KEY", "sk-canary")
+  message = train_main(tmp_path / "wd", "reward.judge=http",
+                       "reward.judge_llm.base_url=http://10.9.8.7:30000/v1",
+                       "reward.judge_llm.model=m")
+  assert message.startswith("error: reward.judge_llm.base_url: refusing to send the API key")
+  assert "sk-canary" not in message
+
+
+def test_division_by_zero_override_through_the_cli_is_one_line(tmp_path):
+  proc = _run_train("--config=configs/tiny.py", f"--workdir={tmp_path}/wd",
+                    "--config.rl.micro_batch_size=0")
+  assert proc.returncode != 0
+  lines = [l for l in proc.stderr.strip().splitlines() if l.strip()]
+  assert lines == ["error: rl.micro_batch_size must be >= 1, got 0"], proc.stderr
+  assert not os.path.exists(os.path.join(tmp_path, "wd"))

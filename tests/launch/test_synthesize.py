@@ -120,3 +120,48 @@ def test_teacher_cli_path_wires_config_to_pipeline(tmp_path):
                                   "retried": {"no_json": 3}}
   assert len(teacher.calls) == 6
   assert synthesize.finish(c, out)["tasks"] == 0
+
+
+# --- one writer per output; torn UTF-8 (issue 19 item 9) ------------------------------------------
+
+def test_second_run_on_the_same_out_fails_clearly_and_writes_nothing(tmp_path):
+  out = str(tmp_path / "tasks.jsonl")
+  with store.OutputLock(out):  # a first run, still writing
+    res = subprocess.run(_cli(out, 5), cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 2
+    lines = [l for l in res.stderr.strip().splitlines() if l.strip()]
+    assert len(lines) == 1 and "being written by another run" in lines[0], res.stderr
+    assert f"pid {os.getpid()}" in lines[0]
+    assert not os.path.exists(out)
+    with pytest.raises(store.OutputLocked):  # a second lock in this process conflicts too
+      store.OutputLock(out).acquire()
+  res = subprocess.run(_cli(out, 5), cwd=REPO, capture_output=True, text=True, timeout=300)
+  assert res.returncode == 0, res.stderr[-2000:]  # released: the next run writes
+  assert len(store.load_done(out)) == 5
+
+
+def test_resume_after_a_line_torn_inside_a_utf8_character(tmp_path):
+  out = str(tmp_path / "t.jsonl")
+  records = list(offline.generate(6, seed=0))
+  with open(out, "w", encoding="utf-8") as f:
+    for r in records[:5]:
+      f.write(json.dumps(r, ensure_ascii=False) + "\n")
+  finished = os.path.getsize(out)
+  torn = json.dumps(dict(records[5], instruction="Réservez pour moi"), ensure_ascii=False).encode()
+  cut = torn.index("é".encode()) + 1  # inside the two-byte character
+  with open(out, "ab") as f:
+    f.write(torn[:cut])
+  assert [r["id"] for r in store.load_done(out)] == [r["id"] for r in records[:5]]
+  assert os.path.getsize(out) == finished  # the torn tail (only it) was cut off
+  with open(out, "ab") as f:
+    f.write(torn[:cut])
+  assert synthesize.run_offline(_config(num_tasks=8), out) == 3
+  ids = [r["id"] for r in store.load_done(out)]
+  assert ids == [r["id"] for r in offline.generate(8, seed=0)]
+
+
+def test_bad_utf8_in_the_middle_is_an_error_naming_the_line(tmp_path):
+  out = tmp_path / "t.jsonl"
+  out.write_bytes(b'{"id": "a"}\n{"id": "\xff"}\n{"id": "c"}\n')
+  with pytest.raises(ValueError, match=r"t\.jsonl:2: malformed JSON line"):
+    store.load_done(str(out))

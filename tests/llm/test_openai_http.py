@@ -135,3 +135,48 @@ def test_config_validation_and_wire_format():
   assert wire[0]["tool_calls"][0] == {"id": "call_0", "type": "function",
                                       "function": {"name": "f", "arguments": '{"a": 1}'}}
   assert wire[1]["tool_call_id"] == "call_0"
+
+
+# --- the API key never travels in cleartext off this machine (issue 19 item 11) ------------------
+
+_CANARY = "sk-canary-7d1e"
+
+
+@pytest.mark.parametrize("base_url", ["http://10.1.2.3:30000/v1", "http://example.com/v1",
+                                      "http://127.0.0.1.example.com/v1",
+                                      "http://localhost.example.com/v1",
+                                      "http://127.0.0.1@example.com/v1", "http://0.0.0.0:8000/v1"])
+def test_key_over_plain_http_to_another_host_is_refused(base_url, monkeypatch):
+  monkeypatch.setenv("TEST_SECRET_KEY", _CANARY)
+  with pytest.raises(ValueError) as e:
+    OpenAIChatLLM(OpenAIConfig(base_url=base_url, model="m", api_key_env="TEST_SECRET_KEY"))
+  msg = str(e.value)
+  assert "TEST_SECRET_KEY" in msg and "plain http://" in msg and "allow_insecure_key" in msg
+  assert _CANARY not in msg
+  # Explicitly allowed (a trusted network), or no key to send: accepted.
+  OpenAIChatLLM(OpenAIConfig(base_url=base_url, model="m", api_key_env="TEST_SECRET_KEY",
+                             allow_insecure_key=True))
+  monkeypatch.delenv("TEST_SECRET_KEY")
+  OpenAIChatLLM(OpenAIConfig(base_url=base_url, model="m", api_key_env="TEST_SECRET_KEY"))
+
+
+@pytest.mark.parametrize("base_url", ["https://api.example.com/v1", "http://127.0.0.1:30000/v1",
+                                      "http://127.8.9.10/v1", "http://localhost:30000/v1",
+                                      "http://LOCALHOST/v1", "http://[::1]:30000/v1"])
+def test_key_over_https_or_to_loopback_is_allowed(base_url, monkeypatch):
+  monkeypatch.setenv("TEST_SECRET_KEY", _CANARY)
+  llm = OpenAIChatLLM(OpenAIConfig(base_url=base_url, model="m", api_key_env="TEST_SECRET_KEY"))
+  assert _CANARY not in repr(llm)
+
+
+def test_teacher_built_by_synthesize_applies_the_rule(monkeypatch):
+  from configs import synth_teacher  # pylint: disable=g-import-not-at-top
+  from launch import synthesize  # pylint: disable=g-import-not-at-top
+  c = synth_teacher.get_config()
+  c.teacher.base_url, c.teacher.model = "http://192.168.7.7:30000/v1", "m"
+  monkeypatch.setenv(c.teacher.api_key_env, _CANARY)
+  with pytest.raises(ValueError, match=c.teacher.api_key_env):
+    synthesize.build_teacher(c)
+  c.seeds_dir = "data/seeds"
+  with pytest.raises(synthesize.SynthConfigError, match="teacher.base_url: refusing"):
+    synthesize.check_config(c)  # before any work: one line from the CLI

@@ -135,7 +135,7 @@ _hostile = st.lists(st.one_of(st.sampled_from(_TAGS), st.text(max_size=12)), max
 # well-formed text keeps "<" out of names, keys and values.
 _plain = st.text(alphabet=st.characters(blacklist_characters="<"), max_size=8)
 _json = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | _plain,
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | _plain,
     lambda c: st.lists(c, max_size=3) | st.dictionaries(_plain, c, max_size=3),
     max_leaves=10)
 
@@ -181,3 +181,91 @@ def test_well_formed_answers_parse_exactly(before, answer):
   assert t.kind == "answer"
   assert t.answer == answer.strip()
   assert t.content == before.strip()
+
+
+# --- non-finite numbers (issue 19 item 5) ------------------------------------------------------
+
+@pytest.mark.parametrize("body", [
+    '{"name": "pay", "arguments": {"amount": NaN}}',
+    '{"name": "pay", "arguments": {"amount": Infinity}}',
+    '{"name": "pay", "arguments": {"amount": -Infinity}}',
+    '{"name": "pay", "arguments": {"amount": 1e999}}',
+    '{"name": "pay", "arguments": {"amounts": [1, {"x": -1e999}]}}',
+    '{"name": "pay", "arguments": "{\\"amount\\": NaN}"}',  # arguments as a JSON string
+    '{"name": "pay", "arguments": {"amount": 1}, "extra": NaN}',
+])
+def test_non_finite_numbers_make_a_malformed_call(body):
+  t = parse_turn(f"<tool_call>{body}</tool_call>")
+  assert t.kind == "tool_calls"
+  assert t.calls == []
+  assert len(t.blocks) == 1 and t.blocks[0].error
+  assert "not valid JSON" in t.blocks[0].error or "not JSON" in t.blocks[0].error
+  assert t.errors == (t.blocks[0].error,)
+
+
+def test_finite_extremes_still_parse():
+  t = parse_turn('<tool_call>{"name": "pay", "arguments": {"a": 1e308, "b": -1e-320, '
+                 '"c": 12345678901234567890}}</tool_call>')
+  assert t.errors == ()
+  assert t.calls == [ToolCall("pay", {"a": 1e308, "b": -1e-320, "c": 12345678901234567890})]
+
+
+def test_arguments_nested_too_deep_are_malformed():
+  depth = 200  # parses as JSON, but deeper than any tool schema needs
+  t = parse_turn('<tool_call>{"name": "f", "arguments": {"a": ' + "[" * depth + "]" * depth
+                 + "}}</tool_call>")
+  assert t.calls == [] and "nested deeper" in t.errors[0]
+  ok = parse_turn('<tool_call>{"name": "f", "arguments": {"a": [[[1]]]}}</tool_call>')
+  assert ok.errors == () and ok.calls[0].arguments == {"a": [[[1]]]}
+
+
+def test_episode_with_non_finite_call_runs_on_and_logs_as_json(tmp_path):
+  """A NaN/Infinity/1e999 call is an error observation; the episode goes on to its answer and the
+  trajectory is written by the real rollout logger and read back."""
+  import transformers  # pylint: disable=g-import-not-at-top
+  from synthagent_jax.rollout.agent_loop import INVALID_CALL_NAME, AgentLoop, AgentLoopConfig
+  from synthagent_jax.utils import metrics
+  from tests.rollout.test_agent_loop import (TOKENIZER_DIR, FakeTask, RecordingTools,
+                                             ScriptedEngine, ScriptedUser)
+  tok = transformers.AutoTokenizer.from_pretrained(str(TOKENIZER_DIR))
+  scripts = {"pay": ['<tool_call>{"name": "lookup", "arguments": {"key": NaN}}</tool_call>\n'
+                     '<tool_call>{"name": "lookup", "arguments": {"key": 1e999}}</tool_call>\n'
+                     '<tool_call>{"name": "lookup", "arguments": {"key": -Infinity}}</tool_call>',
+                     cf.format_tool_call("lookup", {"key": "a"}),
+                     "<answer>paid</answer>"]}
+  tools = RecordingTools()
+  loop = AgentLoop(ScriptedEngine(tok, scripts), tok, tools, ScriptedUser(), AgentLoopConfig())
+  (traj,) = loop.run([FakeTask("t0", "pay")])
+  assert traj.status == "answered" and traj.num_turns == 3
+  assert tools.calls == [("t0", "lookup", {"key": "a"})]  # the malformed calls never ran
+  observations = [m for m in traj.messages if m["role"] == "tool"]
+  assert [m["name"] for m in observations[:3]] == [INVALID_CALL_NAME] * 3
+  assert all(m["content"].startswith("Error: tool call is not valid JSON")
+             for m in observations[:3])
+  rec = metrics.rollout_record(5, traj, domain="d", reward=float("nan"), advantage=0.0)
+  metrics.RolloutLogger(tmp_path, process_index=0).write(5, [rec])
+  (back,) = metrics.read_rollouts(tmp_path, 5)
+  assert back["messages"] == json.loads(json.dumps(traj.messages))
+  assert back["status"] == "answered" and back["reward"] != back["reward"]  # NaN -> null -> NaN
+
+
+# --- linear time on unclosed tags (issue 19 item 7) ----------------------------------------------
+
+def _best_time(text, repeats=5):
+  import time  # pylint: disable=g-import-not-at-top
+  best = float("inf")
+  for _ in range(repeats):
+    t0 = time.perf_counter()
+    parse_turn(text)
+    best = min(best, time.perf_counter() - t0)
+  return best
+
+
+@pytest.mark.parametrize("unit", [cf.THINK_START, cf.TOOL_CALL_START, cf.ANSWER_START,
+                                  cf.THINK_START + cf.TOOL_CALL_START + cf.ANSWER_START + "x"])
+def test_time_is_linear_in_unclosed_tags(unit):
+  n = 1000
+  small, large = _best_time(unit * n), _best_time(unit * (4 * n))
+  # Linear: 4x the text costs about 4x; the quadratic scan this replaces cost 16x.
+  assert large / max(small, 1e-6) < 8, (small, large)
+  assert parse_turn(unit * n).errors  # each is reported as unclosed

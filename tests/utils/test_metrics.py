@@ -251,3 +251,24 @@ def test_rollout_record_from_real_trajectory_and_verdict():
   assert rec["response_tokens"] == 2 and rec["sample_index"] == 3 and rec["error"] == "tool crashed"
   assert "error" not in metrics.rollout_record(
       2, {**traj.to_dict(), "error": None}, domain="d", reward=0.0, advantage=0.0)
+
+
+def test_rollout_logger_writes_non_finite_values_as_null(tmp_path):
+  """Whatever reaches the rollout log is written (issue 19 item 5): non-finite floats anywhere in
+  a record become null; reward / advantage / verdict score read back as NaN."""
+  rec = make_record(3, reward=float("nan"))
+  rec["advantage"] = float("-inf")
+  rec["verdicts"][0]["score"] = float("inf")
+  rec["messages"] = [{"role": "assistant", "content": "", "tool_calls": [
+      {"type": "function", "function": {"name": "f", "arguments": {
+          "x": float("nan"), "y": [1.5, float("inf"), {"z": float("-inf")}], "w": (2.0, "s")}}}]}]
+  path = metrics.RolloutLogger(tmp_path, process_index=0).write(3, [rec])
+  line = json.loads(path.read_text())  # strict JSON: no NaN / Infinity literals
+  assert "NaN" not in path.read_text() and "Infinity" not in path.read_text()
+  assert line["messages"][0]["tool_calls"][0]["function"]["arguments"] == {
+      "x": None, "y": [1.5, None, {"z": None}], "w": [2.0, "s"]}
+  (back,) = metrics.read_rollouts(tmp_path, 3)
+  assert math.isnan(back["reward"]) and math.isnan(back["advantage"])
+  assert math.isnan(back["verdicts"][0]["score"])
+  assert rec["reward"] != rec["reward"]  # the caller's record is not modified
+  assert math.isnan(rec["messages"][0]["tool_calls"][0]["function"]["arguments"]["x"])
