@@ -37,7 +37,8 @@ class ConfigError(ValueError):
 # (key, bound): numbers the loop reads directly (no dataclass owns them); "ge0" allows 0.
 _BOUNDS = (
     ("rl.num_steps", "ge0"), ("rl.tasks_per_step", "ge1"), ("rl.num_generations", "ge1"),
-    ("rl.minibatch_size", "ge1"), ("rl.micro_batch_size", "ge1"), ("rl.kl_coef", "ge0"),
+    ("rl.minibatch_tasks", "ge1"), ("rl.minibatch_size", "ge1"), ("rl.micro_batch_size", "ge1"),
+    ("rl.kl_coef", "ge0"),
     ("rl.is_cap", "ge0"), ("rl.clip_high", "ge0"),
     ("sft.num_steps", "ge0"), ("sft.batch_size", "ge1"), ("sft.lr", "gt0"),
     ("optim.weight_decay", "ge0"), ("optim.clip_norm", "ge0"), ("optim.eps", "ge0"),
@@ -238,12 +239,14 @@ def check_config(config) -> None:
     raise ConfigError(f"rollout.temperature={config.rollout.temperature}: GRPO trains on sampled "
                       "rollouts and the learner scores that tempered policy; use a temperature > 0")
   rows = config.rl.tasks_per_step * config.rl.num_generations
+  mini = (f"rl.minibatch_tasks={config.rl.minibatch_tasks} x rl.num_generations="
+          f"{config.rl.num_generations} = {config.rl.minibatch_size} rollouts per update")
   if config.rl.minibatch_size % config.rl.micro_batch_size:
-    raise ConfigError(f"rl.minibatch_size={config.rl.minibatch_size} is not a multiple of "
-                      f"rl.micro_batch_size={config.rl.micro_batch_size}")
+    raise ConfigError(f"{mini} is not a multiple of rl.micro_batch_size="
+                      f"{config.rl.micro_batch_size}")
   if rows < config.rl.minibatch_size:
     raise ConfigError(f"rl.tasks_per_step x rl.num_generations = {rows} rollouts per step is "
-                      f"fewer than rl.minibatch_size={config.rl.minibatch_size}")
+                      f"fewer than {mini}")
   sft_micro = min(config.sft.batch_size, config.rl.micro_batch_size)
   if config.sft.num_steps > 0 and config.sft.batch_size % sft_micro:
     raise ConfigError(f"sft.batch_size={config.sft.batch_size} is not a multiple of its "

@@ -68,7 +68,8 @@ from synthagent_jax.envs.validate import (EFFECT_OPS, MESSAGE_ROLES, TaskValidat
                                           split_path, validate_messages, validate_world)
 
 TOOL_KINDS = ("read", "write")
-CHECK_TYPES = ("tool_called", "tool_not_called", "asked_user_for", "answer_contains")
+CHECK_TYPES = ("tool_called", "tool_not_called", "asked_user_for", "answer_contains",
+               "no_over_asking", "world_state")
 RUBRIC_SECTIONS = ("subgoals", "interactions", "forbidden")
 
 
@@ -165,7 +166,8 @@ class Check:
   text: str | None = None        # answer_contains
 
   _FIELDS = {"tool_called": ("name", "arguments"), "tool_not_called": ("name",),
-             "asked_user_for": ("slot",), "answer_contains": ("text",)}
+             "asked_user_for": ("slot",), "answer_contains": ("text",),
+             "no_over_asking": (), "world_state": ()}
 
   @classmethod
   def from_dict(cls, d: dict, where: str = "check") -> "Check":
@@ -175,6 +177,8 @@ class Check:
     if typ not in CHECK_TYPES:
       fail(join(where, "type"), f"unknown check type {typ!r} (known: {', '.join(CHECK_TYPES)})")
     check_keys(d, ("type",) + cls._FIELDS[typ], where)
+    if not cls._FIELDS[typ]:
+      return cls(type=typ)
     if typ in ("tool_called", "tool_not_called"):
       name = nonempty_str(d, "name", where)
       args = None

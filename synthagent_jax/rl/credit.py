@@ -36,7 +36,8 @@ from synthagent_jax.rl import advantages as adv_lib
 CREDITS = ("episode", "turn")
 EPISODE = "episode"
 TURN_KIND_OF_CHECK = {"asked_user_for": "message", "tool_called": "tool_calls",
-                      "tool_not_called": "tool_calls", "answer_contains": "answer"}
+                      "tool_not_called": "tool_calls", "answer_contains": "answer",
+                      "no_over_asking": "message", "world_state": "tool_calls"}
 
 
 def item_kinds(task) -> dict[str, str]:
