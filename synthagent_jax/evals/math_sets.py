@@ -197,6 +197,9 @@ class MathSuite:
     if not options.dataset:
       raise SuiteError("suite math needs --dataset=aime24|aime25|hmmt25|olympiadbench|FILE|"
                        "tfds:NAME")
+    if options.category:
+      raise SuiteError(f"suite math has no categories (got --category={options.category!r}); "
+                       "pick the problems with --dataset")
     self.options = options
     extra = dict(options.extra or {})
     known = {"question_field", "answer_field", "split", "system_prompt", "suffix"}
