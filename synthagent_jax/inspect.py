@@ -62,6 +62,16 @@ def load_rollouts(workdir: str | os.PathLike, step: int | None = None) -> list[d
   return metrics_lib.read_rollouts(workdir, step)
 
 
+def load_eval_episodes(out_dir: str | os.PathLike) -> list[dict]:
+  """The episodes of a `python -m launch.eval` run (OUT/episodes.jsonl: rollout records with
+  step 0, reward = the benchmark score, plus the checker's "verdict"), in file order."""
+  path = os.path.join(os.fspath(out_dir), "episodes.jsonl")
+  if not os.path.isfile(path):
+    raise FileNotFoundError(f"{out_dir} has no episodes.jsonl (written by python -m launch.eval)")
+  with open(path, encoding="utf-8") as f:
+    return [json.loads(line) for line in f if line.strip()]
+
+
 def evenly_spaced(steps: Sequence[int], n: int) -> list[int]:
   """At most `n` (>= 2) of `steps`, evenly spaced, always keeping the first and the last."""
   if n < 2:
@@ -261,8 +271,15 @@ def render_conversation(messages_or_record: Sequence[Any] | Record) -> str:
 
 
 def verdict_table(record: Record) -> str:
-  """The episode's rubric verdicts, one row per item, met items green and unmet red."""
+  """The episode's rubric verdicts, one row per item, met items green and unmet red; for an
+  outside benchmark's episode (launch.eval), its checker's verdict."""
   verdicts = record["verdicts"]
+  if not verdicts and isinstance(record.get("verdict"), Mapping):
+    colour = "#c8e6c9" if record.get("passed") else "#ffcdd2"
+    text = json.dumps(record["verdict"], ensure_ascii=False, sort_keys=True, indent=1)
+    return (f'<div class="sa-bench-verdict" style="background:{colour};padding:4px">'
+            f'<b>{html.escape(str(record.get("suite", "benchmark")))} verdict</b>'
+            f'<pre style="{_PRE_STYLE}">{html.escape(text)}</pre></div>')
   if not verdicts:
     return "<p><i>(no rubric verdicts)</i></p>"
   cell = "border:1px solid #ddd;padding:3px 6px;text-align:left;vertical-align:top"
