@@ -38,7 +38,7 @@ from synthagent_jax.models import chat_format as cf
 _ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 DEFAULT_TOKENIZER = os.path.join(_ROOT, "data", "tokenizer")
 SPEC_HELP = ("checkpoint:PATH | PATH | sglang:URL[,URL] | openai:BASE_URL:MODEL | oracle | null")
-_OPENAI_RE = re.compile(r"^(https?://[^/\s]+(?:/[^:\s]*)?):(\S.*)$")
+_URL_RE = re.compile(r"^(https?://)([^/\s]*)(.*)$")
 
 
 class PolicyError(ValueError):
@@ -88,9 +88,7 @@ def parse_spec(spec: str) -> tuple[str, str]:
       raise PolicyError(f"--policy={spec!r}: sglang needs http(s) URLs (sglang:URL[,URL])")
     return "sglang", ",".join(urls)
   if sep and kind == "openai":
-    if not _OPENAI_RE.match(arg):
-      raise PolicyError(f"--policy={spec!r}: expected openai:BASE_URL:MODEL, e.g. "
-                        "openai:http://127.0.0.1:8000/v1:my-model")
+    split_openai(arg, what=f"--policy={spec!r}")
     return "openai", arg
   if os.path.isdir(spec):
     return "checkpoint", spec
@@ -170,8 +168,9 @@ def restore_run_params(phase_dir: str, step: int, model_cfg):
     manager = ocp.CheckpointManager(phase_dir, item_names=("state",))
     params_only = os.path.basename(phase_dir) == "ref"  # checkpoints/ref holds bare params
     item = abs_params if params_only else {"params": abs_params}
-    out = manager.restore(step, args=ocp.args.Composite(
-        state=ocp.args.PyTreeRestore(item=item, partial_restore=True)))
+    out = manager.restore(step, args=ocp.args.Composite(state=ocp.args.PyTreeRestore(
+        item=item, restore_args=ocp.checkpoint_utils.construct_restore_args(item),
+        partial_restore=True)))
     manager.close()
   except Exception as e:  # pylint: disable=broad-except  # wrong dims / corrupt: one line
     raise PolicyError(f"cannot restore the params of {phase_dir}/{step}: "
@@ -252,11 +251,25 @@ def _sglang_policy(spec: str, urls: str, tokenizer_dir: str | None) -> Policy:
   return Policy(spec, "sglang", tok, lambda task: engine, chat_llm=chat_llm, close=engine.close)
 
 
-def split_openai(arg: str) -> tuple[str, str]:
-  match = _OPENAI_RE.match(arg)
+def split_openai(arg: str, what: str = "") -> tuple[str, str]:
+  """(base_url, model) of "BASE_URL:MODEL". The URL's path ends at the first ':' after the host
+  (so a model name may hold '/' and ':'); without a path, host[:port]:MODEL."""
+  error = PolicyError(f"{what or repr(arg)}: expected openai:BASE_URL:MODEL, e.g. "
+                      "openai:http://127.0.0.1:8000/v1:my-model")
+  match = _URL_RE.match(arg)
   if not match:
-    raise PolicyError(f"expected BASE_URL:MODEL, got {arg!r}")
-  return match.group(1), match.group(2)
+    raise error
+  scheme, netloc, tail = match.groups()
+  if tail:  # a path: the model follows its first ':'
+    path, sep, model = tail.partition(":")
+    url = scheme + netloc + path
+  else:
+    parts = netloc.split(":")
+    cut = 2 if len(parts) >= 3 and parts[1].isdigit() else 1
+    url, model, sep = scheme + ":".join(parts[:cut]), ":".join(parts[cut:]), ":" * (len(parts) > cut)
+  if not sep or not model.strip() or not netloc.split(":")[0] or (not tail and model.isdigit()):
+    raise error
+  return url, model
 
 
 def _openai_policy(spec: str, arg: str, tokenizer_dir: str | None) -> Policy:
