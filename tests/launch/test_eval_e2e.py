@@ -106,3 +106,10 @@ def server(checkpoint):
 def test_served_checkpoint_through_sglang_engine(tmp_path, server, suite, flags):
   results = _eval(tmp_path / "out", f"sglang:{server}", suite, flags)
   assert results["policy"] == f"sglang:{server}"
+
+
+def test_served_checkpoint_through_openai_adapter(tmp_path, server):
+  """The same server's /v1/chat/completions behind the OpenAI-compatible policy adapter."""
+  results = _eval(tmp_path / "out", f"openai:{server}/v1:synthagent_jax", "math",
+                  ["--dataset=aime24", "--limit=2"])
+  assert results["statuses"].keys() <= {"user_stopped", "answered", "max_steps"}
