@@ -12,6 +12,7 @@ limits, temperature) and eval_bench.<suite> options; default configs/base.py. Se
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import sys
@@ -32,6 +33,9 @@ _DATASET = flags.DEFINE_string("dataset", None, "math: aime24 | aime25 | hmmt25 
 _DATA_DIR = flags.DEFINE_string("data_dir", None, "Where benchmark files not shipped by a package live.")
 _TOKENIZER = flags.DEFINE_string("tokenizer", None, "Tokenizer directory (default: the checkpoint's, else data/tokenizer).")
 _USER = flags.DEFINE_string("user", None, "User simulator LLM: openai:BASE_URL:MODEL | policy | scripted:REPLY.")
+_OPTION = flags.DEFINE_multi_string(
+    "option", [], "Suite option KEY=VALUE (repeatable; VALUE parsed as JSON when it is), e.g. "
+    "--option=question_field=problem; overrides the config's eval_bench.<suite>.")
 _CHUNK = flags.DEFINE_integer("chunk_size", 16, "Tasks per batched agent-loop run.")
 _DTYPE = flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"], "In-process compute dtype.")
 _CONFIG = config_flags.DEFINE_config_file(
@@ -39,12 +43,21 @@ _CONFIG = config_flags.DEFINE_config_file(
     "uses (default: configs/base.py's defaults).", lock_config=True)
 
 
-def _extra(config, suite: str) -> dict:
+def _extra(config, suite: str, options: list[str]) -> dict:
+  """Suite options: the config's eval_bench.<suite> section, then each --option=KEY=VALUE."""
   bench = config.get("eval_bench") if hasattr(config, "get") else None
   section = bench.get(suite) if bench is not None and hasattr(bench, "get") else None
-  if section is None:
-    return {}
-  return section.to_dict() if hasattr(section, "to_dict") else dict(section)
+  out = {} if section is None else (section.to_dict() if hasattr(section, "to_dict")
+                                    else dict(section))
+  for item in options:
+    key, sep, value = item.partition("=")
+    if not sep or not key.strip():
+      raise ValueError(f"--option={item!r}: expected KEY=VALUE")
+    try:
+      out[key.strip()] = json.loads(value)
+    except json.JSONDecodeError:
+      out[key.strip()] = value
+  return out
 
 
 def main(argv) -> None:
@@ -71,7 +84,7 @@ def main(argv) -> None:
     factory = suite_lib.get(_SUITE.value)
     options = suite_lib.SuiteOptions(
         category=_CATEGORY.value, dataset=_DATASET.value, offset=_OFFSET.value,
-        limit=_LIMIT.value, data_dir=_DATA_DIR.value, extra=_extra(config, _SUITE.value))
+        limit=_LIMIT.value, data_dir=_DATA_DIR.value, extra=_extra(config, _SUITE.value, _OPTION.value))
     suite = factory(options)
     tasks = suite.load()
     from synthagent_jax.evals import runner  # pylint: disable=g-import-not-at-top  # loads JAX
