@@ -1,7 +1,8 @@
 """Look at what a run did: the functions behind notebooks/inspect_rollouts.ipynb.
 
-Reads a workdir's rollout logs (`rollouts/step_XXXXXX.jsonl`, format in utils/metrics.py) and
-returns plain data, HTML strings (for `IPython.display.HTML`) or matplotlib figures:
+Reads a workdir's rollout logs (`rollouts/step_XXXXXX.jsonl`, format in utils/metrics.py), or
+the episodes.jsonl of a `python -m launch.eval` output directory (the same record format, one
+"step" 0, plus the benchmark checker's "verdict"), and returns plain data, HTML strings (for `IPython.display.HTML`) or matplotlib figures:
 
     by_step = load_all_rollouts(workdir)            # {step: [record, ...]}
     html_table(step_summary(by_step))               # one row per step
@@ -47,13 +48,26 @@ _PRE_STYLE = "white-space:pre-wrap;word-break:break-word;margin:2px 0;font-famil
 # ----------------------------------------------------------------------------- loading
 
 
+def _is_eval_dir(workdir: str | os.PathLike) -> bool:
+  """An output directory of `python -m launch.eval` (episodes.jsonl, no rollouts/)."""
+  return (os.path.isfile(os.path.join(os.fspath(workdir), "episodes.jsonl"))
+          and not metrics_lib.list_rollout_steps(workdir))
+
+
 def list_steps(workdir: str | os.PathLike) -> list[int]:
-  """Steps with a rollout log, ascending."""
+  """Steps with a rollout log, ascending; [0] for a launch.eval output directory."""
+  if _is_eval_dir(workdir):
+    return [0]
   return metrics_lib.list_rollout_steps(workdir)
 
 
 def load_rollouts(workdir: str | os.PathLike, step: int | None = None) -> list[dict]:
-  """One step's episodes (the last logged step when `step` is None)."""
+  """One step's episodes (the last logged step when `step` is None). A launch.eval output
+  directory has one "step", 0: its episodes.jsonl."""
+  if _is_eval_dir(workdir):
+    if step not in (None, 0):
+      raise FileNotFoundError(f"{workdir} is a launch.eval output: its only step is 0")
+    return load_eval_episodes(workdir)
   if step is None:
     steps = list_steps(workdir)
     if not steps:
@@ -86,7 +100,7 @@ def load_all_rollouts(workdir: str | os.PathLike,
                       steps: Iterable[int] | None = None) -> dict[int, list[dict]]:
   """{step: episodes} for `steps` (default: every logged step), ascending."""
   chosen = list_steps(workdir) if steps is None else sorted(steps)
-  return {s: metrics_lib.read_rollouts(workdir, s) for s in chosen}
+  return {s: load_rollouts(workdir, s) for s in chosen}
 
 
 # ----------------------------------------------------------------------------- statistics
