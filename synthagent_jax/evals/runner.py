@@ -11,8 +11,9 @@ Outputs under `out_dir`:
                   synthagent_jax/inspect.py and notebooks/inspect_rollouts.ipynb read it) plus
                   "suite", "score", "passed", "verdict" (the checker's details), "user_stop".
   results.json    {"suite", "policy", "category", "dataset", "k", "episodes", "tasks", "metrics",
-                  "statuses", "user"}: metrics are the suite's own (suite.metrics); statuses count
-                  how episodes ended (context_full shows a prompt the policy's context cannot hold).
+                  "statuses", "scorer_errors", "user"}: metrics are the suite's own (suite.metrics);
+                  statuses count how episodes ended (context_full: the conversation outgrew the
+                  token budget); scorer_errors count episodes whose checker raised (scored 0).
   run.json        what the run is (suite, policy, options, k): a rerun with the same values
                   resumes, skipping every (task_id, sample_index) already in episodes.jsonl; a
                   different run in the same directory is refused.
@@ -103,6 +104,15 @@ def episode_record(suite_name: str, traj: Any, score: EpisodeScore) -> dict:
   return rec
 
 
+def _score(suite: Any, task: EvalTask, traj: Any) -> EpisodeScore:
+  """The checker's score; a checker that raises on one episode scores it 0 and records why
+  (results.json counts them as "scorer_errors"), instead of losing the whole run."""
+  try:
+    return suite.score(task, traj)
+  except Exception as e:  # pylint: disable=broad-except
+    return EpisodeScore(0.0, False, {"scorer_error": f"{e.__class__.__name__}: {e}"[:500]})
+
+
 def _check_run(out_dir: str, run_info: dict) -> None:
   path = os.path.join(out_dir, RUN)
   if os.path.isfile(path):
@@ -177,7 +187,7 @@ def run_suite(suite: Any, policy: Any, rollout_section: Any, out_dir: str | None
         for i, traj in enumerate(trajs):
           task, g = chunk[i // len(missing)], missing[i % len(missing)]
           traj.sample_index = g
-          rec = episode_record(suite.name, traj, suite.score(task, traj))
+          rec = episode_record(suite.name, traj, _score(suite, task, traj))
           done[(task.id, g)] = rec
           lines.append(json.dumps(rec, ensure_ascii=False) + "\n")
         if episodes_path is not None:
@@ -196,7 +206,9 @@ def run_suite(suite: Any, policy: Any, rollout_section: Any, out_dir: str | None
     statuses[rec["status"]] = statuses.get(rec["status"], 0) + 1
   results = {**run_info, "k": k, "episodes": len(records), "tasks": len(tasks),
              "metrics": {m: float(v) for m, v in suite.metrics(tasks, scores).items()},
-             "statuses": dict(sorted(statuses.items()))}
+             "statuses": dict(sorted(statuses.items())),
+             "scorer_errors": sum(bool((r.get("verdict") or {}).get("scorer_error"))
+                                  for r in records)}
   if out_dir is not None:
     with open(os.path.join(out_dir, RESULTS), "w") as f:
       json.dump(results, f, indent=2)
@@ -214,6 +226,9 @@ def markdown_table(results: dict) -> str:
   for status, count in results.get("statuses", {}).items():
     note = " (prompt longer than the policy's context)" if status == "context_full" else ""
     rows.append(f"| status: {status}{note} | {count}/{results['episodes']} |")
+  if results.get("scorer_errors"):
+    rows.append(f"| scorer errors (scored 0, see episodes.jsonl) | {results['scorer_errors']}/"
+                f"{results['episodes']} |")
   return head + "\n\n" + "\n".join(rows)
 
 

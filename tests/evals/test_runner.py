@@ -118,3 +118,21 @@ def test_loop_config_and_spec_options(tmp_path):
   opts = runner.options_from_spec("math:aime24", math_sets.MathSuite, limit=2)
   assert (opts.dataset, opts.category, opts.limit) == ("aime24", None, 2)
   assert runner.options_from_spec("other:base", object).category == "base"
+
+
+def test_a_checker_that_raises_scores_zero_and_is_counted(tmp_path):
+  suite = _suite(tmp_path, n=2)
+  real_score = suite.score
+
+  def flaky(task, traj):
+    if task.id.endswith("_1"):
+      raise KeyError("gold")
+    return real_score(task, traj)
+
+  suite.score = flaky
+  res = runner.run_suite(suite, policies.make_policy("oracle", suite=suite), ROLLOUT, None,
+                         progress=False)
+  assert res.results["scorer_errors"] == 1 and res.results["metrics"]["accuracy"] == 0.5
+  assert res.records[1]["verdict"] == {"scorer_error": "KeyError: 'gold'"}
+  assert "| scorer errors (scored 0, see episodes.jsonl) | 1/2 |" in runner.markdown_table(
+      res.results)
