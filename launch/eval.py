@@ -72,7 +72,7 @@ def main(argv) -> None:
   from configs import base  # pylint: disable=g-import-not-at-top
   config = _CONFIG.value if _CONFIG.value is not None else base.base_config()
   policy = None
-  try:
+  try:  # setup: every problem here is the user's input, one line each
     for name, flag in (("--suite", _SUITE), ("--policy", _POLICY), ("--out", _OUT)):
       if not flag.value:
         raise ValueError(f"{name} is required")
@@ -81,26 +81,31 @@ def main(argv) -> None:
     if _DATA_DIR.value and not os.path.isdir(_DATA_DIR.value):
       raise ValueError(f"--data_dir={_DATA_DIR.value!r} is not a directory")
     policies.parse_spec(_POLICY.value)
+    policies.check_user_spec(_USER.value)
     factory = suite_lib.get(_SUITE.value)
     options = suite_lib.SuiteOptions(
         category=_CATEGORY.value, dataset=_DATASET.value, offset=_OFFSET.value,
-        limit=_LIMIT.value, data_dir=_DATA_DIR.value, extra=_extra(config, _SUITE.value, _OPTION.value))
+        limit=_LIMIT.value, data_dir=_DATA_DIR.value,
+        extra=_extra(config, _SUITE.value, _OPTION.value))
     suite = factory(options)
     tasks = suite.load()
     from synthagent_jax.evals import runner  # pylint: disable=g-import-not-at-top  # loads JAX
     policy = policies.make_policy(_POLICY.value, suite=suite, tokenizer=_TOKENIZER.value,
                                   dtype=_DTYPE.value)
     user_llm = policies.make_user_llm(_USER.value, policy)
+  except (ValueError, OSError) as e:  # SuiteError, PolicyError are ValueErrors
+    if policy is not None:
+      policy.close()
+    sys.exit(f"error: {' '.join(str(e).split())}")
+  try:  # the run: only its known failures are one line; anything else is a bug to see in full
     result = runner.run_suite(suite, policy, config.rollout, _OUT.value, k=_K.value,
                               tasks=tasks, user_llm=user_llm, chunk_size=_CHUNK.value,
                               options=options, user_spec=_USER.value or "",
                               seed=config.seed)
-  except (ValueError, OSError) as e:  # SuiteError, PolicyError, RunError are ValueErrors
-    msg = " ".join(str(e).split())
-    sys.exit(f"error: {msg}")
+  except (suite_lib.SuiteError, policies.PolicyError, runner.RunError, OSError) as e:
+    sys.exit(f"error: {' '.join(str(e).split())}")
   finally:
-    if policy is not None:
-      policy.close()
+    policy.close()
   print(runner.markdown_table(result.results))
   print(f"\nwrote {os.path.join(_OUT.value, runner.RESULTS)} and "
         f"{os.path.join(_OUT.value, runner.EPISODES)}")

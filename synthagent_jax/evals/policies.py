@@ -427,6 +427,17 @@ class OpenAIChatEngine:
 USER_HELP = "openai:BASE_URL:MODEL | policy | scripted:REPLY"
 
 
+def check_user_spec(spec: str | None) -> None:
+  """Checks a --user spec's syntax (nothing is loaded or reached); raises PolicyError."""
+  spec = (spec or "").strip()
+  if not spec or spec == "policy" or spec.startswith("scripted:"):
+    return
+  if spec.startswith("openai:"):
+    split_openai(spec[len("openai:"):], what=f"--user={spec!r}")
+    return
+  raise PolicyError(f"--user={spec!r}: use {USER_HELP}")
+
+
 def make_user_llm(spec: str | None, policy: Policy | None = None):
   """The `llm.LLM` a suite's user simulator talks through, from a --user spec (None if empty).
 

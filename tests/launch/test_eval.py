@@ -64,6 +64,8 @@ def _bad_inputs(tmp_path):
       (["--suite=math", "--dataset=aime24", "--policy=null"], "--out is required"),
       (["--suite=math", "--dataset=aime24", "--policy=null", "--k=0", out], "--k must be >= 1"),
       (["--suite=math", "--dataset=aime24", "--policy=null", "--user=gpt", out], "--user='gpt'"),
+      (["--suite=math", "--dataset=aime24", "--policy=null", "--user=openai:http://x", out],
+       "--user='openai:http://x': expected openai:BASE_URL:MODEL"),
       (["--suite=math", "--dataset=aime24", "--policy=null", "--option=split", out],
        "--option='split': expected KEY=VALUE"),
       (["--suite=math", "--dataset=aime24", "--policy=null", "--option=qestion_field=x", out],
