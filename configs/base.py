@@ -138,6 +138,13 @@ def base_config() -> ml_collections.ConfigDict:
   c.eval.every_steps = 0           # 0 = only at the end
   c.eval.num_tasks = 32
   c.eval.k = 4                     # samples per task for pass^k
+  # Outside benchmarks run at every evaluation on the current policy (evals/, docs/evals.md):
+  # "SUITE[:VALUE]" with VALUE the suite's dataset or category, e.g. ("math:aime24",
+  # "bfcl_multi_turn:base"); logged as bench/<suite>_<value>/<metric>.
+  c.eval.suites = ()
+  c.eval.suites_k = 1              # episodes per benchmark task
+  c.eval.suites_limit = 0          # benchmark tasks per suite (0 = all)
+  c.eval.suites_data_dir = ""      # --data_dir of launch.eval, for data no package ships
 
   c.log = ml_collections.ConfigDict()
   c.log.every_steps = 1

@@ -1,7 +1,8 @@
 """Look at what a run did: the functions behind notebooks/inspect_rollouts.ipynb.
 
-Reads a workdir's rollout logs (`rollouts/step_XXXXXX.jsonl`, format in utils/metrics.py) and
-returns plain data, HTML strings (for `IPython.display.HTML`) or matplotlib figures:
+Reads a workdir's rollout logs (`rollouts/step_XXXXXX.jsonl`, format in utils/metrics.py), or
+the episodes.jsonl of a `python -m launch.eval` output directory (the same record format, one
+"step" 0, plus the benchmark checker's "verdict"), and returns plain data, HTML strings (for `IPython.display.HTML`) or matplotlib figures:
 
     by_step = load_all_rollouts(workdir)            # {step: [record, ...]}
     html_table(step_summary(by_step))               # one row per step
@@ -47,19 +48,42 @@ _PRE_STYLE = "white-space:pre-wrap;word-break:break-word;margin:2px 0;font-famil
 # ----------------------------------------------------------------------------- loading
 
 
+def _is_eval_dir(workdir: str | os.PathLike) -> bool:
+  """An output directory of `python -m launch.eval` (episodes.jsonl, no rollouts/)."""
+  return (os.path.isfile(os.path.join(os.fspath(workdir), "episodes.jsonl"))
+          and not metrics_lib.list_rollout_steps(workdir))
+
+
 def list_steps(workdir: str | os.PathLike) -> list[int]:
-  """Steps with a rollout log, ascending."""
+  """Steps with a rollout log, ascending; [0] for a launch.eval output directory."""
+  if _is_eval_dir(workdir):
+    return [0]
   return metrics_lib.list_rollout_steps(workdir)
 
 
 def load_rollouts(workdir: str | os.PathLike, step: int | None = None) -> list[dict]:
-  """One step's episodes (the last logged step when `step` is None)."""
+  """One step's episodes (the last logged step when `step` is None). A launch.eval output
+  directory has one "step", 0: its episodes.jsonl."""
+  if _is_eval_dir(workdir):
+    if step not in (None, 0):
+      raise FileNotFoundError(f"{workdir} is a launch.eval output: its only step is 0")
+    return load_eval_episodes(workdir)
   if step is None:
     steps = list_steps(workdir)
     if not steps:
       raise FileNotFoundError(f"{workdir} has no rollout logs (rollouts/step_*.jsonl)")
     step = steps[-1]
   return metrics_lib.read_rollouts(workdir, step)
+
+
+def load_eval_episodes(out_dir: str | os.PathLike) -> list[dict]:
+  """The episodes of a `python -m launch.eval` run (OUT/episodes.jsonl: rollout records with
+  step 0, reward = the benchmark score, plus the checker's "verdict"), in file order."""
+  path = os.path.join(os.fspath(out_dir), "episodes.jsonl")
+  if not os.path.isfile(path):
+    raise FileNotFoundError(f"{out_dir} has no episodes.jsonl (written by python -m launch.eval)")
+  with open(path, encoding="utf-8") as f:
+    return [json.loads(line) for line in f if line.strip()]
 
 
 def evenly_spaced(steps: Sequence[int], n: int) -> list[int]:
@@ -76,7 +100,7 @@ def load_all_rollouts(workdir: str | os.PathLike,
                       steps: Iterable[int] | None = None) -> dict[int, list[dict]]:
   """{step: episodes} for `steps` (default: every logged step), ascending."""
   chosen = list_steps(workdir) if steps is None else sorted(steps)
-  return {s: metrics_lib.read_rollouts(workdir, s) for s in chosen}
+  return {s: load_rollouts(workdir, s) for s in chosen}
 
 
 # ----------------------------------------------------------------------------- statistics
@@ -261,8 +285,15 @@ def render_conversation(messages_or_record: Sequence[Any] | Record) -> str:
 
 
 def verdict_table(record: Record) -> str:
-  """The episode's rubric verdicts, one row per item, met items green and unmet red."""
+  """The episode's rubric verdicts, one row per item, met items green and unmet red; for an
+  outside benchmark's episode (launch.eval), its checker's verdict."""
   verdicts = record["verdicts"]
+  if not verdicts and isinstance(record.get("verdict"), Mapping):
+    colour = "#c8e6c9" if record.get("passed") else "#ffcdd2"
+    text = json.dumps(record["verdict"], ensure_ascii=False, sort_keys=True, indent=1)
+    return (f'<div class="sa-bench-verdict" style="background:{colour};padding:4px">'
+            f'<b>{html.escape(str(record.get("suite", "benchmark")))} verdict</b>'
+            f'<pre style="{_PRE_STYLE}">{html.escape(text)}</pre></div>')
   if not verdicts:
     return "<p><i>(no rubric verdicts)</i></p>"
   cell = "border:1px solid #ddd;padding:3px 6px;text-align:left;vertical-align:top"

@@ -1,0 +1,464 @@
+"""The policy an evaluation runs, from a `--policy` spec: an Engine (or one per task), its
+tokenizer, and its context budget.
+
+    checkpoint:PATH          in-process JAX sampler (inference/sampler.JaxEngine) over
+                             - a Hugging Face checkpoint directory (config.json + *.safetensors), or
+                             - a training workdir W (its latest W/checkpoints/rl/<step>; the model
+                               dims from W/config.json), W/checkpoints/rl, W/checkpoints/rl/<step>
+                               (or checkpoints/sft/<step>)
+    PATH                     a bare existing directory is checkpoint:PATH
+    sglang:URL[,URL]         SGLang servers (inference/sglang.SGLangEngine; our launch.serve too)
+    openai:BASE_URL:MODEL    any OpenAI-compatible chat endpoint (OpenAIChatEngine below)
+    oracle | null            evals/replay.ReplayEngine with suite.oracle_turns(task) / no turns
+                             (one engine per task: `Policy.per_task`)
+
+The tokenizer is `--tokenizer` when given, else the checkpoint's own (HF directory), else the
+training run's `tokenizer` (a workdir), else the shipped data/tokenizer.
+
+OpenAIChatEngine approximates token-in/token-out over a chat API: it decodes the prompt ids back
+into chat messages (system / user / assistant with tool_calls / tool, the tool schemas parsed from
+the system prompt's <tools> block), sends them to /chat/completions with `tools`, and re-encodes
+the reply (content + tool calls) in our turn format with our tokenizer. The hosted model renders
+the conversation with its own chat template, so what it saw is not byte-identical to our prompt,
+and logprobs are 0; scores are comparable, token statistics are not.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import re
+from typing import Any, Callable, Sequence
+
+from synthagent_jax.inference.engine import Completion, SamplingParams
+
+_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+DEFAULT_TOKENIZER = os.path.join(_ROOT, "data", "tokenizer")
+SPEC_HELP = ("checkpoint:PATH | PATH | sglang:URL[,URL] | openai:BASE_URL:MODEL | oracle | null")
+_URL_RE = re.compile(r"^(https?://)([^/\s]*)(.*)$")
+
+
+class PolicyError(ValueError):
+  """A bad --policy spec or an unreachable policy; the message is one line for the user."""
+
+
+@dataclasses.dataclass
+class Policy:
+  """What the runner needs of a policy.
+
+  Attributes:
+    spec: the --policy string.
+    kind: checkpoint | sglang | openai | oracle | null.
+    tokenizer: the HF tokenizer whose chat template the policy speaks.
+    engine_for: task -> Engine. The same engine for every task, except replay policies.
+    per_task: run one task per AgentLoop.run (replay engines script one task).
+    max_context: the policy's context length when known (caps the loop's max_total_tokens).
+    chat_llm: () -> llm.LLM over the same model (`--user=policy`), or None when it has none.
+  """
+
+  spec: str
+  kind: str
+  tokenizer: Any
+  engine_for: Callable[[Any], Any]
+  per_task: bool = False
+  max_context: int | None = None
+  chat_llm: Callable[[], Any] | None = None
+  close: Callable[[], None] = lambda: None
+
+
+# ---- spec parsing -------------------------------------------------------------------------------
+def parse_spec(spec: str) -> tuple[str, str]:
+  """(kind, argument) of a --policy spec; raises PolicyError naming the problem."""
+  spec = (spec or "").strip()
+  if not spec:
+    raise PolicyError(f"--policy is empty; use {SPEC_HELP}")
+  if spec in ("oracle", "null"):
+    return spec, ""
+  kind, sep, arg = spec.partition(":")
+  if sep and kind == "checkpoint":
+    if not arg:
+      raise PolicyError("--policy=checkpoint: needs a path (checkpoint:PATH)")
+    return "checkpoint", arg
+  if sep and kind == "sglang":
+    urls = [u.strip() for u in arg.split(",") if u.strip()]
+    if not urls or not all(u.startswith(("http://", "https://")) for u in urls):
+      raise PolicyError(f"--policy={spec!r}: sglang needs http(s) URLs (sglang:URL[,URL])")
+    return "sglang", ",".join(urls)
+  if sep and kind == "openai":
+    split_openai(arg, what=f"--policy={spec!r}")
+    return "openai", arg
+  if os.path.isdir(spec):
+    return "checkpoint", spec
+  raise PolicyError(f"--policy={spec!r} is neither a known kind nor an existing directory; use "
+                    f"{SPEC_HELP}")
+
+
+# ---- tokenizers ---------------------------------------------------------------------------------
+def load_tokenizer(path: str):
+  import transformers  # pylint: disable=g-import-not-at-top
+  if not os.path.isdir(path):
+    raise PolicyError(f"tokenizer directory {path!r} does not exist")
+  try:
+    tok = transformers.AutoTokenizer.from_pretrained(path)
+  except Exception as e:  # pylint: disable=broad-except  # a bad directory: one line
+    raise PolicyError(f"cannot load a tokenizer from {path!r}: {e.__class__.__name__}") from None
+  if tok.chat_template is None:
+    raise PolicyError(f"tokenizer at {path!r} has no chat template")
+  return tok
+
+
+# ---- checkpoints --------------------------------------------------------------------------------
+def _is_hf_dir(path: str) -> bool:
+  return os.path.isfile(os.path.join(path, "config.json")) and any(
+      n.endswith(".safetensors") or n == "model.safetensors.index.json" for n in os.listdir(path))
+
+
+def resolve_run_checkpoint(path: str) -> tuple[str, str, int]:
+  """(workdir, phase directory, step) of a training workdir / phase dir / step dir."""
+  path = os.path.abspath(path.rstrip("/"))
+  parts = path.split(os.sep)
+  if parts[-1].isdigit() and len(parts) >= 3 and parts[-3] == "checkpoints":
+    return os.sep.join(parts[:-3]), os.sep.join(parts[:-1]), int(parts[-1])
+  if len(parts) >= 2 and parts[-2] == "checkpoints":
+    workdir, phase_dir = os.sep.join(parts[:-2]), path
+  else:
+    workdir, phase_dir = path, os.path.join(path, "checkpoints", "rl")
+  if not os.path.isdir(phase_dir):
+    raise PolicyError(f"{path!r} is neither a Hugging Face checkpoint (config.json + "
+                      "*.safetensors) nor a training workdir (checkpoints/rl/<step>)")
+  steps = sorted(int(n) for n in os.listdir(phase_dir)
+                 if n.isdigit() and os.path.isdir(os.path.join(phase_dir, n, "state")))
+  if not steps:
+    raise PolicyError(f"{phase_dir} holds no finished checkpoint")
+  return workdir, phase_dir, steps[-1]
+
+
+def run_model_config(run_config: dict, tokenizer):
+  """The ModelConfig a training run built (mirrors launch/builders.model_config)."""
+  from synthagent_jax.models import chat_format as cf  # pylint: disable=g-import-not-at-top
+  from synthagent_jax import models  # pylint: disable=g-import-not-at-top
+  m = run_config["model"]
+  if not m.get("from_scratch"):
+    return models.load_hf_config(m["checkpoint"], dtype=m.get("dtype", "float32"))
+  return models.ModelConfig(
+      family=m["family"], vocab_size=m["vocab_size"] or len(tokenizer),
+      hidden_size=m["hidden_size"], intermediate_size=m["intermediate_size"],
+      num_layers=m["num_layers"], num_heads=m["num_heads"], num_kv_heads=m["num_kv_heads"],
+      head_dim=m["head_dim"], rope_theta=m["rope_theta"],
+      tie_word_embeddings=m["tie_word_embeddings"],
+      max_position_embeddings=m["max_position_embeddings"], dtype=m.get("dtype", "float32"),
+      eos_token_id=tokenizer.convert_tokens_to_ids(cf.IM_END), pad_token_id=tokenizer.pad_token_id)
+
+
+def restore_run_params(phase_dir: str, step: int, model_cfg):
+  """(graphdef, params) of a training checkpoint: only the params of the saved TrainState."""
+  import jax  # pylint: disable=g-import-not-at-top
+  import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
+  from synthagent_jax.rl import state as state_lib  # pylint: disable=g-import-not-at-top
+  graphdef, abs_params, _ = state_lib.abstract_params(model_cfg)
+  device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+  abs_params = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device),
+                            abs_params)
+  absl_logger = logging.getLogger("absl")
+  level = absl_logger.level
+  absl_logger.setLevel(logging.ERROR)  # orbax warns about the items we do not restore
+  try:
+    manager = ocp.CheckpointManager(phase_dir, item_names=("state",))
+    params_only = os.path.basename(phase_dir) == "ref"  # checkpoints/ref holds bare params
+    item = abs_params if params_only else {"params": abs_params}
+    out = manager.restore(step, args=ocp.args.Composite(state=ocp.args.PyTreeRestore(
+        item=item, restore_args=ocp.checkpoint_utils.construct_restore_args(item),
+        partial_restore=True)))
+    manager.close()
+  except Exception as e:  # pylint: disable=broad-except  # wrong dims / corrupt: one line
+    raise PolicyError(f"cannot restore the params of {phase_dir}/{step}: "
+                      f"{e.__class__.__name__}: {str(e).splitlines()[0][:300]}") from None
+  finally:
+    absl_logger.setLevel(level)
+  return graphdef, (out.state if params_only else out.state["params"])
+
+
+def _checkpoint_policy(spec: str, path: str, tokenizer_dir: str | None, dtype: str) -> Policy:
+  from synthagent_jax import models  # pylint: disable=g-import-not-at-top
+  from synthagent_jax.inference.sampler import JaxEngine  # pylint: disable=g-import-not-at-top
+  if not os.path.exists(path):
+    raise PolicyError(f"checkpoint path {path!r} does not exist")
+  if _is_hf_dir(path):
+    tok_dir = tokenizer_dir or (path if os.path.isfile(os.path.join(path, "tokenizer_config.json"))
+                                else DEFAULT_TOKENIZER)
+    tok = load_tokenizer(tok_dir)
+    try:
+      model = models.from_pretrained(path, dtype=dtype)
+    except (ValueError, OSError, KeyError) as e:
+      raise PolicyError(f"cannot load the checkpoint {path!r}: {e}") from None
+    max_context = model.config.max_position_embeddings
+    engine = JaxEngine(model)
+  else:
+    workdir, phase_dir, step = resolve_run_checkpoint(path)
+    config_path = os.path.join(workdir, "config.json")
+    if not os.path.isfile(config_path):
+      raise PolicyError(f"{workdir} has no config.json (the training run's config with the model "
+                        "dims)")
+    with open(config_path) as f:
+      run_config = json.load(f)
+    run_tok = run_config.get("tokenizer") or run_config["model"].get("checkpoint")
+    if run_tok and not os.path.isabs(run_tok) and not os.path.isdir(run_tok):
+      run_tok = os.path.join(_ROOT, run_tok)  # a path relative to the repository
+    tok = load_tokenizer(tokenizer_dir or run_tok or DEFAULT_TOKENIZER)
+    model_cfg = run_model_config(run_config, tok)
+    engine = JaxEngine(restore_run_params(phase_dir, step, model_cfg))
+    max_context = model_cfg.max_position_embeddings
+    logging.getLogger("synthagent_jax.eval").info("policy %s: %s step %d", spec, phase_dir, step)
+
+  def chat_llm():
+    from synthagent_jax.llm.jax_llm import JaxChatLLM  # pylint: disable=g-import-not-at-top
+    return JaxChatLLM(engine, tok)
+
+  return Policy(spec, "checkpoint", tok, lambda task: engine, max_context=max_context,
+                chat_llm=chat_llm)
+
+
+# ---- HTTP policies ------------------------------------------------------------------------------
+def _probe(url: str, what: str, timeout_s: float = 5.0) -> None:
+  """Fails with one line when nothing answers at `url` (connection refused, DNS, timeout)."""
+  import httpx  # pylint: disable=g-import-not-at-top
+  try:
+    httpx.get(url, timeout=timeout_s)
+  except httpx.TransportError as e:
+    raise PolicyError(f"cannot reach the {what} at {url}: {e.__class__.__name__}: "
+                      f"{str(e)[:200]}") from None
+
+
+def _sglang_policy(spec: str, urls: str, tokenizer_dir: str | None) -> Policy:
+  from synthagent_jax.inference.sglang import SGLangEngine  # pylint: disable=g-import-not-at-top
+  url_list = urls.split(",")
+  for url in url_list:
+    _probe(url.rstrip("/") + "/health", "SGLang server")
+  tok = load_tokenizer(tokenizer_dir or DEFAULT_TOKENIZER)
+  engine = SGLangEngine(url_list, max_retries=2)
+  try:
+    engine.wait_healthy(timeout_s=60.0)
+  except TimeoutError as e:
+    engine.close()
+    raise PolicyError(str(e)) from None
+
+  def chat_llm():
+    from synthagent_jax.llm.jax_llm import JaxChatLLM  # pylint: disable=g-import-not-at-top
+    return JaxChatLLM(engine, tok)
+
+  return Policy(spec, "sglang", tok, lambda task: engine, chat_llm=chat_llm, close=engine.close)
+
+
+def split_openai(arg: str, what: str = "") -> tuple[str, str]:
+  """(base_url, model) of "BASE_URL:MODEL". The URL's path ends at the first ':' after the host
+  (so a model name may hold '/' and ':'); without a path, host[:port]:MODEL."""
+  error = PolicyError(f"{what or repr(arg)}: expected openai:BASE_URL:MODEL, e.g. "
+                      "openai:http://127.0.0.1:8000/v1:my-model")
+  match = _URL_RE.match(arg)
+  if not match:
+    raise error
+  scheme, netloc, tail = match.groups()
+  if tail:  # a path: the model follows its first ':'
+    path, sep, model = tail.partition(":")
+    url = scheme + netloc + path
+  else:
+    parts = netloc.split(":")
+    cut = 2 if len(parts) >= 3 and parts[1].isdigit() else 1
+    url, model, sep = scheme + ":".join(parts[:cut]), ":".join(parts[cut:]), ":" * (len(parts) > cut)
+  if not sep or not model.strip() or not netloc.split(":")[0] or (not tail and model.isdigit()):
+    raise error
+  return url, model
+
+
+def _openai_policy(spec: str, arg: str, tokenizer_dir: str | None) -> Policy:
+  base_url, model = split_openai(arg)
+  _probe(base_url.rstrip("/") + "/models", "OpenAI-compatible endpoint")
+  tok = load_tokenizer(tokenizer_dir or DEFAULT_TOKENIZER)
+  engine = OpenAIChatEngine(base_url, model, tok)
+
+  def chat_llm():
+    return engine.llm
+
+  return Policy(spec, "openai", tok, lambda task: engine, chat_llm=chat_llm)
+
+
+# ---- replay policies ----------------------------------------------------------------------------
+def _replay_policy(spec: str, suite: Any, tokenizer_dir: str | None) -> Policy:
+  from synthagent_jax.evals.replay import ReplayEngine  # pylint: disable=g-import-not-at-top
+  tok = load_tokenizer(tokenizer_dir or DEFAULT_TOKENIZER)
+
+  def engine_for(task):
+    turns = suite.oracle_turns(task) if spec == "oracle" else []
+    skip = sum(m.get("role") == "assistant" for m in (getattr(task, "opening", None) or ()))
+    return ReplayEngine(tok, turns, skip=skip)
+
+  return Policy(spec, spec, tok, engine_for, per_task=True)
+
+
+def make_policy(spec: str, *, suite: Any = None, tokenizer: str | None = None,
+                dtype: str = "float32") -> Policy:
+  """The Policy of a --policy spec (see the module docstring). Raises PolicyError."""
+  kind, arg = parse_spec(spec)
+  if kind in ("oracle", "null"):
+    if suite is None:
+      raise PolicyError(f"--policy={kind} replays a suite's turns: it needs a suite")
+    return _replay_policy(kind, suite, tokenizer)
+  if kind == "checkpoint":
+    return _checkpoint_policy(spec, arg, tokenizer, dtype)
+  if kind == "sglang":
+    return _sglang_policy(spec, arg, tokenizer)
+  return _openai_policy(spec, arg, tokenizer)
+
+
+# ---- OpenAI-compatible chat endpoint as an Engine ----------------------------------------------
+_TOOLS_RE = re.compile(r"<tools>\n(.*?)\n</tools>", re.DOTALL)
+_TOOLS_HEADER = "\n\n# Tools\n"
+
+
+def prompt_to_messages(text: str) -> tuple[list[dict], list[dict]]:
+  """(chat messages, tool schemas) of a prompt our chat template rendered (Qwen2.5 layout).
+
+  The system turn's "# Tools" section becomes the tool list; an assistant turn's <tool_call>
+  blocks become `tool_calls`; a user turn made only of <tool_response> blocks becomes one `tool`
+  message per block. The trailing generation prompt (an open assistant turn) is dropped.
+  """
+  from synthagent_jax.models import chat_format as cf  # pylint: disable=g-import-not-at-top
+  from synthagent_jax.rollout.turns import parse_turn  # pylint: disable=g-import-not-at-top
+  turn_re = re.compile(re.escape(cf.IM_START) + r"(system|user|assistant|tool)\n(.*?)"
+                       + re.escape(cf.IM_END), re.DOTALL)
+  response_re = re.compile(re.escape(cf.TOOL_RESPONSE_START) + r"\n?(.*?)\n?"
+                           + re.escape(cf.TOOL_RESPONSE_END), re.DOTALL)
+  messages, tools = [], []
+  for role, body in turn_re.findall(text):
+    if role == "system":
+      head, sep, rest = body.partition(_TOOLS_HEADER)
+      if sep:
+        found = _TOOLS_RE.search(rest)
+        for line in (found.group(1).splitlines() if found else []):
+          if line.strip():
+            tools.append(json.loads(line))
+      messages.append({"role": "system", "content": head})
+    elif role == "user" and body.lstrip().startswith(cf.TOOL_RESPONSE_START):
+      for content in response_re.findall(body):
+        messages.append({"role": "tool", "content": content})
+    elif role == "assistant":
+      turn = parse_turn(body)
+      msg = {"role": "assistant", "content": body}
+      if turn.calls:
+        content = body
+        for block in turn.blocks:
+          if block.call is not None:
+            content = content.replace(f"{cf.TOOL_CALL_START}{block.raw}{cf.TOOL_CALL_END}", "", 1)
+        msg = {"role": "assistant", "content": content.strip(),
+               "tool_calls": [{"type": "function", "function": {"name": c.name,
+                                                                "arguments": c.arguments}}
+                              for c in turn.calls]}
+      messages.append(msg)
+    else:
+      messages.append({"role": role, "content": body})
+  return messages, tools
+
+
+def reply_to_turn(content: str | None, tool_calls: Sequence[Any] | None) -> str:
+  """A chat-completions reply (content + tool calls) as one assistant turn in our format."""
+  from synthagent_jax.models import chat_format as cf  # pylint: disable=g-import-not-at-top
+  parts = [content.strip()] if content and content.strip() else []
+  for call in tool_calls or ():
+    fn = call.function
+    try:
+      args = json.loads(fn.arguments) if isinstance(fn.arguments, str) else dict(fn.arguments or {})
+    except json.JSONDecodeError:
+      parts.append(f"{cf.TOOL_CALL_START}\n{{\"name\": {json.dumps(fn.name)}, \"arguments\": "
+                   f"{fn.arguments}}}\n{cf.TOOL_CALL_END}")  # left malformed: the loop reports it
+      continue
+    parts.append(cf.format_tool_call(fn.name, args if isinstance(args, dict) else {}))
+  return "\n".join(parts)
+
+
+class OpenAIChatEngine:
+  """An Engine over an OpenAI-compatible /chat/completions endpoint (see the module docstring)."""
+
+  def __init__(self, base_url: str, model: str, tokenizer, *, api_key_env: str = "OPENAI_API_KEY",
+               max_concurrency: int = 8, timeout_s: float = 300.0, client: Any = None):
+    from synthagent_jax.models import chat_format as cf  # pylint: disable=g-import-not-at-top
+    import openai  # pylint: disable=g-import-not-at-top
+    from synthagent_jax.llm.openai_http import OpenAIChatLLM, OpenAIConfig  # pylint: disable=g-import-not-at-top
+    self.model, self.tokenizer = model, tokenizer
+    self.eot = cf.token_id(tokenizer, cf.IM_END)
+    self.max_concurrency = max_concurrency
+    self._client = client or openai.OpenAI(base_url=base_url,
+                                           api_key=os.environ.get(api_key_env) or "EMPTY",
+                                           timeout=timeout_s, max_retries=3)
+    self.llm = OpenAIChatLLM(OpenAIConfig(base_url=base_url, model=model, api_key_env=api_key_env,
+                                          timeout_s=timeout_s))
+
+  def _one(self, prompt: Sequence[int], sampling: SamplingParams) -> Completion:
+    from synthagent_jax.models import chat_format as cf  # pylint: disable=g-import-not-at-top
+    from synthagent_jax.llm.openai_http import to_openai_messages  # pylint: disable=g-import-not-at-top
+    text = self.tokenizer.decode(list(prompt), skip_special_tokens=False)
+    messages, tools = prompt_to_messages(text)
+    kwargs = {"model": self.model, "messages": to_openai_messages(messages),
+              "max_tokens": sampling.max_new_tokens, "temperature": sampling.temperature,
+              "top_p": sampling.top_p, "seed": sampling.seed}
+    if tools:
+      kwargs["tools"] = tools
+    choice = self._client.chat.completions.create(**kwargs).choices[0]
+    turn = reply_to_turn(choice.message.content, getattr(choice.message, "tool_calls", None))
+    ids = cf.encode(self.tokenizer, turn)
+    finish = "length" if choice.finish_reason == "length" else "stop"
+    if finish == "stop":
+      ids.append(self.eot)
+    if len(ids) > sampling.max_new_tokens:
+      ids, finish = ids[:sampling.max_new_tokens], "length"
+    return Completion(ids, [0.0] * len(ids), finish)
+
+  def generate(self, prompt_ids: Sequence[Sequence[int]], sampling: SamplingParams
+               ) -> list[Completion]:
+    import concurrent.futures  # pylint: disable=g-import-not-at-top
+    if not prompt_ids:
+      return []
+    with concurrent.futures.ThreadPoolExecutor(min(self.max_concurrency, len(prompt_ids))) as pool:
+      return list(pool.map(lambda p: self._one(p, sampling), prompt_ids))
+
+
+# ---- the user simulator's LLM (--user) ----------------------------------------------------------
+USER_HELP = "openai:BASE_URL:MODEL | policy | scripted:REPLY"
+
+
+def check_user_spec(spec: str | None) -> None:
+  """Checks a --user spec's syntax (nothing is loaded or reached); raises PolicyError."""
+  spec = (spec or "").strip()
+  if not spec or spec == "policy" or spec.startswith("scripted:"):
+    return
+  if spec.startswith("openai:"):
+    split_openai(spec[len("openai:"):], what=f"--user={spec!r}")
+    return
+  raise PolicyError(f"--user={spec!r}: use {USER_HELP}")
+
+
+def make_user_llm(spec: str | None, policy: Policy | None = None):
+  """The `llm.LLM` a suite's user simulator talks through, from a --user spec (None if empty).
+
+    openai:BASE_URL:MODEL   any OpenAI-compatible chat endpoint (e.g. a bigger local model)
+    policy                  the evaluated model itself, in-process or on its server
+    scripted:REPLY          every user turn is REPLY (tests, smoke runs)
+  """
+  spec = (spec or "").strip()
+  if not spec:
+    return None
+  if spec == "policy":
+    if policy is None or policy.chat_llm is None:
+      raise PolicyError("--user=policy needs a model policy (checkpoint, sglang or openai), not "
+                        f"{policy.kind if policy else 'none'}")
+    return policy.chat_llm()
+  if spec.startswith("openai:"):
+    from synthagent_jax.llm.openai_http import OpenAIChatLLM, OpenAIConfig  # pylint: disable=g-import-not-at-top
+    base_url, model = split_openai(spec[len("openai:"):])
+    _probe(base_url.rstrip("/") + "/models", "user simulator endpoint")
+    return OpenAIChatLLM(OpenAIConfig(base_url=base_url, model=model))
+  if spec.startswith("scripted:"):
+    from synthagent_jax.llm.scripted import ScriptedLLM  # pylint: disable=g-import-not-at-top
+    return ScriptedLLM(default=spec[len("scripted:"):])
+  raise PolicyError(f"--user={spec!r}: use {USER_HELP}")
