@@ -92,7 +92,7 @@ def main(argv) -> None:
     from synthagent_jax.evals import runner  # pylint: disable=g-import-not-at-top  # loads JAX
     policy = policies.make_policy(_POLICY.value, suite=suite, tokenizer=_TOKENIZER.value,
                                   dtype=_DTYPE.value)
-    user_llm = policies.make_user_llm(_USER.value, policy)
+    user_llm = policies.make_user_llm(_USER.value, policy, suite)
   except (ValueError, OSError) as e:  # SuiteError, PolicyError are ValueErrors
     if policy is not None:
       policy.close()

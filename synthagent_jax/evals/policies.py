@@ -438,8 +438,10 @@ def check_user_spec(spec: str | None) -> None:
   raise PolicyError(f"--user={spec!r}: use {USER_HELP}")
 
 
-def make_user_llm(spec: str | None, policy: Policy | None = None):
-  """The `llm.LLM` a suite's user simulator talks through, from a --user spec (None if empty).
+def make_user_llm(spec: str | None, policy: Policy | None = None, suite: Any = None):
+  """The `llm.LLM` a suite's user simulator talks through, from a --user spec. Without a spec:
+  for the oracle / null self-tests, the suite's own `selftest_user_llm()` where it has one (tau2's
+  user states its scenario, then stops), else None.
 
     openai:BASE_URL:MODEL   any OpenAI-compatible chat endpoint (e.g. a bigger local model)
     policy                  the evaluated model itself, in-process or on its server
@@ -447,6 +449,9 @@ def make_user_llm(spec: str | None, policy: Policy | None = None):
   """
   spec = (spec or "").strip()
   if not spec:
+    selftest = getattr(suite, "selftest_user_llm", None)
+    if policy is not None and policy.kind in ("oracle", "null") and callable(selftest):
+      return selftest()
     return None
   if spec == "policy":
     if policy is None or policy.chat_llm is None:

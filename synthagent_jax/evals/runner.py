@@ -209,6 +209,9 @@ def run_suite(suite: Any, policy: Any, rollout_section: Any, out_dir: str | None
              "statuses": dict(sorted(statuses.items())),
              "scorer_errors": sum(bool((r.get("verdict") or {}).get("scorer_error"))
                                   for r in records)}
+  notes = getattr(suite, "notes", None)
+  if callable(notes):
+    results["notes"] = list(notes())
   if out_dir is not None:
     with open(os.path.join(out_dir, RESULTS), "w") as f:
       json.dump(results, f, indent=2)
@@ -229,7 +232,8 @@ def markdown_table(results: dict) -> str:
   if results.get("scorer_errors"):
     rows.append(f"| scorer errors (scored 0, see episodes.jsonl) | {results['scorer_errors']}/"
                 f"{results['episodes']} |")
-  return head + "\n\n" + "\n".join(rows)
+  notes = "".join(f"\n\n{line}" for line in results.get("notes", ()))
+  return head + "\n\n" + "\n".join(rows) + notes
 
 
 # ---- specs like "math:aime24" (launch.train's eval.suites) ----------------------------------------

@@ -135,6 +135,12 @@ class Suite(Protocol):
     """The assistant turns that replay the ground truth (the adapter's self-test)."""
     ...
 
+  # Optional (looked up with getattr):
+  #   selftest_user_llm() -> llm.LLM: the user the oracle / null self-tests talk to when no --user
+  #     is given (tau2: states its scenario, then stops).
+  #   notes() -> list[str]: lines printed under the table and stored in results.json as "notes"
+  #     (e.g. tau2's "not comparable to the gpt-4.1-user leaderboard" label).
+
 
 class SuiteError(ValueError):
   """Bad suite options or missing benchmark data; the message is one line for the user."""

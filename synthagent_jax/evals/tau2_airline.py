@@ -48,8 +48,11 @@ ID_PREFIX = "airline_"
 NOT_COMPARABLE_NOTE = ("tau2_airline: the user simulator is {user} (not tau2's gpt-4.1 user via "
                        "litellm), so these numbers are not comparable to the gpt-4.1-user "
                        "leaderboard")
+# The agent's token budget: the policy's whole context (launch.eval caps max_total_tokens to it), as
+# tau2 runs an agent until its context ends (the airline prompt alone is ~6.4k tokens), and up to
+# 4096 new tokens per turn as BFCL's local-model handlers allow.
 EXTRA_DEFAULTS = {"user_temperature": 0.0, "user_max_new_tokens": 1024, "max_steps": 200,
-                  "max_errors": 10}
+                  "max_errors": 10, "max_total_tokens": 131072, "max_new_tokens": 4096}
 _ANSWER_TAGS = re.compile(f"{re.escape(cf.ANSWER_START)}|{re.escape(cf.ANSWER_END)}")
 _SCENARIO = re.compile(r"<scenario>\s*(.*?)\s*</scenario>", re.DOTALL)
 _FLOOR_CACHE: dict[str, bool] = {}  # tau2 task id -> whether an agent that ends at once passes
@@ -142,7 +145,8 @@ class Tau2AirlineSuite:
       raise SuiteError(f"tau2_airline: unknown settings {unknown}; known: {sorted(EXTRA_DEFAULTS)}")
     self.options = options
     self.settings = {**EXTRA_DEFAULTS, **options.extra}
-    for key in ("user_max_new_tokens", "max_steps", "max_errors"):
+    for key in ("user_max_new_tokens", "max_steps", "max_errors", "max_total_tokens",
+                "max_new_tokens"):
       if not isinstance(self.settings[key], int) or self.settings[key] < 1:
         raise SuiteError(f"tau2_airline: {key} must be an integer >= 1, got "
                          f"{self.settings[key]!r}")
@@ -190,7 +194,9 @@ class Tau2AirlineSuite:
 
   def loop_overrides(self) -> dict:
     # tau2's orchestrator stops at max_steps messages; an assistant turn is at least two steps.
-    return {"answer_to_user": True, "max_turns": self.settings["max_steps"] // 2}
+    return {"answer_to_user": True, "max_turns": self.settings["max_steps"] // 2,
+            "max_total_tokens": self.settings["max_total_tokens"],
+            "max_new_tokens": self.settings["max_new_tokens"]}
 
   # ---- scoring ---------------------------------------------------------------------------------
   def _evaluate(self, task_id: str, messages: list, reason, tau2_task):

@@ -9,6 +9,8 @@ import socket
 import subprocess
 import sys
 
+import pytest
+
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
@@ -42,6 +44,28 @@ def test_oracle_run_writes_results_and_resumes(tmp_path):
   assert (out / "episodes.jsonl").read_text() == before  # nothing re-run
 
 
+@pytest.mark.parametrize("args,expected", [
+    (["--suite=bfcl_multi_turn", "--category=base,miss_param", "--limit=1", "--policy=oracle"],
+     ["| overall | 1.0000 |", "| accuracy/base | 1.0000 |", "| accuracy/miss_param | 1.0000 |"]),
+    (["--suite=bfcl_multi_turn", "--category=miss_func", "--limit=1", "--policy=null"],
+     ["| overall | 0.0000 |"]),
+    # tau2 tasks 10-11: 10 only reads (the do-nothing floor passes it), 11 writes.
+    (["--suite=tau2_airline", "--offset=10", "--limit=2", "--policy=oracle"],
+     ["| pass^1 | 1.0000 |", "| floor | 0.5000 |", "not comparable to the gpt-4.1-user"]),
+    (["--suite=tau2_airline", "--offset=10", "--limit=2", "--policy=null"],
+     ["| pass^1 | 0.5000 |", "| floor | 0.5000 |"]),
+])
+def test_benchmark_self_tests_through_the_cli(tmp_path, args, expected):
+  """oracle / null through `python -m launch.eval`: the suite's own budgets (no cut turns), the
+  self-test user for tau2, and the benchmark's own checker."""
+  proc = _eval(*args, f"--out={tmp_path / 'out'}")
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  for line in expected:
+    assert line in proc.stdout, proc.stdout
+  results = json.loads((tmp_path / "out" / "results.json").read_text())
+  assert "context_full" not in results["statuses"]
+
+
 def _bad_inputs(tmp_path):
   port = _free_port()  # closed again: connections are refused
   bad = tmp_path / "bad.jsonl"
@@ -49,6 +73,8 @@ def _bad_inputs(tmp_path):
   out = f"--out={tmp_path / 'out'}"
   return [
       (["--suite=nope", "--policy=null", out], "unknown suite 'nope'; known: .*math"),
+      (["--suite=bfcl_multi_turn", "--category=web_search", "--policy=null", out],
+       "web_search"),
       (["--suite=math", "--dataset=aime23", "--policy=null", out], "unknown math dataset 'aime23'"),
       (["--suite=math", "--dataset=aime24", "--category=base", "--policy=null", out],
        "suite math has no categories"),
