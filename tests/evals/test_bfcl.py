@@ -19,10 +19,9 @@ from synthagent_jax.evals.suite import EpisodeScore, EvalTask, SuiteError, Suite
 from synthagent_jax.models import chat_format as cf
 from synthagent_jax.rollout.agent_loop import AgentLoop, AgentLoopConfig
 
-pytest.importorskip("bfcl_eval", reason="bfcl-eval not installed (pip install --no-deps "
-                    "bfcl-eval==2026.3.23 mpmath)")
+import bfcl_eval  # noqa: E402,F401  # installed by the README's test command (--no-deps)
 
-from synthagent_jax.evals import bfcl, bfcl_exec  # noqa: E402  (after the importorskip)
+from synthagent_jax.evals import bfcl, bfcl_exec  # noqa: E402
 
 TOKENIZER_DIR = pathlib.Path(__file__).resolve().parents[2] / "data" / "tokenizer"
 PER_CATEGORY = 3

@@ -22,7 +22,7 @@ from synthagent_jax.llm.scripted import ScriptedLLM
 from synthagent_jax.models import chat_format as cf
 from synthagent_jax.rollout.agent_loop import AgentLoop, AgentLoopConfig
 
-pytest.importorskip("tau2.domains.airline.environment")
+import tau2.domains.airline.environment  # noqa: E402,F401  # installed by the README's test command
 
 TOKENIZER_DIR = pathlib.Path(__file__).resolve().parents[2] / "data" / "tokenizer"
 # Room for tau2's policy + 14 tool schemas (~6.5k tokens) and untruncated tool results.
