@@ -44,7 +44,11 @@ def _eval(out, policy, suite, flags):
   assert proc.returncode == 0, proc.stderr[-3000:]
   results = json.loads((out / "results.json").read_text())
   assert results["episodes"] == sum(results["statuses"].values()) > 0
-  assert all(0.0 <= v <= 1.0 for v in results["metrics"].values())
+  # Rates lie in [0, 1]; counts (BFCL's episodes/<category>, tau2's tasks / trials) are >= 0.
+  assert all(v >= 0.0 for v in results["metrics"].values()), results["metrics"]
+  rates = {k: v for k, v in results["metrics"].items() if k in (
+      "accuracy", "overall", "pass^1", "avg_reward", "floor") or k.startswith("accuracy/")}
+  assert rates and all(0.0 <= v <= 1.0 for v in rates.values()), results["metrics"]
   for status, count in results["statuses"].items():
     label = "status: context_full (prompt longer than the policy's context)" if (
         status == "context_full") else f"status: {status}"
