@@ -12,6 +12,7 @@ down/lm_head) or [*in_dims, out] (o_proj). Both are `W.T.reshape(ours)`; the inv
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import math
 import os
@@ -328,21 +329,31 @@ def _safetensors_header(shard: list[_PlannedTensor], dtype: str) -> bytes:
   return len(text).to_bytes(8, "little") + text
 
 
-def _host_tensor(value: Any, dtype: str) -> np.ndarray | None:
-  """One parameter as a host numpy array in `dtype`, gathered alone.
+@functools.partial(jax.jit, static_argnames=("kind", "num_in_dims", "dtype"))
+def _device_hf_layout(w, kind: str, num_in_dims: int, dtype: str):
+  """`_to_hf(w.astype(dtype))` on the device: XLA's transpose is several times numpy's."""
+  w = w.astype(_NP_DTYPES[dtype])
+  if kind == "linear":
+    return w.reshape(math.prod(w.shape[:num_in_dims]), -1).T
+  if kind == "flat":
+    return w.reshape(-1)
+  return w
 
-  Arrays sharded across processes are all-gathered (a collective: every process must call this
-  for the same tensors in the same order); the rest are read from this process's devices.
+
+def _hf_tensor(value: Any, entry: _Entry, dtype: str) -> np.ndarray:
+  """One parameter in its HF layout and `dtype`, as a host numpy array, gathered alone.
+
+  A jax.Array is cast and transposed on its devices (one tensor's temporary there, half the
+  transfer in bf16); one sharded across processes is then all-gathered (a collective: every
+  process must call this for the same tensors in the same order).
   """
-  np_dtype = _NP_DTYPES[dtype]
   if isinstance(value, jax.Array):
-    if value.dtype != np_dtype:
-      value = value.astype(np_dtype)  # on device: halves the transfer for bf16
-    if not value.is_fully_addressable:
+    w = _device_hf_layout(value, entry.kind, entry.num_in_dims, dtype)
+    if not w.is_fully_addressable:
       from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
-      return np.asarray(multihost_utils.process_allgather(value, tiled=True))
-    return np.asarray(jax.device_get(value))
-  return np.asarray(value).astype(np_dtype, copy=False)
+      return np.ascontiguousarray(multihost_utils.process_allgather(w, tiled=True))
+    return np.ascontiguousarray(jax.device_get(w))
+  return np.ascontiguousarray(_to_hf(np.asarray(value), entry).astype(_NP_DTYPES[dtype]))
 
 
 def _barrier(name: str) -> None:
@@ -361,7 +372,7 @@ def save_pretrained_streaming(model: Any, path: str, *, dtype: str = "bfloat16",
   model-0000i-of-0000n.safetensors + model.safetensors.index.json, always sharded form), loaded
   by transformers and SGLang alike. Each tensor is gathered alone (from its device shards, or
   all-gathered across processes), cast, transposed to the HF layout and appended to its file
-  straight away: the safetensors headers are computed up front from the shapes, so peak host
+  straight away (cast and transposed on its devices): the safetensors headers are computed up front from the shapes, so peak host
   memory is about one tensor (no shard buffer).
 
   Several processes: the file plan is the same on every process (it depends only on shapes);
@@ -443,11 +454,10 @@ def save_pretrained_streaming(model: Any, path: str, *, dtype: str = "bfloat16",
         value = values[t.hf_name]
         if not mine and (not isinstance(value, jax.Array) or value.is_fully_addressable):
           continue  # another process writes it, and no collective needs this process
-        w = _host_tensor(value, dtype)
+        w = _hf_tensor(value, t.entry, dtype)
         if not mine:
           del w
           continue
-        w = np.ascontiguousarray(_to_hf(w, t.entry))
         assert w.shape == t.hf_shape and w.nbytes == t.nbytes, (t.hf_name, w.shape)
         out.write(w.reshape(-1).view(np.uint8).data)
         written += w.nbytes
