@@ -13,8 +13,10 @@ temporary directory on local disk (page cache, no fsync: what a server on the sa
 Rounds alternate the variants so load from other processes hits all alike; medians are reported.
 A first, separately reported round ("cold") includes compiling the per-shape device cast and
 transpose of the streaming export, which a training run pays on its first sync only.
-Bytes are the safetensors files' sizes on disk; peak host memory is the largest amount of
-Python/numpy memory alive during one export (tracemalloc, a separate untimed pass).
+Bytes are the safetensors files' sizes on disk. Peak host memory (a separate untimed pass) is
+the growth of the process's peak resident set during one export (Linux: VmHWM reset through
+/proc/self/clear_refs before it), which also counts XLA's CPU buffers, e.g. the converted copy
+of each tensor; tracemalloc's peak (numpy and Python allocations only) is reported beside it.
 With --json the last line is a JSON object of the figures.
 """
 
@@ -26,6 +28,7 @@ import statistics
 import tempfile
 import time
 import tracemalloc
+from typing import Callable
 
 import jax
 import jax.numpy as jnp
@@ -56,6 +59,28 @@ def random_model(cfg: models.ModelConfig, seed: int = 0) -> models.Qwen:
 def _dir_bytes(path: str) -> int:
   return sum(os.path.getsize(os.path.join(path, f)) for f in os.listdir(path)
              if f.endswith(".safetensors"))
+
+
+def _status_kb(field: str) -> int:
+  with open("/proc/self/status") as f:
+    for line in f:
+      if line.startswith(field + ":"):
+        return int(line.split()[1])
+  raise KeyError(field)
+
+
+def peak_memory(fn: Callable[[], object]) -> tuple[int, int]:
+  """(peak resident set growth, tracemalloc peak) in bytes while fn() runs."""
+  with open("/proc/self/clear_refs", "w") as f:
+    f.write("5")  # resets VmHWM to the current resident set
+  before = _status_kb("VmRSS")
+  tracemalloc.start()
+  try:
+    fn()
+    traced = tracemalloc.get_traced_memory()[1]
+  finally:
+    tracemalloc.stop()
+  return (_status_kb("VmHWM") - before) * 1024, traced
 
 
 def main() -> None:
@@ -105,14 +130,12 @@ def main() -> None:
     if not args.no_memory:
       for name, export in variants.items():
         path = os.path.join(parent, name)
-        tracemalloc.start()
         try:
-          export(path)
-          peak[name] = tracemalloc.get_traced_memory()[1]
+          peak[name] = peak_memory(lambda: export(path))  # pylint: disable=cell-var-from-loop
         finally:
-          tracemalloc.stop()
           shutil.rmtree(path, ignore_errors=True)
-        print(f"peak host memory: {name:9s} {peak[name] / 1e9:.3f} GB", flush=True)
+        print(f"peak host memory: {name:9s} resident +{peak[name][0] / 1e9:.3f} GB, "
+              f"tracemalloc {peak[name][1] / 1e9:.3f} GB", flush=True)
   finally:
     shutil.rmtree(parent, ignore_errors=True)
 
@@ -132,8 +155,8 @@ def main() -> None:
       "largest_tensor_bytes": int(largest),
   }
   if peak:
-    figures.update(old_peak_host_bytes=peak["old"], new_peak_host_bytes=peak["new_bf16"],
-                   new_fp32_peak_host_bytes=peak["new_fp32"])
+    for key, name in (("old", "old"), ("new", "new_bf16"), ("new_fp32", "new_fp32")):
+      figures[f"{key}_peak_rss_bytes"], figures[f"{key}_peak_traced_bytes"] = peak[name]
   print(f"new/old: bytes x{figures['bytes_ratio']}, seconds x{figures['seconds_ratio']}")
   if args.json:
     print(json.dumps(figures))

@@ -4,6 +4,10 @@
 an abstract model, so peak host memory is the model plus one tensor. `save_pretrained` writes a
 directory `transformers.AutoModelForCausalLM.from_pretrained` loads to the same logits.
 
+`save_pretrained_streaming` writes the same layout (bf16 by default) for the SGLang weight sync:
+tensor by tensor from sharded params, each process writing its share of the files, no host ever
+holding more than about one tensor.
+
 Layout conversion: HF linear weights are [out, in]; ours are [in, *out_dims] (q/k/v/gate/up/
 down/lm_head) or [*in_dims, out] (o_proj). Both are `W.T.reshape(ours)`; the inverse is
 `ours.reshape(prod(in_dims), -1).T`.
@@ -370,10 +374,10 @@ def save_pretrained_streaming(model: Any, path: str, *, dtype: str = "bfloat16",
 
   The output is what `save_pretrained` writes (config.json, generation_config.json,
   model-0000i-of-0000n.safetensors + model.safetensors.index.json, always sharded form), loaded
-  by transformers and SGLang alike. Each tensor is gathered alone (from its device shards, or
-  all-gathered across processes), cast, transposed to the HF layout and appended to its file
-  straight away (cast and transposed on its devices): the safetensors headers are computed up front from the shapes, so peak host
-  memory is about one tensor (no shard buffer).
+  by transformers and SGLang alike. Each tensor is cast and transposed to the HF layout on its
+  devices, gathered alone (from its device shards, or all-gathered across processes) and
+  appended to its file straight away: the safetensors headers are computed up front from the
+  shapes, so peak host memory is about one tensor (no shard buffer).
 
   Several processes: the file plan is the same on every process (it depends only on shapes);
   file i is written by process i % process_count, and the files are sized so that each process
