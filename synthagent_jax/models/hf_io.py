@@ -401,6 +401,7 @@ def save_pretrained_streaming(model: Any, path: str, *, dtype: str = "bfloat16",
 
   Raises:
     ValueError: an unknown dtype, a bad process_index/count, a param with no HF name.
+    TypeError: `model` is neither a Qwen model nor a (graphdef, params) pair.
   """
   t0 = time.perf_counter()
   if dtype not in _SAFETENSORS_DTYPES:
@@ -462,14 +463,19 @@ def save_pretrained_streaming(model: Any, path: str, *, dtype: str = "bfloat16",
         if not mine:
           del w
           continue
-        assert w.shape == t.hf_shape and w.nbytes == t.nbytes, (t.hf_name, w.shape)
+        if w.shape != t.hf_shape or w.nbytes != t.nbytes:  # the header already promised these
+          raise RuntimeError(f"{t.hf_name}: converted to {w.shape} {w.dtype}, planned "
+                             f"{t.hf_shape} in {dtype}")
         out.write(w.reshape(-1).view(np.uint8).data)
         written += w.nbytes
         del w
-    finally:
-      if out is not None:
+    except BaseException:
+      if out is not None:  # no half-written file left behind
         out.close()
-    if mine:
+        os.remove(tmp)
+      raise
+    if out is not None:
+      out.close()
       os.replace(tmp, os.path.join(path, names[i]))
       files.append(names[i])
 

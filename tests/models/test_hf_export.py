@@ -254,3 +254,20 @@ def test_bad_arguments_are_named(tmp_path):
     hf_io.save_pretrained_streaming(model, str(tmp_path), max_shard_bytes=0)
   with pytest.raises(TypeError, match="Qwen model"):
     hf_io.save_pretrained_streaming({"a": np.zeros(3)}, str(tmp_path))
+
+
+def test_a_failed_export_leaves_no_partial_file(tmp_path, monkeypatch):
+  calls = []
+  real = hf_io._hf_tensor  # pylint: disable=protected-access
+
+  def failing(value, entry, dtype):
+    calls.append(entry.hf_name)
+    if len(calls) == 3:
+      raise OSError("disk full (injected)")
+    return real(value, entry, dtype)
+
+  monkeypatch.setattr(hf_io, "_hf_tensor", failing)
+  path = str(tmp_path / "x")
+  with pytest.raises(OSError, match="disk full"):
+    hf_io.save_pretrained_streaming(toys.tiny_model(), path)
+  assert os.listdir(path) == ["config.json"]  # no index, no half-written tensor file
