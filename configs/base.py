@@ -51,6 +51,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.engine.kind = "jax"            # jax (in-process sampler) | sglang (HTTP server pool)
   c.engine.urls = ()               # sglang: server base URLs, round-robined
   c.engine.weights_dir = ""        # sglang: shared directory the servers read exported weights from
+  c.engine.sync_dtype = "bfloat16"  # sglang: dtype of the exported weights (float32: bit-exact)
 
   c.rollout = ml_collections.ConfigDict()
   c.rollout.max_turns = 6

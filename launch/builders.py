@@ -159,7 +159,8 @@ def engine(config, graphdef, params, workdir: str) -> Engine:
   if not config.engine.weights_dir:
     raise ValueError("engine.kind='sglang' needs --config.engine.weights_dir (a directory the "
                      "servers can read; each step's weights are exported there)")
-  return SGLangEngine(list(config.engine.urls), export_dir=config.engine.weights_dir)
+  return SGLangEngine(list(config.engine.urls), export_dir=config.engine.weights_dir,
+                      sync_dtype=config.engine.sync_dtype)
 
 
 def stable_seed(*parts) -> int:

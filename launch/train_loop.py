@@ -344,7 +344,7 @@ def train(config, workdir: str) -> dict:
     if config.engine.kind == "jax":
       engine.update_params(params)
     else:
-      engine.sync_weights((graphdef, params), step)
+      return engine.sync_weights((graphdef, params), step).metrics()  # perf/sync_bytes, _s
 
   if not restored:
     if config.sft.num_steps > 0:
@@ -385,7 +385,7 @@ def train(config, workdir: str) -> dict:
       if ref is not None:
         device_batch["ref_logprobs"] = ref(device_batch)
       state, lm = train_step(state, device_batch)
-      sync(state.params, step + 1)
+      m.update(sync(state.params, step + 1) or {})
       m.update({k: float(v) for k, v in lm.items()})
       m["perf/learner_tokens_per_s"] = float(batch["attention_mask"].sum()) / max(
           time.perf_counter() - t1, 1e-9)

@@ -8,9 +8,13 @@ Requests (one per prompt, so the server batches them continuously):
     -> {"output_ids": [...], "meta_info": {"finish_reason": {"type": "stop"|"length"|"abort", ...},
         "output_token_logprobs": [[logprob, token_id, text|null], ...], ...}}
 
-Weight sync: `sync_weights(model, step)` writes `models.save_pretrained` output to
+Weight sync: `sync_weights(model, step)` writes an HF checkpoint (bf16 by default) to
 `export_dir/step_XXXXXX` (a directory every server can read: shared disk, or the same machine)
-and POSTs `/update_weights_from_disk {"model_path", "flush_cache": true}` to every server.
+with `models.hf_io.save_pretrained_streaming` (tensor by tensor from the shards, never the whole
+model on one host; with several processes each writes its share of the files) and POSTs
+`/update_weights_from_disk {"model_path", "flush_cache": true}` to every server of this process.
+What it cost is in the returned `SyncStats` (also `engine.last_sync_stats`). Why disk and not
+SGLang's `update_weights_from_tensor` / distributed endpoints: docs/sglang.md.
 
 Authentication: servers started with `--api-key KEY` (ours: `--api_key` / SYNTHAGENT_API_KEY)
 want `Authorization: Bearer KEY` on every request; `api_key=` (default: $SGLANG_API_KEY) sends it.
@@ -24,6 +28,7 @@ needs httpx.
 from __future__ import annotations
 
 import concurrent.futures
+import dataclasses
 import itertools
 import logging
 import os
@@ -37,6 +42,40 @@ import httpx
 from synthagent_jax.inference.engine import Completion, SamplingParams
 
 _RETRYABLE_STATUS = frozenset({408, 429, 500, 502, 503, 504})
+
+
+SYNC_DTYPES = ("bfloat16", "float32", "float16")
+
+
+@dataclasses.dataclass(frozen=True)
+class SyncStats:
+  """One `sync_weights` call.
+
+  Attributes:
+    path: the exported checkpoint directory.
+    step: the learner step of the weights.
+    dtype: tensor dtype on disk.
+    bytes_written: tensor bytes this process wrote.
+    total_bytes: tensor bytes of the whole export (all processes).
+    export_s: seconds spent writing the export (this process, barriers included).
+    load_s: seconds until every server of this process answered the reload.
+  """
+
+  path: str
+  step: int
+  dtype: str
+  bytes_written: int
+  total_bytes: int
+  export_s: float
+  load_s: float
+
+  @property
+  def seconds(self) -> float:
+    return self.export_s + self.load_s
+
+  def metrics(self) -> dict[str, float]:
+    """`perf/sync_bytes` (this process's bytes written) and `perf/sync_s` (export + reload)."""
+    return {"perf/sync_bytes": float(self.bytes_written), "perf/sync_s": self.seconds}
 
 
 class SGLangError(RuntimeError):
@@ -110,6 +149,8 @@ class SGLangEngine:
     backoff_s: first retry delay; doubles per attempt up to max_backoff_s.
     max_backoff_s: cap on one retry delay.
     export_dir: where `sync_weights` writes checkpoints (must be readable by the servers).
+    sync_dtype: tensor dtype of the exports: "bfloat16" (default: half of fp32's bytes; SGLang
+      serves bf16 anyway), "float32" (bit-exact weights, e.g. for fp32 parity tests) or "float16".
     keep_exports: how many exported checkpoints to keep on disk (older ones are deleted after
       every server loaded a newer one).
     send_seed: also send `sampling_seed` (needs a server that accepts it; our launch.serve does).
@@ -121,7 +162,7 @@ class SGLangEngine:
   def __init__(self, urls: str | Sequence[str], *, max_concurrency: int = 64,
                timeout_s: float = 600.0, max_retries: int = 5, backoff_s: float = 0.5,
                max_backoff_s: float = 30.0, export_dir: str | None = None, keep_exports: int = 2,
-               send_seed: bool = False, api_key: str | None = None,
+               sync_dtype: str = "bfloat16", send_seed: bool = False, api_key: str | None = None,
                transport: httpx.BaseTransport | None = None):
     urls = [urls] if isinstance(urls, str) else list(urls)
     if not urls:
@@ -135,6 +176,8 @@ class SGLangEngine:
       raise ValueError("SGLangEngine needs max_retries >= 0, backoff_s >= 0 and timeout_s > 0")
     if keep_exports < 1:
       raise ValueError(f"SGLangEngine.keep_exports must be >= 1, got {keep_exports}")
+    if sync_dtype not in SYNC_DTYPES:
+      raise ValueError(f"SGLangEngine.sync_dtype must be one of {SYNC_DTYPES}, got {sync_dtype!r}")
     self.urls = [u.rstrip("/") for u in urls]
     self.max_concurrency = max_concurrency
     self.max_retries = max_retries
@@ -142,6 +185,8 @@ class SGLangEngine:
     self.max_backoff_s = max_backoff_s
     self.export_dir = export_dir
     self.keep_exports = keep_exports
+    self.sync_dtype = sync_dtype
+    self.last_sync_stats: SyncStats | None = None
     self.send_seed = send_seed
     self.weight_version: int | None = None
     self._exports: list[str] = []
@@ -247,33 +292,43 @@ class SGLangEngine:
 
   # -- weight sync ----------------------------------------------------------------------------
 
-  def sync_weights(self, model_or_params: Any, step: int) -> str:
-    """Exports the policy and makes every server load it; returns the exported directory.
+  def sync_weights(self, model_or_params: Any, step: int) -> SyncStats:
+    """Exports the policy and makes every server load it.
+
+    With several JAX processes, every process must call this (the export is collective); each
+    then reloads its own servers. Exports beyond `keep_exports` are deleted by process 0.
 
     Args:
-      model_or_params: an nnx model, or a `(graphdef, state)` pair.
+      model_or_params: an nnx model, or a `(graphdef, params)` pair (params may be sharded).
       step: the learner step these weights come from (becomes `weight_version`).
+
+    Returns:
+      SyncStats (also kept as `last_sync_stats`); log `stats.metrics()`.
     """
     if self.export_dir is None:
       raise ValueError("SGLangEngine.sync_weights needs export_dir (a directory the servers can "
                        "read) to be set")
-    from flax import nnx  # pylint: disable=g-import-not-at-top
-    from synthagent_jax import models  # pylint: disable=g-import-not-at-top
-    model = model_or_params
-    if isinstance(model_or_params, tuple) and len(model_or_params) == 2:
-      model = nnx.merge(*model_or_params)
-    if not isinstance(model, nnx.Module):
-      raise TypeError(f"sync_weights needs an nnx model or a (graphdef, state) pair, got "
-                      f"{type(model_or_params).__name__}")
+    import jax  # pylint: disable=g-import-not-at-top
+    from synthagent_jax.models import hf_io  # pylint: disable=g-import-not-at-top
     path = os.path.abspath(os.path.join(self.export_dir, f"step_{int(step):06d}"))
-    models.save_pretrained(model, path)
+    export = hf_io.save_pretrained_streaming(model_or_params, path, dtype=self.sync_dtype)
+    t0 = time.perf_counter()
     self.load_weights_from_disk(path)
+    load_s = time.perf_counter() - t0
     self.weight_version = int(step)
     if path not in self._exports:
       self._exports.append(path)
     while len(self._exports) > self.keep_exports:
-      shutil.rmtree(self._exports.pop(0), ignore_errors=True)
-    return path
+      old = self._exports.pop(0)
+      if jax.process_index() == 0:  # the directory is shared: one process cleans it
+        shutil.rmtree(old, ignore_errors=True)
+    stats = SyncStats(path=path, step=int(step), dtype=self.sync_dtype,
+                      bytes_written=export.bytes_written, total_bytes=export.total_bytes,
+                      export_s=export.seconds, load_s=load_s)
+    self.last_sync_stats = stats
+    logging.info("weight sync step %d: %.1f MB (%s) written in %.2fs, servers reloaded in %.2fs",
+                 step, stats.bytes_written / 1e6, self.sync_dtype, stats.export_s, load_s)
+    return stats
 
   def load_weights_from_disk(self, path: str) -> None:
     """POSTs /update_weights_from_disk to every server (each retried on its own)."""

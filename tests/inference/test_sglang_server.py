@@ -2,8 +2,9 @@
 
 One server (a tiny checkpoint on disk, an API key) serves every test: greedy outputs equal the
 in-process JaxEngine, 500s injected by the client's transport are retried until they stop,
-seeds travel per request, and a weight sync (export + /update_weights_from_disk) changes what the
-server generates.
+seeds travel per request, and a weight sync (bf16 streaming export + /update_weights_from_disk)
+makes the server generate with the exported weights. A real `python -m launch.serve` process:
+tests/inference/test_sglang_sync.py.
 """
 
 import os
@@ -129,19 +130,52 @@ def test_weight_sync_changes_outputs(server, checkpoint):
   with sglang.SGLangEngine(background.url, export_dir=exports, keep_exports=1,
                            api_key=KEY) as eng:
     before = eng.generate(PROMPTS, GREEDY)
-    path = eng.sync_weights(new_model, step=7)
+    stats = eng.sync_weights(new_model, step=7)
     after = eng.generate(PROMPTS, GREEDY)
-    assert eng.weight_version == 7 and path.endswith("step_000007")
+    path = stats.path
+    assert eng.weight_version == 7 and path.endswith("step_000007") and stats.step == 7
+    assert eng.last_sync_stats is stats and stats.dtype == "bfloat16"
+    n_params = sum(p.size for p in jax.tree.leaves(nnx.state(new_model, nnx.Param)))
+    assert stats.bytes_written == stats.total_bytes == 2 * n_params  # bf16: 2 bytes a weight
+    assert stats.export_s > 0 and stats.load_s > 0
+    assert stats.metrics() == {"perf/sync_bytes": 2.0 * n_params, "perf/sync_s": stats.seconds}
     info = httpx.get(f"{background.url}/get_model_info",
                      headers={"Authorization": f"Bearer {KEY}"}).json()
     assert info["model_path"] == path
+    exported = models.from_pretrained(path)  # the server's view: bf16 on disk, fp32 in memory
     # The old export is removed once the next one is loaded.
     eng.sync_weights(new_model, step=8)
     assert not os.path.exists(path) and os.path.isdir(path.replace("07", "08"))
     # Back to the original weights for the other tests.
     eng.load_weights_from_disk(checkpoint)
   assert [c.token_ids for c in before] != [c.token_ids for c in after]
-  assert [c.token_ids for c in after] == [c.token_ids for c in _local(new_model)]
+  local = _local(exported)
+  assert [c.token_ids for c in after] == [c.token_ids for c in local]
+  for r, l in zip(after, local):
+    np.testing.assert_allclose(r.logprobs, l.logprobs, atol=1e-5)
+
+
+def test_fp32_sync_serves_the_exact_weights(server, checkpoint):
+  background, _ = server
+  new_model = _sharp_model(seed=2)
+  exports = os.path.join(os.path.dirname(checkpoint), "exports_fp32")
+  with sglang.SGLangEngine(background.url, export_dir=exports, sync_dtype="float32",
+                           api_key=KEY) as eng:
+    graphdef, params = nnx.split(new_model, nnx.Param)
+    stats = eng.sync_weights((graphdef, params), step=3)
+    after = eng.generate(PROMPTS, GREEDY)
+    eng.load_weights_from_disk(checkpoint)
+  assert stats.dtype == "float32" and stats.bytes_written == 4 * sum(
+      p.size for p in jax.tree.leaves(params))
+  local = _local(new_model)
+  assert [c.token_ids for c in after] == [c.token_ids for c in local]
+  for r, l in zip(after, local):
+    np.testing.assert_allclose(r.logprobs, l.logprobs, atol=1e-5)
+
+
+def test_bad_sync_dtype_is_refused():
+  with pytest.raises(ValueError, match="sync_dtype must be one of"):
+    sglang.SGLangEngine("http://127.0.0.1:1", sync_dtype="int8")
 
 
 def test_bad_weight_path_is_refused(server, checkpoint):
