@@ -208,3 +208,17 @@ def test_logprob_gradient_memory_below_quarter_of_logits():
   from benchmarks import logprob_memory
   row = logprob_memory.measure(vocab=32768, seq=2048, batch=1, logprob_chunk=64)
   assert row["temp_vs_logits"] < 0.25, row
+
+
+@pytest.mark.slow
+def test_chunked_attention_and_logprobs_on_a_mesh_match_single_device(single_device_run,
+                                                                      monkeypatch):
+  """model.attention=chunked with small blocks, log-prob blocks of 3, on a 2x2x2 mesh: the same
+  two updates as the naive single-device run."""
+  from tests.rl import learner_toys
+  plain = toys.tiny_model_config
+  monkeypatch.setattr(toys, "tiny_model_config", lambda *a, **k: plain(*a, **k).replace(
+      attention="chunked", attention_chunk=4, logprob_chunk=3))
+  env = learner_toys.Env((2, 2, 2), MESH_CFG)
+  assert env.model_cfg.attention == "chunked"
+  _assert_same(single_device_run, _run(env))
