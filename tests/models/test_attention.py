@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from synthagent_jax import models
+from synthagent_jax.models import config as config_lib
 from synthagent_jax.models import qwen
 from tests import toys
 
@@ -83,6 +83,17 @@ def test_model_logits_match_naive(impl):
   got = np.asarray(model(ids, attention_mask_bt=mask))
   real = np.asarray(mask)
   np.testing.assert_allclose(got[real], want[real], atol=ATOL)
+  # The learner's entry: final hidden states through the head give the same logits.
+  hidden = jax.jit(lambda m: qwen.head_logits(m.hidden_states(ids, attention_mask_bt=mask),
+                                              *m.head_kernel()))(model)
+  np.testing.assert_allclose(np.asarray(hidden)[real], got[real], atol=ATOL)
+
+
+def test_unknown_attention_is_refused():
+  with pytest.raises(ValueError, match="attention must be one of"):
+    config_lib.ModelConfig.tiny(attention="flash")
+  with pytest.raises(ValueError, match="logprob_chunk"):
+    config_lib.ModelConfig.tiny(logprob_chunk=0)
 
 
 @pytest.mark.slow
