@@ -29,6 +29,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.model.max_position_embeddings = 4096
   c.model.dtype = "float32"        # compute dtype: float32 | bfloat16 (params stay float32)
   c.model.remat = "none"           # none | full | dots_saveable
+  c.model.attention = "chunked"    # naive | chunked (O(T) memory, any backend) | xla (cuDNN flash on GPU)
+  c.model.attention_chunk = 512    # key slots per block of the chunked attention
+  c.model.logprob_chunk = 256      # positions per block of the learner's LM head + log-softmax
 
   c.tokenizer = "data/tokenizer"   # "" = use model.checkpoint's own tokenizer
 
@@ -41,6 +44,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.mesh.coordinator_address = ""  # multi-host: host:port of process 0 ("" = single process)
   c.mesh.num_processes = 1
   c.mesh.process_id = 0
+  c.mesh.device_memory_gib = 80.0  # per-device memory the plan must fit (launch.plan; 0 = unchecked)
 
   c.data = ml_collections.ConfigDict()
   c.data.train_file = "data/tasks/offline_train.jsonl"
@@ -52,6 +56,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.engine.urls = ()               # sglang: server base URLs, round-robined
   c.engine.weights_dir = ""        # sglang: shared directory the servers read exported weights from
   c.engine.sync_dtype = "bfloat16"  # sglang: dtype of the exported weights (float32: bit-exact)
+  c.engine.mem_fraction = 0.0      # share of each device reserved for co-located SGLang servers
 
   c.rollout = ml_collections.ConfigDict()
   c.rollout.max_turns = 6

@@ -38,14 +38,16 @@ def tokenizer(config):
 def model_config(config, tok) -> models.ModelConfig:
   """From the checkpoint's config.json, or from the config's dims (from_scratch)."""
   m = config.model
+  # Numerics that are not architecture (issue 15: attention implementation, log-prob blocks).
+  extra = {k: m[k] for k in ("attention", "attention_chunk", "logprob_chunk") if k in m}
   if not m.from_scratch:
-    return models.load_hf_config(m.checkpoint, dtype=m.dtype, remat=m.remat)
+    return models.load_hf_config(m.checkpoint, dtype=m.dtype, remat=m.remat, **extra)
   return models.ModelConfig(
       family=m.family, vocab_size=m.vocab_size or len(tok), hidden_size=m.hidden_size,
       intermediate_size=m.intermediate_size, num_layers=m.num_layers, num_heads=m.num_heads,
       num_kv_heads=m.num_kv_heads, head_dim=m.head_dim, rope_theta=m.rope_theta,
       tie_word_embeddings=m.tie_word_embeddings,
-      max_position_embeddings=m.max_position_embeddings, dtype=m.dtype, remat=m.remat,
+      max_position_embeddings=m.max_position_embeddings, dtype=m.dtype, remat=m.remat, **extra,
       eos_token_id=tok.convert_tokens_to_ids("<|im_end|>"), pad_token_id=tok.pad_token_id)
 
 

@@ -3,9 +3,16 @@
     python -m launch.plan --config=configs/qwen_3b.py
     python -m launch.plan --config=configs/qwen_3b.py --config.mesh.shape="(1,8,1)" --devices=8
 
+    python -m launch.train --config=configs/qwen_3b.py --dry_run --plan_json=plan.json
+
 Builds the TrainState abstractly (jax.eval_shape) on the configured mesh (simulated CPU devices
 when --devices is given) and prints the parameter count and the bytes each device holds for
-parameters, optimizer state, gradients and an activation estimate of one micro-batch.
+parameters, optimizer state, gradients, the KL reference's params (kl_coef > 0), an activation
+estimate of one micro-batch (with the configured attention and the learner's blocked log-probs),
+the in-process sampler's KV cache (engine.kind=jax) and the share reserved for co-located SGLang
+servers (engine.mem_fraction of mesh.device_memory_gib). A plan whose total exceeds
+`mesh.device_memory_gib` (0 = unchecked) is refused: `check_fits` raises, `--dry_run` and
+`launch.plan` exit non-zero naming the largest parts.
 
 Model dims come from `config.model.checkpoint`'s config.json when that is set (only config.json
 is read), else from config.model's dims (hidden_size, ..., and vocab_size, or the tokenizer's
@@ -22,12 +29,21 @@ from ml_collections import config_flags
 _BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
 
 
+def _numerics(m) -> dict:
+  """The config.model keys that are ModelConfig fields but not architecture."""
+  out = dict(dtype=m.dtype, remat=m.remat)
+  for key in ("attention", "attention_chunk", "logprob_chunk"):
+    if key in m:
+      out[key] = m[key]
+  return out
+
+
 def model_config(config):
   """ModelConfig for the plan: checkpoint config.json, else config.model's dims."""
   from synthagent_jax import models  # pylint: disable=g-import-not-at-top
   m = config.model
   if m.get("checkpoint", ""):
-    return models.load_hf_config(m.checkpoint, dtype=m.dtype, remat=m.remat)
+    return models.load_hf_config(m.checkpoint, **_numerics(m))
   vocab = m.get("vocab_size", 0)
   if not vocab and not config.get("tokenizer", ""):
     raise ValueError("the plan needs model dims: set --config.model.checkpoint=DIR (only its "
@@ -39,7 +55,7 @@ def model_config(config):
       family=m.family, vocab_size=vocab, hidden_size=m.hidden_size,
       intermediate_size=m.intermediate_size, num_layers=m.num_layers, num_heads=m.num_heads,
       num_kv_heads=m.num_kv_heads, head_dim=m.head_dim, rope_theta=m.rope_theta,
-      tie_word_embeddings=m.tie_word_embeddings, dtype=m.dtype, remat=m.remat)
+      tie_word_embeddings=m.tie_word_embeddings, **_numerics(m))
 
 
 def _device_bytes(abstract_tree) -> int:
@@ -58,8 +74,13 @@ def activation_bytes(model_cfg, mesh_shape, micro_batch_size: int, seq_len: int)
 
   Sequences split over data x fsdp, heads / MLP / vocab over tensor. Saved per layer: the layer
   input only under remat "full"; otherwise ~10 D-wide and 3 F-wide tensors per token plus the
-  float32 attention scores and probabilities. Add one layer's working set (recomputed under remat)
-  and the float32 logits, their softmax and gradient.
+  attention's own residuals. Add one layer's working set (recomputed under remat) and the LM
+  head's. Attention working set: "naive" float32 scores and probabilities [H, T, T]; "chunked"
+  ~3 float32 [H, T, attention_chunk] blocks plus the float32 accumulator and log-normaliser;
+  "xla" counted like "chunked" (cuDNN flash on GPU; elsewhere XLA materialises [H, T, T]).
+  LM head: ~3 float32 [rows, logprob_chunk, V] blocks (learner.head_logprobs: logits,
+  probabilities and their gradient; measured by benchmarks/logprob_memory) plus the final hidden
+  states and float32 log-normalisers.
   """
   data, fsdp, tensor = mesh_shape
   rows = max(1, -(-micro_batch_size // (data * fsdp)))
@@ -67,10 +88,39 @@ def activation_bytes(model_cfg, mesh_shape, micro_batch_size: int, seq_len: int)
   c = _BYTES[model_cfg.dtype]
   d, f = model_cfg.hidden_size, model_cfg.intermediate_size // tensor
   heads = max(1, model_cfg.num_heads // tensor)
-  layer_full = tokens * (10 * d + 3 * f) * c + 2 * rows * heads * seq_len * seq_len * 4
+  attention = getattr(model_cfg, "attention", "naive")
+  if attention == "naive":
+    attn = 2 * rows * heads * seq_len * seq_len * 4
+  else:
+    block = min(getattr(model_cfg, "attention_chunk", seq_len), seq_len)
+    attn = 3 * rows * heads * seq_len * block * 4 + tokens * heads * (model_cfg.head_dim + 2) * 4
+  layer_full = tokens * (10 * d + 3 * f) * c + attn
   saved = tokens * d * c if model_cfg.remat == "full" else layer_full
-  logits = 3 * tokens * (model_cfg.vocab_size // tensor) * 4
-  return model_cfg.num_layers * saved + layer_full + logits
+  vocab = -(-model_cfg.vocab_size // tensor)
+  chunk = min(getattr(model_cfg, "logprob_chunk", seq_len), seq_len)
+  head = 3 * rows * chunk * vocab * 4 + tokens * (d * c + 4)
+  return model_cfg.num_layers * saved + layer_full + head
+
+
+def sampler_kv_bytes(model_cfg, config) -> int:
+  """Bytes of the in-process sampler's KV cache for one rollout round (engine.kind=jax): every
+  episode of the step in one batch (rows and slots rounded up to powers of two as the sampler
+  buckets them), keys and values of every layer in the compute dtype, not sharded (the cache is
+  created inside the sampler's jit without a sharding), plus the prefix cache's default budget
+  (inference.sampler.JaxEngine keeps earlier turns' caches for KV reuse)."""
+  from synthagent_jax.inference import sampler  # pylint: disable=g-import-not-at-top
+  if config.engine.get("kind", "jax") != "jax":
+    return 0
+  rows = sampler.bucket(config.rl.tasks_per_step * config.rl.num_generations)
+  slots = sampler.bucket(config.rollout.max_total_tokens) + sampler.bucket(
+      config.rollout.max_new_tokens)
+  per_slot = 2 * model_cfg.num_layers * model_cfg.num_kv_heads * model_cfg.head_dim
+  prefix_default = 1 << 30  # JaxEngine(prefix_cache_bytes=...) default
+  return rows * slots * per_slot * _BYTES[model_cfg.dtype] + prefix_default
+
+
+class PlanError(ValueError):
+  """The config's memory plan does not fit `mesh.device_memory_gib`."""
 
 
 def plan(config) -> dict:
@@ -99,14 +149,53 @@ def plan(config) -> dict:
   if micro % dp:
     notes.append(f"rl.micro_batch_size={micro} is not a multiple of data x fsdp = {dp}: "
                  "rl.learner.make_train_step will refuse it")
+  ref_b = params_b if config.rl.get("kl_coef", 0.0) > 0 else 0
+  kv_b = sampler_kv_bytes(model_cfg, config)
+  device_gib = float(config.mesh.get("device_memory_gib", 0.0))
+  mem_fraction = float(config.engine.get("mem_fraction", 0.0))
+  if not 0.0 <= mem_fraction < 1.0:
+    raise ValueError(f"engine.mem_fraction must be in [0, 1), got {mem_fraction}")
+  if mem_fraction and not device_gib:
+    raise ValueError("engine.mem_fraction needs mesh.device_memory_gib (the share is of that)")
+  sglang_b = int(mem_fraction * device_gib * 2**30)
+  total = 2 * params_b + opt_b + act_b + ref_b + kv_b + sglang_b
   return {
       "model": model_cfg, "mesh_shape": dict(zip(mesh.axis_names, mesh.devices.shape)),
       "num_devices": mesh.devices.size, "num_params": n_params,
       "params_bytes_per_device": params_b, "opt_state_bytes_per_device": opt_b,
       "grads_bytes_per_device": params_b, "activation_bytes_per_device": act_b,
-      "total_bytes_per_device": 2 * params_b + opt_b + act_b,
+      "ref_params_bytes_per_device": ref_b, "sampler_kv_bytes_per_device": kv_b,
+      "sglang_reserved_bytes_per_device": sglang_b,
+      "total_bytes_per_device": total, "device_memory_bytes": int(device_gib * 2**30),
+      "fits": (not device_gib) or total <= device_gib * 2**30,
       "micro_batch_size": micro, "seq_len": seq_len, "notes": notes,
   }
+
+
+_PARTS = (("params", "params_bytes_per_device"), ("optimizer state", "opt_state_bytes_per_device"),
+          ("gradients", "grads_bytes_per_device"), ("activations", "activation_bytes_per_device"),
+          ("KL reference params", "ref_params_bytes_per_device"),
+          ("sampler KV cache", "sampler_kv_bytes_per_device"),
+          ("SGLang share", "sglang_reserved_bytes_per_device"))
+
+
+def check_fits(p: dict) -> None:
+  """Raises PlanError, naming the largest parts, when the plan exceeds the device memory."""
+  if p["fits"]:
+    return
+  parts = sorted(((p[k], name) for name, k in _PARTS), reverse=True)[:3]
+  raise PlanError(
+      f"the plan needs {p['total_bytes_per_device'] / 2**30:.1f} GiB per device but "
+      f"mesh.device_memory_gib is {p['device_memory_bytes'] / 2**30:.1f} GiB; largest parts: "
+      + ", ".join(f"{name} {b / 2**30:.1f} GiB" for b, name in parts)
+      + " (shrink rl.micro_batch_size, use model.remat=full, model.attention=chunked, a smaller "
+        "model.logprob_chunk, more fsdp devices, or a smaller engine.mem_fraction)")
+
+
+def to_json(p: dict) -> dict:
+  """The plan as JSON-ready values (the ModelConfig as a dict)."""
+  import dataclasses  # pylint: disable=g-import-not-at-top
+  return dict(p, model=dataclasses.asdict(p["model"]))
 
 
 def _gib(n: int) -> str:
@@ -126,19 +215,32 @@ def format_plan(p: dict) -> str:
       f"  optimizer state    {_gib(p['opt_state_bytes_per_device'])}",
       f"  gradients (fp32)   {_gib(p['grads_bytes_per_device'])}",
       f"  activations (est.) {_gib(p['activation_bytes_per_device'])}   "
-      f"(micro-batch {p['micro_batch_size']} x {p['seq_len']} tokens)",
+      f"(micro-batch {p['micro_batch_size']} x {p['seq_len']} tokens, attention={m.attention}, "
+      f"logprob_chunk={m.logprob_chunk})",
+      f"  KL reference       {_gib(p['ref_params_bytes_per_device'])}",
+      f"  sampler KV cache   {_gib(p['sampler_kv_bytes_per_device'])}",
+      f"  SGLang share       {_gib(p['sglang_reserved_bytes_per_device'])}",
       f"  total (est.)       {_gib(p['total_bytes_per_device'])}",
   ]
+  if p["device_memory_bytes"]:
+    lines.append(f"  device memory      {_gib(p['device_memory_bytes'])}   "
+                 f"({'fits' if p['fits'] else 'DOES NOT FIT'})")
   lines += [f"note: {n}" for n in p["notes"]]
   return "\n".join(lines)
 
 
-def print_plan(config) -> dict:
-  """Prints the plan (process 0 only) and returns it; `launch.train --dry_run` calls this."""
+def print_plan(config, json_path: str | None = None) -> dict:
+  """Prints the plan (process 0 only), writes it to `json_path` when given, and returns it;
+  raises PlanError (after printing) when it does not fit. `launch.train --dry_run` calls this."""
   _simulate_devices(config, 0)
+  import json  # pylint: disable=g-import-not-at-top
   from synthagent_jax import parallel  # pylint: disable=g-import-not-at-top
   p = plan(config)
   parallel.process0_print(format_plan(p), flush=True)
+  if json_path:
+    with open(json_path, "w") as f:
+      json.dump(to_json(p), f, indent=1)
+  check_fits(p)
   return p
 
 
@@ -162,6 +264,7 @@ def _define_flags():
   _DEVICES = flags.DEFINE_integer(
       "devices", 0, "Simulate this many CPU devices (0: the real ones, or the mesh's size when "
       "the real ones are too few).")
+  flags.DEFINE_string("plan_json", None, "Also write the plan as JSON to this file.")
 
 
 def main(argv) -> None:
@@ -170,7 +273,7 @@ def main(argv) -> None:
   config = _CONFIG.value
   _simulate_devices(config, _DEVICES.value)
   try:
-    print_plan(config)
+    print_plan(config, flags.FLAGS.plan_json)
   except (ValueError, FileNotFoundError) as e:
     sys.exit(f"error: {e}")
 

@@ -28,6 +28,7 @@ _CONFIG = config_flags.DEFINE_config_file(
 _WORKDIR = flags.DEFINE_string("workdir", None, "Where checkpoints, metrics, rollouts and plots go.")
 _DRY_RUN = flags.DEFINE_bool(
     "dry_run", False, "Build the abstract state on the configured mesh, print its memory plan, exit.")
+_PLAN_JSON = flags.DEFINE_string("plan_json", None, "With --dry_run: also write the plan as JSON.")
 
 
 class ConfigError(ValueError):
@@ -266,7 +267,7 @@ def main(argv) -> None:
   if _DRY_RUN.value:  # needs only dims: a checkpoint's config.json, or the config's own
     from launch import plan  # pylint: disable=g-import-not-at-top
     try:
-      plan.print_plan(config)
+      plan.print_plan(config, _PLAN_JSON.value)
     except (ValueError, OSError) as e:
       sys.exit(f"error: {e}")
     return
@@ -276,6 +277,12 @@ def main(argv) -> None:
       raise ConfigError("--workdir is required (where checkpoints, metrics and rollouts go)")
   except ConfigError as e:
     sys.exit(f"error: {e}")
+  if config.mesh.get("device_memory_gib", 0.0) and config.mesh.num_processes <= 1:
+    from launch import plan  # pylint: disable=g-import-not-at-top
+    try:  # refuse before any work a run whose memory plan does not fit the devices
+      plan.check_fits(plan.plan(config))
+    except plan.PlanError as e:
+      sys.exit(f"error: {e}")
   # Heavy imports only once the config is known to be good.
   from launch import train_loop  # pylint: disable=g-import-not-at-top
   try:

@@ -248,7 +248,32 @@ def _sglang_policy(spec: str, urls: str, tokenizer_dir: str | None) -> Policy:
     from synthagent_jax.llm.jax_llm import JaxChatLLM  # pylint: disable=g-import-not-at-top
     return JaxChatLLM(engine, tok)
 
-  return Policy(spec, "sglang", tok, lambda task: engine, chat_llm=chat_llm, close=engine.close)
+  return Policy(spec, "sglang", tok, lambda task: engine, chat_llm=chat_llm, close=engine.close,
+                max_context=_served_context(url_list))
+
+
+def _served_context(urls: Sequence[str]) -> int | None:
+  """The smallest context length the servers report (our launch.serve's /get_model_info, SGLang's
+  /get_server_info `context_length`), so the loop ends an episode that outgrows it as
+  context_full instead of sending a prompt the server refuses; None when none reports one (then
+  rollout.max_total_tokens must fit the served model)."""
+  import httpx  # pylint: disable=g-import-not-at-top
+  found = []
+  headers = {}
+  key = os.environ.get("SGLANG_API_KEY")
+  if key:
+    headers["Authorization"] = f"Bearer {key}"
+  for url in urls:
+    for path in ("/get_model_info", "/get_server_info"):
+      try:
+        body = httpx.get(url.rstrip("/") + path, timeout=10.0, headers=headers).json()
+      except (httpx.HTTPError, ValueError):
+        continue
+      value = body.get("context_length") if isinstance(body, dict) else None
+      if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+        found.append(value)
+        break
+  return min(found) if found else None
 
 
 def split_openai(arg: str, what: str = "") -> tuple[str, str]:
@@ -281,7 +306,12 @@ def _openai_policy(spec: str, arg: str, tokenizer_dir: str | None) -> Policy:
   def chat_llm():
     return engine.llm
 
-  return Policy(spec, "openai", tok, lambda task: engine, chat_llm=chat_llm)
+  root = base_url.rstrip("/")
+  root = root[:-len("/v1")] if root.endswith("/v1") else root
+  # A server that reports its context (launch.serve, SGLang) caps the loop's budget; for others
+  # (hosted models) rollout.max_total_tokens must fit the model.
+  return Policy(spec, "openai", tok, lambda task: engine, chat_llm=chat_llm,
+                max_context=_served_context([root]))
 
 
 # ---- replay policies ----------------------------------------------------------------------------

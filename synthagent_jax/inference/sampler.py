@@ -18,9 +18,20 @@ which only collects references) or a `(graphdef, state)` pair replaced by `updat
 takes `params=` for one call.
 
 Each prompt samples from its own PRNG stream (see `JaxEngine.generate`), so its samples do not
-depend on the batch it was in. The prefill computes the LM head at the last prompt position only;
-long prompts are prefilled in chunks that bound the attention scores and MLP activations of one
-chunk (see `prefill_chunk_size`).
+depend on the batch it was in.
+
+KV reuse across turns (`PrefixCache`, inference/prefix_cache.py): after a call, the engine keeps
+that call's KV cache (LRU, bounded in bytes) indexed by each row's token ids (prompt, and prompt +
+completion minus its last token, whose KV was never computed). A later prompt that starts with such
+a sequence, as an agent's next turn does (history + completion + env delta, token-in/token-out),
+gets those slots copied from the stored cache and prefills only the rest: the prefill runs over the
+last `W` prompt slots, W the bucketed largest number of new tokens in the batch. Stored caches are
+dropped whenever the parameters change (compared by identity), so a hit is always the same
+computation up to float rounding. `JaxEngine.stats` counts prefilled vs. reused tokens.
+
+The prefill computes the LM head at the last prompt position only; long prompts are prefilled in
+chunks that bound the attention scores and MLP activations of one chunk (see
+`prefill_chunk_size`).
 """
 
 from __future__ import annotations
@@ -35,6 +46,7 @@ import numpy as np
 from flax import nnx
 
 from synthagent_jax.inference import sampling as sampling_lib
+from synthagent_jax.inference.prefix_cache import PrefixCache
 from synthagent_jax.inference.engine import Completion, SamplingParams
 
 _TRACES = {"count": 0}
@@ -94,12 +106,15 @@ def prefill_chunk_size(batch: int, prompt_slots: int, cache_slots: int, num_head
   return chunk
 
 
-def _prefill(model, prompt_bp, positions_bp, cache, kv_mask_bs, chunk):
-  """Runs the prompt through the cache in chunks of `chunk` slots; returns last logits [B, V]."""
-  batch, prompt_slots = prompt_bp.shape
+def _prefill(model, prompt_bp, positions_bp, cache, kv_mask_bs, chunk, first_slot=0):
+  """Runs prompt slots [first_slot, Pb) through the cache in chunks of `chunk` slots (slots before
+  `first_slot` already hold their keys/values); returns the last logits [B, V]."""
+  batch = prompt_bp.shape[0]
+  prompt_bp, positions_bp = prompt_bp[:, first_slot:], positions_bp[:, first_slot:]
+  prompt_slots = prompt_bp.shape[1]
   if chunk >= prompt_slots:
-    logits_b1v, cache = model.forward_cached(prompt_bp, positions_bp, cache, jnp.int32(0),
-                                             kv_mask_bs, last_only=True)
+    logits_b1v, cache = model.forward_cached(prompt_bp, positions_bp, cache,
+                                             jnp.int32(first_slot), kv_mask_bs, last_only=True)
     return logits_b1v[:, -1, :], cache
 
   def body(i, carry):
@@ -107,8 +122,8 @@ def _prefill(model, prompt_bp, positions_bp, cache, kv_mask_bs, chunk):
     start = (i * chunk).astype(jnp.int32)
     ids_bc = jax.lax.dynamic_slice(prompt_bp, (0, start), (batch, chunk))
     pos_bc = jax.lax.dynamic_slice(positions_bp, (0, start), (batch, chunk))
-    logits_b1v, cache = model.forward_cached(ids_bc, pos_bc, cache, start, kv_mask_bs,
-                                             last_only=True)
+    logits_b1v, cache = model.forward_cached(ids_bc, pos_bc, cache, first_slot + start,
+                                             kv_mask_bs, last_only=True)
     return cache, logits_b1v[:, -1, :]
 
   vocab = model.config.vocab_size
@@ -118,10 +133,10 @@ def _prefill(model, prompt_bp, positions_bp, cache, kv_mask_bs, chunk):
 
 
 @functools.partial(jax.jit, static_argnames=("graphdef", "mode", "new_tokens_bucket",
-                                             "prefill_chunk"))
+                                             "prefill_chunk", "prefill_slots"))
 def _generate_padded(graphdef, state, prompt_bp, prompt_len_b, active_b, seed_b, stream_b,
-                     temperature, top_p, top_k, stop_ids_s, max_new_tokens, *, mode,
-                     new_tokens_bucket, prefill_chunk):
+                     temperature, top_p, top_k, stop_ids_s, max_new_tokens, cache_in=None, *,
+                     mode, new_tokens_bucket, prefill_chunk, prefill_slots=None):
   """Prefill + decode on bucketed arrays.
 
   Args:
@@ -136,12 +151,15 @@ def _generate_padded(graphdef, state, prompt_bp, prompt_len_b, active_b, seed_b,
     stop_ids_s: int32 [S] stop ids padded with -1.
     max_new_tokens: int32 scalar <= new_tokens_bucket.
     mode: static sampling mode (see sampling_lib.MODES).
+    cache_in: None (start from an empty cache), or a KVCache of Pb + Nb slots whose prompt slots
+      before Pb - prefill_slots already hold each row's keys/values (reused prefixes).
     new_tokens_bucket: static Nb, cache room for new tokens.
     prefill_chunk: static prompt slots per prefill step (see prefill_chunk_size).
+    prefill_slots: static W <= Pb, the last prompt slots to run through the model (None: all).
 
   Returns:
     tokens_bn int32 [Bb, Nb] (-1 after a row finished), logprobs_bn float32 [Bb, Nb] (0 there),
-    num_steps int32 scalar (decode steps run, prefill's token included).
+    num_steps int32 scalar (decode steps run, prefill's token included), and the final KVCache.
   """
   _TRACES["count"] += 1
   model = nnx.merge(graphdef, state)
@@ -160,9 +178,10 @@ def _generate_padded(graphdef, state, prompt_bp, prompt_len_b, active_b, seed_b,
     keys_b = jax.vmap(lambda k: jax.random.fold_in(k, step))(row_keys_b)
     return sampling_lib.sample_step(logits_bv, keys_b, temperature, top_p, top_k, mode)
 
-  cache = model.init_cache(batch, num_slots)
+  cache = model.init_cache(batch, num_slots) if cache_in is None else cache_in
+  first_slot = 0 if prefill_slots is None else prompt_slots - prefill_slots
   last_bv, cache = _prefill(model, prompt_bp, positions_bp.astype(jnp.int32), cache, kv_mask_bs,
-                           prefill_chunk)
+                           prefill_chunk, first_slot)
   token_b, logprob_b = pick(last_bv, 0)
   token_b = jnp.where(active_b, token_b, -1)
   tokens_bn = jnp.full((batch, new_tokens_bucket), -1, jnp.int32).at[:, 0].set(token_b)
@@ -189,8 +208,41 @@ def _generate_padded(graphdef, state, prompt_bp, prompt_len_b, active_b, seed_b,
     return step + 1, cache, token_b, done_b, tokens_bn, logprobs_bn
 
   carry = (jnp.int32(1), cache, token_b, done_b, tokens_bn, logprobs_bn)
-  num_steps, _, _, _, tokens_bn, logprobs_bn = jax.lax.while_loop(cond, body, carry)
-  return tokens_bn, logprobs_bn, num_steps
+  num_steps, cache, _, _, tokens_bn, logprobs_bn = jax.lax.while_loop(cond, body, carry)
+  return tokens_bn, logprobs_bn, num_steps, cache
+
+
+@functools.partial(jax.jit, static_argnames=("num_slots",), donate_argnames=("k_dst", "v_dst"))
+def _copy_prefixes(k_dst, v_dst, k_src, v_src, src_row_b, src_start_b, dst_start_b, length_b, *,
+                   num_slots):
+  """Copies, for every row b, `length_b[b]` slots of stored row `src_row_b[b]` starting at
+  `src_start_b[b]` into slots [dst_start_b[b], + length_b[b]) of the new cache (rows with
+  length 0 are left as they are). k/v: [L, B, S, K, Dh]."""
+  slot_s = jnp.arange(num_slots, dtype=jnp.int32)
+  offset_bs = slot_s[None, :] - dst_start_b[:, None]
+  take_bs = (offset_bs >= 0) & (offset_bs < length_b[:, None])
+  src_slot_bs = jnp.clip(src_start_b[:, None] + offset_bs, 0, k_src.shape[2] - 1)
+  take = take_bs[None, :, :, None, None]
+  k_dst = jnp.where(take, k_src[:, src_row_b[:, None], src_slot_bs].astype(k_dst.dtype), k_dst)
+  v_dst = jnp.where(take, v_src[:, src_row_b[:, None], src_slot_bs].astype(v_dst.dtype), v_dst)
+  return k_dst, v_dst
+
+
+@dataclasses.dataclass
+class EngineStats:
+  """Cumulative prefill counters of a JaxEngine (real prompts only, batch padding excluded).
+
+  Attributes:
+    prompt_tokens: prompt tokens received.
+    prefill_tokens: prompt tokens whose keys/values were computed (prompt_tokens - reused_tokens).
+    reused_tokens: prompt tokens whose keys/values were copied from a stored cache.
+    prefill_slots: prompt slots run through the model, left padding inside the window included.
+  """
+
+  prompt_tokens: int = 0
+  prefill_tokens: int = 0
+  reused_tokens: int = 0
+  prefill_slots: int = 0
 
 
 def _check_prompts(prompt_ids: Sequence[Sequence[int]]) -> list[list[int]]:
@@ -228,10 +280,13 @@ class JaxEngine:
     buckets: minimum bucket sizes.
     max_batch_size: prompts beyond this are generated in consecutive chunks; None = no limit.
     prefill_bytes: memory bound of one prefill chunk's temporaries (see prefill_chunk_size).
+    prefix_cache_bytes: device memory for KV caches kept between calls (`PrefixCache`); 0 turns
+      KV reuse across calls off.
   """
 
   def __init__(self, model: nnx.Module | tuple[Any, Any], *, buckets: Buckets = Buckets(),
-               max_batch_size: int | None = None, prefill_bytes: int = 512 * 2**20):
+               max_batch_size: int | None = None, prefill_bytes: int = 512 * 2**20,
+               prefix_cache_bytes: int = 1 << 30):
     if max_batch_size is not None and max_batch_size < 1:
       raise ValueError(f"JaxEngine.max_batch_size must be >= 1 or None, got {max_batch_size}")
     self._model = None
@@ -251,6 +306,8 @@ class JaxEngine:
       raise ValueError(f"JaxEngine.prefill_bytes must be >= 1, got {prefill_bytes}")
     self.prefill_bytes = prefill_bytes
     self.last_num_steps = 0  # decode steps of the last chunk generated (for tests / metrics)
+    self.prefix_cache = PrefixCache(prefix_cache_bytes)
+    self.stats = EngineStats()
 
   def _check_model(self, model):
     for name in ("init_cache", "forward_cached"):
@@ -309,6 +366,8 @@ class JaxEngine:
     graphdef, state = self.split()
     if params is not None:
       state = params
+    if self.prefix_cache.max_bytes:
+      self.prefix_cache.check_params(state)
     completions = []
     for start in range(0, len(prompts), chunk):
       end = start + chunk
@@ -334,19 +393,58 @@ class JaxEngine:
     stream_b[:len(prompts)] = streams
     stop_ids_s = np.full((bucket(len(sp.stop_token_ids), b.num_stop_ids),), -1, np.int32)
     stop_ids_s[:len(sp.stop_token_ids)] = sp.stop_token_ids
-    tokens_bn, logprobs_bn, num_steps = _generate_padded(
+    cache_in, window, reused = self._reused_prefixes(graphdef, state, prompts, batch,
+                                                     prompt_slots, new_tokens_bucket)
+    new_b = [len(p) - r for p, r in zip(prompts, reused)]
+    self.stats.prompt_tokens += sum(len(p) for p in prompts)
+    self.stats.reused_tokens += sum(reused)
+    self.stats.prefill_tokens += sum(new_b)
+    self.stats.prefill_slots += window * len(prompts)
+    tokens_bn, logprobs_bn, num_steps, cache = _generate_padded(
         graphdef, state, jnp.asarray(prompt_bp), jnp.asarray(prompt_len_b),
         jnp.asarray(active_b), jnp.asarray(seed_b), jnp.asarray(stream_b),
         jnp.float32(max(sp.temperature, 1e-6)),
         jnp.float32(sp.top_p), jnp.int32(sp.top_k), jnp.asarray(stop_ids_s),
-        jnp.int32(sp.max_new_tokens),
+        jnp.int32(sp.max_new_tokens), cache_in,
         mode=sampling_lib.mode_for(sp.temperature, sp.top_p, sp.top_k),
         new_tokens_bucket=new_tokens_bucket,
-        prefill_chunk=prefill_chunk_size(batch, prompt_slots, prompt_slots + new_tokens_bucket,
+        prefill_chunk=prefill_chunk_size(batch, window, prompt_slots + new_tokens_bucket,
                                          *self._chunk_dims, self.prefill_bytes)
-        if self._chunk_dims else prompt_slots)
+        if self._chunk_dims else window,
+        prefill_slots=None if cache_in is None else window)
     self.last_num_steps = int(num_steps)
-    return _to_completions(np.asarray(tokens_bn), np.asarray(logprobs_bn), len(prompts), sp)
+    completions = _to_completions(np.asarray(tokens_bn), np.asarray(logprobs_bn), len(prompts), sp)
+    if self.prefix_cache.max_bytes:
+      # Row r's KV covers its prompt and every sampled token but the last (never fed back).
+      rows = [(list(p) + c.token_ids[:-1], prompt_slots - len(p), len(p))
+              for p, c in zip(prompts, completions)]
+      self.prefix_cache.add(cache.k, cache.v, rows)
+    return completions
+
+  def _reused_prefixes(self, graphdef, state, prompts, batch, prompt_slots, new_tokens_bucket):
+    """(cache_in or None, prefill window W, reused tokens per prompt) from the prefix cache."""
+    store = self.prefix_cache
+    hits = [store.lookup(p) for p in prompts] if store.max_bytes else [None] * len(prompts)
+    reused = [0 if h is None else h[3] for h in hits]
+    if not any(reused):
+      return None, prompt_slots, reused
+    window = min(prompt_slots, bucket(max(len(p) - r for p, r in zip(prompts, reused)),
+                                      self.buckets.min_prompt_len))
+    if window == prompt_slots:
+      return None, prompt_slots, [0] * len(prompts)  # nothing to skip: the plain prefill
+    num_slots = prompt_slots + new_tokens_bucket
+    cache = nnx.merge(graphdef, state).init_cache(batch, num_slots)
+    k, v = cache.k, cache.v
+    for block_id in sorted({h[0] for h in hits if h is not None}):
+      block = store.block(block_id)
+      src_row, src_start, dst_start, length = (np.zeros(batch, np.int32) for _ in range(4))
+      for r, (p, h) in enumerate(zip(prompts, hits)):
+        if h is not None and h[0] == block_id:
+          src_row[r], src_start[r], length[r] = h[1], h[2], h[3]
+          dst_start[r] = prompt_slots - len(p)
+      k, v = _copy_prefixes(k, v, block.k, block.v, jnp.asarray(src_row), jnp.asarray(src_start),
+                            jnp.asarray(dst_start), jnp.asarray(length), num_slots=num_slots)
+    return type(cache)(k=k, v=v), window, reused
 
 
 def generate(model: nnx.Module | tuple[Any, Any], prompt_ids: Sequence[Sequence[int]],

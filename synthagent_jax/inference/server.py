@@ -7,7 +7,7 @@ Endpoints:
   GET  /health                200 while the engine serves; 503 when its worker is gone or one
                               engine call has run longer than the watchdog.
   POST /update_weights_from_disk {"model_path": DIR}  reloads weights (needs an API key).
-  GET  /get_model_info        model path and weight version.
+  GET  /get_model_info        model path, weight version and context length.
   GET  /v1/models             the served model name.
 
 Safety, in the order a request meets it:
@@ -208,7 +208,7 @@ def create_app(engine: Engine, tokenizer: Any = None, *, config: ServerConfig = 
   @api.get("/get_model_info")
   async def model_info():
     return {"model_path": state["model_path"], "weight_version": str(state["weight_version"]),
-            "is_generation": True}
+            "is_generation": True, "context_length": context_len}
 
   @api.get("/v1/models")
   async def list_models():

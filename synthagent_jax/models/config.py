@@ -14,6 +14,10 @@ FAMILIES = ("qwen2", "qwen3")
 DTYPES = ("float32", "bfloat16", "float16")
 # Rematerialisation policies by name (see qwen.REMAT_POLICIES for their jax.checkpoint meaning).
 REMAT_NAMES = ("none", "full", "dots", "dots_no_batch")
+# Attention implementations by name (see qwen.ATTENTION): "naive" materialises the [T, S] scores,
+# "chunked" is an online-softmax loop over key blocks (O(T) memory, pure JAX, any backend),
+# "xla" is jax.nn.dot_product_attention with implementation=None (cuDNN flash on GPU).
+ATTENTION_NAMES = ("naive", "chunked", "xla")
 
 # HF config.json keys that do not change the forward pass of the model (training/generation
 # bookkeeping, or features only used in a way this module checks explicitly below).
@@ -60,6 +64,11 @@ class ModelConfig:
     max_position_embeddings: longest context the checkpoint was trained for (informational,
       written back to config.json).
     bos_token_id, eos_token_id, pad_token_id: token ids copied to/from config.json.
+    attention: attention implementation for full passes and prefill, one of ATTENTION_NAMES
+      (single-token decode always uses the naive path, which is already O(S)).
+    attention_chunk: key slots per block of the "chunked" attention.
+    logprob_chunk: sequence positions per block when the learner computes token log-probs from
+      the final hidden states (LM head + log-softmax per block; rl/learner.token_logprobs).
   """
 
   family: str = "qwen2"
@@ -83,6 +92,9 @@ class ModelConfig:
   bos_token_id: int | tuple[int, ...] | None = None
   eos_token_id: int | tuple[int, ...] | None = None
   pad_token_id: int | None = None
+  attention: str = "naive"
+  attention_chunk: int = 512
+  logprob_chunk: int = 256
 
   def __post_init__(self):
     if isinstance(self.eos_token_id, list):  # keep the config hashable (it is static in jit)
@@ -105,7 +117,8 @@ class ModelConfig:
             f"num_heads={self.num_heads}; set head_dim explicitly")
       object.__setattr__(self, "head_dim", self.hidden_size // max(self.num_heads, 1))
     for name in ("vocab_size", "hidden_size", "intermediate_size", "num_layers", "num_heads",
-                 "num_kv_heads", "head_dim", "max_position_embeddings"):
+                 "num_kv_heads", "head_dim", "max_position_embeddings", "attention_chunk",
+                 "logprob_chunk"):
       value = getattr(self, name)
       if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
         raise ValueError(f"ModelConfig.{name} must be a positive int, got {value!r}")
@@ -124,6 +137,9 @@ class ModelConfig:
         raise ValueError(f"ModelConfig.{name} must be one of {DTYPES}, got {getattr(self, name)!r}")
     if self.remat not in REMAT_NAMES:
       raise ValueError(f"ModelConfig.remat must be one of {REMAT_NAMES}, got {self.remat!r}")
+    if self.attention not in ATTENTION_NAMES:
+      raise ValueError(f"ModelConfig.attention must be one of {ATTENTION_NAMES}, got "
+                       f"{self.attention!r}")
 
   @property
   def num_groups(self) -> int:

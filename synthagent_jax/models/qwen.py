@@ -111,6 +111,132 @@ def attend(q_btnh: jax.Array, k_bskh: jax.Array, v_bskh: jax.Array, mask_bts: ja
   return out.reshape(b, t, n, h)
 
 
+def attention_mask(q_slot_t: jax.Array, kv_valid_bs: jax.Array) -> jax.Array:
+  """bool [B, T, S]: query t (at cache slot q_slot_t[t]) sees key slot s <= it when valid."""
+  s = kv_valid_bs.shape[1]
+  causal_ts = jnp.arange(s, dtype=jnp.int32)[None, :] <= q_slot_t[:, None]
+  return causal_ts[None] & kv_valid_bs.astype(bool)[:, None, :]
+
+
+def _block_scores(q_btkgh, k_bckh, q_slot_t, valid_bc, slot0, scale):
+  """Masked float32 scores [B, K, G, T, C] of all queries against one key block."""
+  c = k_bckh.shape[1]
+  scores = jnp.einsum("btkgh,bckh->bkgtc", q_btkgh, k_bckh,
+                      preferred_element_type=jnp.float32) * scale
+  causal_tc = (slot0 + jnp.arange(c, dtype=jnp.int32))[None, :] <= q_slot_t[:, None]
+  mask = causal_tc[None, None, None] & valid_bc[:, None, None, None, :]
+  return jnp.where(mask, scores, _MASKED)
+
+
+def _blocks(x_bs, chunk):
+  """[B, S, ...] -> [S // chunk, B, chunk, ...] (S already a multiple of chunk)."""
+  b, s = x_bs.shape[:2]
+  return jnp.moveaxis(x_bs.reshape((b, s // chunk, chunk) + x_bs.shape[2:]), 1, 0)
+
+
+def _unblocks(x_nbc):
+  n, b, c = x_nbc.shape[:3]
+  return jnp.moveaxis(x_nbc, 0, 1).reshape((b, n * c) + x_nbc.shape[3:])
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(5,))
+def _flash(q_btkgh, k_bskh, v_bskh, q_slot_t, kv_valid_bs, chunk):
+  return _flash_fwd(q_btkgh, k_bskh, v_bskh, q_slot_t, kv_valid_bs, chunk)[0]
+
+
+def _flash_fwd(q_btkgh, k_bskh, v_bskh, q_slot_t, kv_valid_bs, chunk):
+  """Online softmax over key blocks: running max m, normaliser l and float32 accumulator."""
+  b, t, kh, g, h = q_btkgh.shape
+  scale = h ** -0.5
+  xs = (_blocks(k_bskh, chunk), _blocks(v_bskh, chunk), _blocks(kv_valid_bs, chunk),
+        jnp.arange(k_bskh.shape[1] // chunk, dtype=jnp.int32) * chunk)
+
+  def body(carry, x):
+    m_bkgt, l_bkgt, acc_btkgh = carry
+    k_bckh, v_bckh, valid_bc, slot0 = x
+    s_bkgtc = _block_scores(q_btkgh, k_bckh, q_slot_t, valid_bc, slot0, scale)
+    m_new = jnp.maximum(m_bkgt, s_bkgtc.max(-1))
+    p_bkgtc = jnp.exp(s_bkgtc - m_new[..., None])
+    alpha = jnp.exp(m_bkgt - m_new)
+    l_new = alpha * l_bkgt + p_bkgtc.sum(-1)
+    pv = jnp.einsum("bkgtc,bckh->btkgh", p_bkgtc.astype(v_bckh.dtype), v_bckh,
+                    preferred_element_type=jnp.float32)
+    acc_new = acc_btkgh * jnp.moveaxis(alpha, 3, 1)[..., None] + pv
+    return (m_new, l_new, acc_new), None
+
+  init = (jnp.full((b, kh, g, t), -jnp.inf, jnp.float32), jnp.zeros((b, kh, g, t), jnp.float32),
+          jnp.zeros((b, t, kh, g, h), jnp.float32))
+  (m, l, acc), _ = jax.lax.scan(body, init, xs)
+  out = (acc / jnp.moveaxis(l, 3, 1)[..., None]).astype(v_bskh.dtype)
+  lse_bkgt = m + jnp.log(l)
+  return out, (q_btkgh, k_bskh, v_bskh, q_slot_t, kv_valid_bs, out, lse_bkgt)
+
+
+def _flash_bwd(chunk, res, dout_btkgh):
+  """Recomputes each key block's probabilities from the saved log-normaliser (FlashAttention-2
+  backward): only O(T) residuals are kept between the passes."""
+  q_btkgh, k_bskh, v_bskh, q_slot_t, kv_valid_bs, out, lse_bkgt = res
+  h = q_btkgh.shape[-1]
+  scale = h ** -0.5
+  dout32 = dout_btkgh.astype(jnp.float32)
+  delta_bkgt = jnp.moveaxis((dout32 * out.astype(jnp.float32)).sum(-1), 1, 3)
+  xs = (_blocks(k_bskh, chunk), _blocks(v_bskh, chunk), _blocks(kv_valid_bs, chunk),
+        jnp.arange(k_bskh.shape[1] // chunk, dtype=jnp.int32) * chunk)
+
+  def body(dq_btkgh, x):
+    k_bckh, v_bckh, valid_bc, slot0 = x
+    s_bkgtc = _block_scores(q_btkgh, k_bckh, q_slot_t, valid_bc, slot0, scale)
+    p_bkgtc = jnp.exp(s_bkgtc - lse_bkgt[..., None])
+    dv_bckh = jnp.einsum("bkgtc,btkgh->bckh", p_bkgtc, dout32)
+    dp_bkgtc = jnp.einsum("btkgh,bckh->bkgtc", dout32, v_bckh.astype(jnp.float32))
+    ds_bkgtc = p_bkgtc * (dp_bkgtc - delta_bkgt[..., None]) * scale
+    ds_bkgtc = jnp.where(s_bkgtc > _MASKED, ds_bkgtc, 0.0)  # masked scores get no gradient
+    dq_btkgh = dq_btkgh + jnp.einsum("bkgtc,bckh->btkgh", ds_bkgtc, k_bckh.astype(jnp.float32))
+    dk_bckh = jnp.einsum("bkgtc,btkgh->bckh", ds_bkgtc, q_btkgh.astype(jnp.float32))
+    return dq_btkgh, (dk_bckh, dv_bckh)
+
+  dq, (dk_nbckh, dv_nbckh) = jax.lax.scan(body, jnp.zeros(q_btkgh.shape, jnp.float32), xs)
+  return (dq.astype(q_btkgh.dtype), _unblocks(dk_nbckh).astype(k_bskh.dtype),
+          _unblocks(dv_nbckh).astype(v_bskh.dtype), None, None)
+
+
+_flash.defvjp(_flash_fwd, _flash_bwd)
+
+
+def attend_chunked(q_btnh, k_bskh, v_bskh, q_slot_t, kv_valid_bs, chunk: int):
+  """Attention as `attend` with `attention_mask(q_slot_t, kv_valid_bs)`, in key blocks of
+  `chunk` slots: float32 online softmax, never more than [B, H, T, chunk] scores at once, forward
+  and backward (custom VJP). Returns [B, T, H, Dh] in v's dtype."""
+  b, t, n, h = q_btnh.shape
+  s, k = k_bskh.shape[1], k_bskh.shape[2]
+  chunk = min(chunk, s)
+  pad = -s % chunk
+  if pad:
+    widths = ((0, 0), (0, pad), (0, 0), (0, 0))
+    k_bskh, v_bskh = jnp.pad(k_bskh, widths), jnp.pad(v_bskh, widths)
+    kv_valid_bs = jnp.pad(kv_valid_bs.astype(bool), ((0, 0), (0, pad)))
+  out = _flash(q_btnh.reshape(b, t, k, n // k, h), k_bskh, v_bskh,
+               jnp.asarray(q_slot_t, jnp.int32), kv_valid_bs.astype(bool), chunk)
+  return out.reshape(b, t, n, h)
+
+
+def attend_xla(q_btnh, k_bskh, v_bskh, q_slot_t, kv_valid_bs):
+  """`jax.nn.dot_product_attention` (implementation chosen by XLA: cuDNN flash on GPU)."""
+  mask_bts = attention_mask(q_slot_t, kv_valid_bs)
+  out = jax.nn.dot_product_attention(q_btnh, k_bskh, v_bskh, mask=mask_bts[:, None],
+                                     implementation=None)
+  return out.astype(v_bskh.dtype)
+
+
+def attention(impl: str, chunk: int, q_btnh, k_bskh, v_bskh, q_slot_t, kv_valid_bs):
+  """Dispatch by `ModelConfig.attention`; every path computes the same masked GQA softmax."""
+  if impl == "chunked":
+    return attend_chunked(q_btnh, k_bskh, v_bskh, q_slot_t, kv_valid_bs, chunk)
+  if impl == "xla":
+    return attend_xla(q_btnh, k_bskh, v_bskh, q_slot_t, kv_valid_bs)
+  return attend(q_btnh, k_bskh, v_bskh, attention_mask(q_slot_t, kv_valid_bs))
+
+
 class Attention(nnx.Module):
   """Q/K/V/O projections (+ optional biases and per-head q/k RMSNorm)."""
 
@@ -180,29 +306,35 @@ class DecoderLayer(nnx.Module):
     self.attn = Attention(cfg, rngs)
     self.post_attn_norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps, "embed", pd)
     self.mlp = MLP(cfg, rngs)
+    self.attention_impl, self.attention_chunk = cfg.attention, cfg.attention_chunk
 
-  def __call__(self, x_btd, cos_bth, sin_bth, mask_btt):
+  def __call__(self, x_btd, cos_bth, sin_bth, q_slot_t, kv_valid_bt):
+    """Causal self-attention over the sequence: token t sees tokens s <= t with kv_valid_bt."""
     q, k, v = self.attn.qkv(self.input_norm(x_btd), cos_bth, sin_bth)
-    x_btd = x_btd + self.attn.out(attend(q, k, v, mask_btt))
+    a = attention(self.attention_impl, self.attention_chunk, q, k, v, q_slot_t, kv_valid_bt)
+    x_btd = x_btd + self.attn.out(a)
     return x_btd + self.mlp(self.post_attn_norm(x_btd))
 
   def forward_cached(self, x_btd, cos_bth, sin_bth, k_cache_lbskh, v_cache_lbskh, layer: int,
-                     cache_index, mask_bts):
-    """Like __call__, but writes this chunk's k/v into the cache and attends to all slots."""
+                     cache_index, kv_mask_bs):
+    """Like __call__, but writes this chunk's k/v into the cache and attends to all slots
+    (the configured attention for a chunk of several tokens; the naive path for one token)."""
     q, k, v = self.attn.qkv(self.input_norm(x_btd), cos_bth, sin_bth)
     start = (layer, 0, cache_index, 0, 0)
     k_cache_lbskh = jax.lax.dynamic_update_slice(
         k_cache_lbskh, k[None].astype(k_cache_lbskh.dtype), start)
     v_cache_lbskh = jax.lax.dynamic_update_slice(
         v_cache_lbskh, v[None].astype(v_cache_lbskh.dtype), start)
-    a = attend(q, k_cache_lbskh[layer].astype(q.dtype), v_cache_lbskh[layer].astype(q.dtype),
-               mask_bts)
+    impl = self.attention_impl if x_btd.shape[1] > 1 else "naive"
+    q_slot_t = cache_index + jnp.arange(x_btd.shape[1], dtype=jnp.int32)
+    a = attention(impl, self.attention_chunk, q, k_cache_lbskh[layer].astype(q.dtype),
+                  v_cache_lbskh[layer].astype(q.dtype), q_slot_t, kv_mask_bs)
     x_btd = x_btd + self.attn.out(a)
     return x_btd + self.mlp(self.post_attn_norm(x_btd)), k_cache_lbskh, v_cache_lbskh
 
 
-def _layer_apply(layer: DecoderLayer, x_btd, cos_bth, sin_bth, mask_btt):
-  return layer(x_btd, cos_bth, sin_bth, mask_btt)
+def _layer_apply(layer: DecoderLayer, x_btd, cos_bth, sin_bth, q_slot_t, kv_valid_bt):
+  return layer(x_btd, cos_bth, sin_bth, q_slot_t, kv_valid_bt)
 
 
 class Qwen(nnx.Module):
@@ -228,13 +360,14 @@ class Qwen(nnx.Module):
   def _embed(self, input_ids_bt: jax.Array) -> jax.Array:
     return jnp.take(self.embed[...], input_ids_bt, axis=0).astype(self.dtype)
 
-  def _logits(self, x_btd: jax.Array) -> jax.Array:
-    x_btd = self.final_norm(x_btd)
+  def head_kernel(self) -> tuple[str, jax.Array]:
+    """The LM head's weight and its layout: ("vd", embed [V, D]) when tied, else ("dv", [D, V])."""
     if self.config.tie_word_embeddings:
-      return jnp.einsum("btd,vd->btv", x_btd, self.embed[...].astype(x_btd.dtype),
-                        preferred_element_type=jnp.float32)
-    return jnp.einsum("btd,dv->btv", x_btd, self.lm_head[...].astype(x_btd.dtype),
-                      preferred_element_type=jnp.float32)
+      return "vd", self.embed[...]
+    return "dv", self.lm_head[...]
+
+  def _logits(self, x_btd: jax.Array) -> jax.Array:
+    return head_logits(self.final_norm(x_btd), *self.head_kernel())
 
   def __call__(self, input_ids_bt: jax.Array, positions_bt: jax.Array | None = None,
                attention_mask_bt: jax.Array | None = None) -> jax.Array:
@@ -266,17 +399,36 @@ class Qwen(nnx.Module):
       return _jit_forward(graphdef, state, input_ids_bt, positions_bt, attention_mask_bt)
     return self._forward(input_ids_bt, positions_bt, attention_mask_bt)
 
+  def hidden_states(self, input_ids_bt: jax.Array, positions_bt: jax.Array | None = None,
+                    attention_mask_bt: jax.Array | None = None) -> jax.Array:
+    """The final-normed hidden states [B, T, D] (compute dtype) that the LM head reads:
+    `model(ids)` == `head_logits(model.hidden_states(ids), *model.head_kernel())`. For callers
+    that apply the head in pieces (rl/learner.token_logprobs). Call it inside a transform."""
+    input_ids_bt = jnp.asarray(input_ids_bt)
+    _check_ids(input_ids_bt)
+    b, t = input_ids_bt.shape
+    if attention_mask_bt is not None:
+      _check_shape("attention_mask_bt", attention_mask_bt, (b, t))
+      attention_mask_bt = jnp.asarray(attention_mask_bt).astype(bool)
+    if positions_bt is not None:
+      _check_shape("positions_bt", positions_bt, (b, t))
+    return self.final_norm(self._trunk(input_ids_bt, positions_bt, attention_mask_bt))
+
   def _forward(self, input_ids_bt, positions_bt, attention_mask_bt):
     """The traceable body of __call__ (inputs already validated)."""
+    return self._logits(self._trunk(input_ids_bt, positions_bt, attention_mask_bt))
+
+  def _trunk(self, input_ids_bt, positions_bt, attention_mask_bt):
+    """Embedding + decoder layers: the residual stream [B, T, D] before the final norm."""
     b, t = input_ids_bt.shape
     if positions_bt is None:
       if attention_mask_bt is None:
         positions_bt = jnp.broadcast_to(jnp.arange(t, dtype=jnp.int32), (b, t))
       else:
         positions_bt = jnp.maximum(jnp.cumsum(attention_mask_bt.astype(jnp.int32), axis=1) - 1, 0)
-    mask_btt = jnp.broadcast_to(jnp.tril(jnp.ones((t, t), bool)), (b, t, t))
-    if attention_mask_bt is not None:
-      mask_btt = mask_btt & attention_mask_bt[:, None, :]
+    q_slot_t = jnp.arange(t, dtype=jnp.int32)
+    kv_valid_bt = (jnp.ones((b, t), bool) if attention_mask_bt is None
+                   else attention_mask_bt.astype(bool))
 
     cos_bth, sin_bth = rope_cos_sin(positions_bt, self.config.head_dim, self.config.rope_theta)
     apply = _layer_apply
@@ -284,8 +436,8 @@ class Qwen(nnx.Module):
       apply = nnx.remat(_layer_apply, policy=REMAT_POLICIES[self.config.remat])
     x_btd = self._embed(input_ids_bt)
     for layer in self.layers:
-      x_btd = apply(layer, x_btd, cos_bth, sin_bth, mask_btt)
-    return self._logits(x_btd)
+      x_btd = apply(layer, x_btd, cos_bth, sin_bth, q_slot_t, kv_valid_bt)
+    return x_btd
 
   def init_cache(self, batch_size: int, max_len: int, dtype: Any = None) -> KVCache:
     """An all-zero cache of `max_len` slots, k/v [L, B, S, K, Dh] in the compute dtype."""
@@ -343,20 +495,23 @@ class Qwen(nnx.Module):
   def _forward_cached(self, input_ids_bt, positions_bt, cache, cache_index, kv_mask_bs,
                       last_only=False):
     """The traceable body of forward_cached (inputs already validated)."""
-    t, s = input_ids_bt.shape[1], cache.max_len
-    query_slot_t = cache_index + jnp.arange(t, dtype=jnp.int32)
-    causal_ts = jnp.arange(s, dtype=jnp.int32)[None, :] <= query_slot_t[:, None]
-    mask_bts = causal_ts[None] & kv_mask_bs.astype(bool)[:, None, :]
-
+    kv_mask_bs = kv_mask_bs.astype(bool)
     cos_bth, sin_bth = rope_cos_sin(positions_bt, self.config.head_dim, self.config.rope_theta)
     k_all, v_all = cache.k, cache.v
     x_btd = self._embed(input_ids_bt)
     for i, layer in enumerate(self.layers):
       x_btd, k_all, v_all = layer.forward_cached(x_btd, cos_bth, sin_bth, k_all, v_all, i,
-                                                 cache_index, mask_bts)
+                                                 cache_index, kv_mask_bs)
     if last_only:
       x_btd = x_btd[:, -1:]
     return self._logits(x_btd), KVCache(k=k_all, v=v_all)
+
+
+def head_logits(x_btd: jax.Array, layout: str, kernel: jax.Array) -> jax.Array:
+  """float32 logits [B, T, V] of final-normed hidden states under a head kernel (`head_kernel`);
+  the kernel is cast to the activations' dtype and the matmul accumulates in float32."""
+  spec = "btd,vd->btv" if layout == "vd" else "btd,dv->btv"
+  return jnp.einsum(spec, x_btd, kernel.astype(x_btd.dtype), preferred_element_type=jnp.float32)
 
 
 def _check_ids(input_ids_bt) -> None:
@@ -433,6 +588,14 @@ def init_model(cfg: ModelConfig, seed: int = 0) -> Qwen:
 def abstract_model(cfg: ModelConfig) -> Qwen:
   """The model's structure with jax.ShapeDtypeStruct leaves (no memory allocated)."""
   return nnx.eval_shape(lambda: Qwen(cfg, rngs=nnx.Rngs(params=0)))
+
+
+def with_config(model: Qwen, **changes: Any) -> Qwen:
+  """The same parameters (no copy) under a config with `changes` that keep every param's shape,
+  e.g. `with_config(model, attention="chunked")` for a model from `from_pretrained`."""
+  cfg = model.config.replace(**changes)
+  graphdef, _ = _abstract_split(cfg)
+  return nnx.merge(graphdef, nnx.state(model, nnx.Param))
 
 
 def logical_axes(model: Qwen) -> nnx.State:

@@ -17,11 +17,18 @@ item's verdict position. So the transcript is encoded once per trajectory, not o
 i.e. the probability of answering yes given that the answer is yes or no. The yes/no ids are the
 first token of each spelling variant ("yes", "Yes", " yes", ...), so a tokenizer that splits
 "yes" into several tokens still works (the first token decides). `met` is P(yes) >= threshold.
+
+Per call, each distinct criterion suffix is tokenized once (items repeat across a batch's
+trajectories), and the model is split once per judge and kept: the held state shares the model's
+variables, so in-place learner updates (`nnx.update`) are seen, and the graphdef goes to jit in an
+identity-hashed holder, so no call re-hashes the graph. `timings` splits the time spent into
+rendering/tokenizing, splitting and the forward pass (blocking on its result).
 """
 
 from __future__ import annotations
 
 import functools
+import time
 from typing import Any, Sequence
 
 import jax
@@ -81,7 +88,6 @@ def _bucket(n: int, minimum: int) -> int:
     size *= 2
 
 
-@functools.partial(jax.jit, static_argnames=("graphdef",))
 def _verdict_log_odds(graphdef, state, prefix_ids_pt, prefix_mask_pt, suffix_ids_ns,
                       suffix_mask_ns, row_n, yes_ids, no_ids):
   """log P(yes) - log P(no) at the last suffix position of each item: float32 [N].
@@ -109,6 +115,25 @@ def _verdict_log_odds(graphdef, state, prefix_ids_pt, prefix_mask_pt, suffix_ids
   yes_n = jax.nn.logsumexp(last_nv[:, yes_ids], axis=-1)
   no_n = jax.nn.logsumexp(last_nv[:, no_ids], axis=-1)
   return yes_n - no_n
+
+
+class _Graph:
+  """A graphdef as a jit static argument hashed by identity (hashing a large NNX graphdef on
+  every call costs milliseconds); the judge keeps one per model, so the jit cache still hits."""
+
+  def __init__(self, graphdef):
+    self.graphdef = graphdef
+
+  def __hash__(self):
+    return id(self)
+
+  def __eq__(self, other):
+    return self is other
+
+
+@functools.partial(jax.jit, static_argnames=("graph",))
+def _verdict_log_odds_held(graph, state, *arrays):
+  return _verdict_log_odds(graph.graphdef, state, *arrays)
 
 
 def _left_pad(seqs: Sequence[Sequence[int]], rows: int, length: int, pad_id: int):
@@ -162,22 +187,33 @@ class PYesJudge:
     self.pad_id = int(tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0)
     self.forward_calls = 0
     self.truncated_prompts = 0
+    self.timings = {"prepare_s": 0.0, "split_s": 0.0, "forward_s": 0.0}
+    self._held = None  # (model or pair it was split from, _Graph, state)
 
   def _split(self):
-    if isinstance(self.model, tuple):
-      return self.model
-    return nnx.split(self.model)
+    """(_Graph, state), split once per held model or pair (see the module docstring)."""
+    if self._held is None or self._held[0] is not self.model:
+      graphdef, state = self.model if isinstance(self.model, tuple) else nnx.split(self.model)
+      self._held = (self.model, _Graph(graphdef), state)
+    return self._held[1], self._held[2]
 
-  def prompt_pieces(self, request: JudgeRequest) -> tuple[list[int], list[list[int]]]:
-    """(shared prefix ids, [suffix ids per item]); item k's prompt is prefix + suffixes[k]."""
+  def prompt_pieces(self, request: JudgeRequest, suffix_memo: dict | None = None
+                    ) -> tuple[list[int], list[list[int]]]:
+    """(shared prefix ids, [suffix ids per item]); item k's prompt is prefix + suffixes[k].
+    `suffix_memo` (text -> ids) lets one call tokenize each distinct suffix once."""
     rendered = chat_format.render_text(
         self.tokenizer, _messages(request, self.max_chars_per_message, _CRITERION_MARK),
         add_generation_prompt=True)
     cut = rendered.index(_CRITERION_MARK)
     prefix = chat_format.encode(self.tokenizer, rendered[:cut])
     after = rendered[cut + len(_CRITERION_MARK):]
-    suffixes = [chat_format.encode(self.tokenizer, _criterion_text(section, item) + after)
-                for section, item in request.items]
+    memo = {} if suffix_memo is None else suffix_memo
+    suffixes = []
+    for section, item in request.items:
+      text = _criterion_text(section, item) + after
+      if text not in memo:
+        memo[text] = chat_format.encode(self.tokenizer, text)
+      suffixes.append(list(memo[text]))
     longest = max((len(x) for x in suffixes), default=0)
     budget = self.max_prompt_tokens - longest
     if len(prefix) > budget:
@@ -211,18 +247,24 @@ class PYesJudge:
   def judge(self, requests: Sequence[JudgeRequest]) -> list[list[ItemScore]]:
     out: list[list[ItemScore | None]] = [[None] * len(r.items) for r in requests]
     units = []
+    t0 = time.perf_counter()
+    memo: dict[str, list[int]] = {}
     for r, req in enumerate(requests):
       if not req.items:
         continue
-      prefix, suffixes = self.prompt_pieces(req)
+      prefix, suffixes = self.prompt_pieces(req, memo)
       slots = [(r, k) for k in range(len(suffixes))]
       for start in range(0, len(suffixes), self.max_batch_size):
         units.append((prefix, suffixes[start:start + self.max_batch_size],
                       slots[start:start + self.max_batch_size]))
-    graphdef, state = self._split()
+    t1 = time.perf_counter()
+    self.timings["prepare_s"] += t1 - t0
+    graph, state = self._split()
+    self.timings["split_s"] += time.perf_counter() - t1
     yes = jnp.asarray(self.yes_ids, jnp.int32)
     no = jnp.asarray(self.no_ids, jnp.int32)
     for length, batch in self._pack(units):
+      t0 = time.perf_counter()
       suffixes = [sfx for u in batch for sfx in u[1]]
       rows_n = [row for row, u in enumerate(batch) for _ in u[1]]
       slots = [slot for u in batch for slot in u[2]]
@@ -233,11 +275,14 @@ class PYesJudge:
       suffix_ids, suffix_mask = _left_pad(suffixes, n_bucket, s_len, self.pad_id)
       row_n = np.zeros((n_bucket,), np.int32)
       row_n[:len(rows_n)] = rows_n
-      log_odds_n = _verdict_log_odds(graphdef, state, jnp.asarray(prefix_ids),
-                                     jnp.asarray(prefix_mask), jnp.asarray(suffix_ids),
-                                     jnp.asarray(suffix_mask), jnp.asarray(row_n), yes, no)
+      arrays = (jnp.asarray(prefix_ids), jnp.asarray(prefix_mask), jnp.asarray(suffix_ids),
+                jnp.asarray(suffix_mask), jnp.asarray(row_n), yes, no)
+      t1 = time.perf_counter()
+      self.timings["prepare_s"] += t1 - t0
+      log_odds_n = np.asarray(_verdict_log_odds_held(graph, state, *arrays))
+      self.timings["forward_s"] += time.perf_counter() - t1
       self.forward_calls += 1
-      p_yes_n = np.asarray(jax.nn.sigmoid(log_odds_n))
+      p_yes_n = 1.0 / (1.0 + np.exp(-log_odds_n.astype(np.float64)))
       for (r, k), p in zip(slots, p_yes_n):
         out[r][k] = ItemScore(score=float(p), met=bool(p >= self.threshold))
     return out  # type: ignore[return-value]

@@ -91,7 +91,8 @@ def test_loop_stops_early_when_all_rows_finish(model):
 
 
 def test_repeated_calls_reuse_compiled_code(model):
-  eng = sampler.JaxEngine(model, buckets=BUCKETS)
+  # KV reuse off: a reused prefix makes its own (bucketed) prefill-window shape.
+  eng = sampler.JaxEngine(model, buckets=BUCKETS, prefix_cache_bytes=0)
   eng.generate(PROMPTS, _greedy(8))
   before = sampler.trace_count()
   # Other lengths, batch sizes, max_new_tokens and stop ids inside the same buckets.
@@ -207,3 +208,65 @@ def test_chunked_prefill_matches_uncached_forward(model):
     ref_ids, ref_logprobs = _reference_greedy(model, prompt, 4)
     assert completion.token_ids == ref_ids
     np.testing.assert_allclose(completion.logprobs, ref_logprobs, atol=1e-4)
+
+
+def _multi_turn(eng, turns=3, seed=0, update=None):
+  """Agent-like rounds: each prompt is the last prompt + its completion + a few new tokens."""
+  rng = np.random.RandomState(seed)
+  history = [list(rng.randint(1, 128, n)) for n in (5, 12, 3)]
+  out = []
+  for turn in range(turns):
+    if update is not None and turn == update[0]:
+      eng.update_params(update[1])
+    sp = engine_lib.SamplingParams(max_new_tokens=8, temperature=1.0, seed=turn)
+    completions = eng.generate(history, sp)
+    out.append(completions)
+    history = [h + c.token_ids + list(rng.randint(1, 128, rng.randint(2, 6)))
+               for h, c in zip(history, completions)]
+  return out
+
+
+def test_prefix_cache_reuses_kv_with_token_parity(model):
+  """Token-in/token-out parity with the cache off: same ids under the same seeds, logprobs within
+  1e-4, while later turns prefill only their new tokens."""
+  on = sampler.JaxEngine(model, buckets=BUCKETS)
+  off = sampler.JaxEngine(model, buckets=BUCKETS, prefix_cache_bytes=0)
+  got, want = _multi_turn(on), _multi_turn(off)
+  for round_got, round_want in zip(got, want):
+    for a, b in zip(round_got, round_want):
+      assert a.token_ids == b.token_ids
+      np.testing.assert_allclose(a.logprobs, b.logprobs, atol=1e-4)
+  assert off.stats.reused_tokens == 0
+  assert on.stats.prompt_tokens == off.stats.prompt_tokens
+  # Turns 2 and 3 reuse everything but the last completion token and the new tokens.
+  first = sum(n for n in (5, 12, 3))
+  new_later = on.stats.prompt_tokens - first - on.stats.reused_tokens
+  assert on.stats.prefill_tokens == first + new_later
+  assert on.stats.reused_tokens > on.stats.prompt_tokens // 2
+
+
+def test_prefix_cache_is_dropped_when_params_change(model):
+  other = _model(seed=1)
+  eng = sampler.JaxEngine(nnx.split(model), buckets=BUCKETS)
+  fresh = sampler.JaxEngine(nnx.split(model), buckets=BUCKETS, prefix_cache_bytes=0)
+  new_state = nnx.split(other)[1]
+  got = _multi_turn(eng, turns=2, update=(1, new_state))
+  want = _multi_turn(fresh, turns=2, update=(1, new_state))
+  assert eng.stats.reused_tokens == 0  # the only reuse chance came after the update
+  for a, b in zip(got[1], want[1]):
+    assert a.token_ids == b.token_ids
+
+
+def test_prefix_cache_is_bounded_lru(model):
+  eng = sampler.JaxEngine(model, buckets=BUCKETS, prefix_cache_bytes=1)
+  _multi_turn(eng, turns=2)
+  assert len(eng.prefix_cache) == 0 and eng.stats.reused_tokens == 0  # nothing fits in 1 byte
+  one = sampler.JaxEngine(model, buckets=BUCKETS)
+  _multi_turn(one, turns=1)
+  block_bytes = one.prefix_cache.nbytes
+  eng = sampler.JaxEngine(model, buckets=BUCKETS, prefix_cache_bytes=block_bytes * 3)
+  _multi_turn(eng, turns=3)
+  assert eng.stats.reused_tokens > 0
+  assert eng.prefix_cache.nbytes <= block_bytes * 3  # older calls evicted first
+  with pytest.raises(ValueError, match="max_bytes"):
+    sampler.PrefixCache(-1)

@@ -45,3 +45,77 @@ def test_tensor_parallel_plan_and_fallback_notes():
   assert p["params_bytes_per_device"] < full / 6
   # 2 KV heads cannot split 4 ways: k/v projections fall back to replication, and say so.
   assert any("kv_heads=2" in n for n in p["notes"])
+
+
+def _recipe(name, **mesh):
+  import importlib
+  c = importlib.import_module(f"configs.{name}").get_config()
+  c.mesh.update(mesh)
+  return c
+
+
+@pytest.mark.slow
+def test_qwen_3b_recipe_fits_80gb_with_sglang_colocated():
+  """The recipe (2048 + 8192 tokens, micro-batch 8 over fsdp 8) with 30% of each 80 GB device
+  left to SGLang fits, and still does with 8 sequences per device; with the pre-issue-15 naive
+  attention and whole-sequence logits (logprob_chunk = T: [T, T] scores, [T, V] logits) the
+  activations are > 5x larger and 8 sequences per device are refused."""
+  c = _recipe("qwen_3b")
+  c.engine.mem_fraction = 0.3
+  p = plan.plan(c)
+  assert p["fits"], plan.format_plan(p)
+  assert p["sglang_reserved_bytes_per_device"] == int(0.3 * 80 * 2**30)
+  assert p["sampler_kv_bytes_per_device"] == 0  # engine.kind=sglang
+  assert p["total_bytes_per_device"] < 80 * 2**30
+  c.rl.minibatch_size = c.rl.micro_batch_size = 64
+  assert plan.plan(c)["fits"]
+  c.model.attention, c.model.logprob_chunk = "naive", 10240
+  old = plan.plan(c)
+  assert not old["fits"]
+  with pytest.raises(plan.PlanError, match=r"largest parts: activations"):
+    plan.check_fits(old)
+  c.rl.minibatch_size = c.rl.micro_batch_size = 8
+  assert plan.plan(c)["activation_bytes_per_device"] > 5 * p["activation_bytes_per_device"]
+
+
+def test_tiny_plan_counts_the_sampler_cache_and_refuses_small_devices(tmp_path):
+  c = _recipe("tiny", shape=(-1, 1, 1))
+  p = plan.plan(c)
+  assert p["fits"]
+  m = p["model"]
+  # engine.kind=jax: keys + values of every layer for the whole round, rows/slots bucketed.
+  from synthagent_jax.inference import sampler
+  rows = sampler.bucket(c.rl.tasks_per_step * c.rl.num_generations)
+  slots = sampler.bucket(c.rollout.max_total_tokens) + sampler.bucket(c.rollout.max_new_tokens)
+  want = rows * slots * 2 * m.num_layers * m.num_kv_heads * m.head_dim * 4 + (1 << 30)
+  assert p["sampler_kv_bytes_per_device"] == want
+  c.mesh.device_memory_gib = 0.5
+  out = tmp_path / "plan.json"
+  with pytest.raises(plan.PlanError, match="sampler KV cache"):
+    plan.print_plan(c, str(out))
+  import json
+  written = json.loads(out.read_text())
+  assert written["fits"] is False and written["model"]["attention"] == c.model.attention
+  c.engine.mem_fraction = 1.5
+  with pytest.raises(ValueError, match="mem_fraction"):
+    plan.plan(c)
+
+
+@pytest.mark.slow
+def test_qwen3_8b_on_two_hosts_dry_run(tmp_path):
+  """`launch.train --dry_run --plan_json` on 16 simulated devices (2 hosts x 8: fsdp 8 x tensor 2)
+  with 30% of each 80 GB device for SGLang: exits 0 and writes a plan that fits."""
+  import json
+  import os
+  import subprocess
+  import sys
+  out = tmp_path / "plan.json"
+  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=16",
+             JAX_PLATFORMS="cpu")
+  cmd = [sys.executable, "-m", "launch.train", "--config=configs/qwen3_8b.py", "--dry_run",
+         f"--plan_json={out}", "--config.mesh.shape=(1,8,2)", "--config.engine.mem_fraction=0.3"]
+  r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+  assert r.returncode == 0, r.stderr[-2000:]
+  p = json.loads(out.read_text())
+  assert p["num_devices"] == 16 and p["fits"]
+  assert p["total_bytes_per_device"] < 80 * 2**30

@@ -126,3 +126,44 @@ def test_trained_tiny_judge_ranks_met_above_unmet(tok):
   # Plugged into the rubric: the met trajectory gets the higher reward.
   good, bad = rubric.score_batch([task, task], [GOOD, BAD], judge, aggregation="weighted")
   assert good.verdicts[0].score > bad.verdicts[0].score
+
+
+class CountingTokenizer:
+  """The real tokenizer, counting encode calls per text."""
+
+  def __init__(self, tok):
+    self._tok, self.encoded = tok, {}
+
+  def __getattr__(self, name):
+    return getattr(self._tok, name)
+
+  def __call__(self, text, *args, **kwargs):
+    self.encoded[text] = self.encoded.get(text, 0) + 1
+    return self._tok(text, *args, **kwargs)
+
+  def encode(self, text, *args, **kwargs):
+    self.encoded[text] = self.encoded.get(text, 0) + 1
+    return self._tok.encode(text, *args, **kwargs)
+
+
+def test_suffixes_tokenized_once_per_call_and_model_split_once(tok):
+  """3 trajectories x the same 5 criteria: each criterion suffix is tokenized once per call; the
+  model is split once across calls, and in-place parameter updates are still seen."""
+  task = _judge_only_task()
+  counting = CountingTokenizer(tok)
+  model = toys.tiny_model(vocab_size=len(tok), seed=3)
+  judge = PYesJudge(model, counting, max_batch_size=8)
+  counting.encoded.clear()
+  requests = _requests(task, 3)
+  first = judge.judge(requests)
+  criteria = [t for t in counting.encoded if t.startswith("Criterion:")]
+  assert len(criteria) == 5 and all(counting.encoded[t] == 1 for t in criteria)
+  held = judge._split()
+  again = judge.judge(requests)
+  assert judge._split()[0] is held[0] and judge._split()[1] is held[1]
+  assert [s.score for r in again for s in r] == [s.score for r in first for s in r]
+  assert set(judge.timings) == {"prepare_s", "split_s", "forward_s"}
+  assert judge.timings["forward_s"] > 0
+  nnx.update(model, jax.tree.map(lambda p: p * 3.0, nnx.state(model, nnx.Param)))
+  updated = judge.judge(requests)
+  assert [s.score for r in updated for s in r] != [s.score for r in first for s in r]

@@ -2,14 +2,17 @@
 non-finite skipping, learning."""
 
 import dataclasses
+import functools
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from flax import nnx
 
 from synthagent_jax import models
 from synthagent_jax import parallel
+from synthagent_jax.models import qwen
 from synthagent_jax.rl import learner
 from synthagent_jax.rl import state as state_lib
 from tests import toys
@@ -175,3 +178,68 @@ def test_drgrpo_loss_ignores_padded_columns(learner_env):
   for a, b in zip(jax.tree.leaves(jax.device_get(s0.params)),
                   jax.tree.leaves(jax.device_get(s1.params))):
     np.testing.assert_allclose(a, b, atol=PARAM_ATOL)
+
+
+
+def _full_logits_logprobs(graphdef, params, input_ids_bt, attention_mask_bt, temperature):
+  """The [B, T, V] reference: whole logits, log-softmax and softmax at once."""
+  model = nnx.merge(graphdef, params)
+  logits_btv = model(input_ids_bt, attention_mask_bt=attention_mask_bt)[:, :-1] / temperature
+  logz_bt = jax.nn.logsumexp(logits_btv, axis=-1)
+  picked_bt = jnp.take_along_axis(logits_btv, input_ids_bt[:, 1:, None], axis=-1)[..., 0]
+  probs_btv = jax.nn.softmax(logits_btv, axis=-1)
+  entropy_bt = jax.lax.stop_gradient(logz_bt - (probs_btv * logits_btv).sum(-1))
+  pad = jnp.zeros((input_ids_bt.shape[0], 1), jnp.float32)
+  return (jnp.concatenate([pad, picked_bt - logz_bt], 1),
+          jnp.concatenate([pad, entropy_bt], 1))
+
+
+@pytest.mark.parametrize("tied,temperature,chunk", [(True, 1.0, 3), (False, 0.7, 4),
+                                                    (True, 0.7, 64)])
+def test_chunked_logprobs_equal_full_logits(tied, temperature, chunk):
+  """Values and gradients of the blocked LM head equal the [B, T, V] path within 1e-5, with a
+  block size that does not divide T (padded last block) and one larger than T."""
+  model = toys.tiny_model(seed=4, tie_word_embeddings=tied)
+  model = qwen.with_config(model, logprob_chunk=chunk)
+  graphdef, params = state_lib.split_params(model)
+  batch = make_host_batch(seed=5, b=3, t=10)
+  ids = jnp.asarray(batch["input_ids"], jnp.int32)
+  mask = jnp.asarray(batch["attention_mask"], jnp.int32)
+  w_bt = jnp.asarray(np.random.RandomState(0).randn(3, 10), jnp.float32)
+  fns = {"chunked": learner.token_logprobs, "full": _full_logits_logprobs}
+  out = {k: jax.jit(f, static_argnums=(0, 4))(graphdef, params, ids, mask, temperature)
+         for k, f in fns.items()}
+  for got, want in zip(out["chunked"], out["full"]):
+    np.testing.assert_allclose(np.asarray(got), np.asarray(want), atol=1e-5, rtol=0)
+
+  def loss(f, params):
+    logp_bt, ent_bt = f(graphdef, params, ids, mask, temperature)
+    return (logp_bt * w_bt).sum() + ent_bt.sum()  # the entropy carries no gradient on both
+
+  grads = {k: jax.jit(jax.grad(functools.partial(loss, f)))(params) for k, f in fns.items()}
+  leaves = jax.tree.leaves(grads["full"])
+  assert max(float(jnp.abs(g).max()) for g in leaves) > 1e-2  # a real gradient to compare
+  for got, want in zip(jax.tree.leaves(grads["chunked"]), leaves):
+    np.testing.assert_allclose(np.asarray(got), np.asarray(want), atol=1e-5, rtol=0)
+
+
+def test_logprob_gradient_memory_below_quarter_of_logits():
+  """XLA's memory analysis of the compiled gradient (benchmarks/logprob_memory at V=32k,
+  T=2048): temporaries < 0.25x the float32 [B, T, V] logits (the full path needs ~3x)."""
+  from benchmarks import logprob_memory
+  row = logprob_memory.measure(vocab=32768, seq=2048, batch=1, logprob_chunk=64)
+  assert row["temp_vs_logits"] < 0.25, row
+
+
+@pytest.mark.slow
+def test_chunked_attention_and_logprobs_on_a_mesh_match_single_device(single_device_run,
+                                                                      monkeypatch):
+  """model.attention=chunked with small blocks, log-prob blocks of 3, on a 2x2x2 mesh: the same
+  two updates as the naive single-device run."""
+  from tests.rl import learner_toys
+  plain = toys.tiny_model_config
+  monkeypatch.setattr(toys, "tiny_model_config", lambda *a, **k: plain(*a, **k).replace(
+      attention="chunked", attention_chunk=4, logprob_chunk=3))
+  env = learner_toys.Env((2, 2, 2), MESH_CFG)
+  assert env.model_cfg.attention == "chunked"
+  _assert_same(single_device_run, _run(env))
