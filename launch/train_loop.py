@@ -273,13 +273,7 @@ def train(config, workdir: str) -> dict:
     engine_params = state.params
   else:
     start = 0
-    if config.model.from_scratch:
-      model = models.init_model(run.model_cfg, seed=config.seed)
-    else:
-      model = models.from_pretrained(config.model.checkpoint, dtype=config.model.dtype,
-                                     remat=config.model.remat)
-    _, params = state_lib.split_params(model)
-    del model
+    params = builders.initial_params(config, run.model_cfg, spec)  # already sharded
     engine_params = params
   graphdef = spec.graphdef
 
