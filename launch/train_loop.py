@@ -207,6 +207,29 @@ def log_rollouts(run: Run, logger, step: int, tasks, trajs, results, advs):
   logger.write(step, records)
 
 
+# ---- fixed shapes ----------------------------------------------------------------------------
+LENGTH_FLOOR = 128  # the smallest padded length the train step is compiled for
+
+
+def fixed_shapes(config) -> dict:
+  """`batching.to_batch` keywords that give the train step a bounded set of shapes: rows fixed at
+  the step's maximum (tasks x generations, rounded to the minibatch) and lengths in
+  `batching.length_buckets(LENGTH_FLOOR, rollout.max_total_tokens)`. A run compiles its train
+  step (and the KL reference's log-probs) at most `len(buckets)` times."""
+  rows = config.rl.tasks_per_step * config.rl.num_generations
+  return dict(rows=batching.round_up(rows, config.rl.minibatch_size),
+              rows_multiple=config.rl.minibatch_size,
+              buckets=batching.length_buckets(LENGTH_FLOOR, config.rollout.max_total_tokens))
+
+
+def compile_metrics(train_step) -> dict:
+  """Compilations so far in this process: the jitted train step's cache entries, and the
+  in-process sampler's traces (0 with an HTTP engine)."""
+  from synthagent_jax.inference import sampler  # pylint: disable=g-import-not-at-top
+  return {"perf/train_step_compiles": float(train_step._cache_size()),  # pylint: disable=protected-access
+          "perf/sampler_compiles": float(sampler.trace_count())}
+
+
 # ---- KL reference --------------------------------------------------------------------------------
 def reference_policy(run: Run, spec, state, start: int, rl_cfg):
   """`batch -> ref_logprobs` of the frozen policy GRPO started from (after any SFT).
@@ -259,6 +282,7 @@ def train(config, workdir: str) -> dict:
   tx = builders.optimizer(config.optim, n_updates)
   spec = state_lib.plan_state(run.model_cfg, tx, mesh, builders.rules(config), config.seed)
   train_step = learner_lib.make_train_step(spec, tx, rl_cfg, mesh)
+  shapes = fixed_shapes(config)
   ckpt = ckpt_lib.Checkpointer(os.path.join(workdir, "checkpoints", "rl"),
                               keep=config.checkpoint.keep)
   data = _task_iterator(len(train_tasks), config.rl.tasks_per_step, config.data.shuffle_seed)
@@ -322,8 +346,7 @@ def train(config, workdir: str) -> dict:
     kept_advs = [a for a, k in zip(learner_advantages(trajs, advs), keep) if k]
     t1 = time.perf_counter()
     if kept:
-      batch = batching.to_batch(kept, kept_advs, pad_id=pad,
-                                rows_multiple=config.rl.minibatch_size)
+      batch = batching.to_batch(kept, kept_advs, pad_id=pad, **shapes)
       device_batch = learner_lib.make_batch(batch, mesh)
       if ref is not None:
         device_batch["ref_logprobs"] = ref(device_batch)
@@ -336,6 +359,7 @@ def train(config, workdir: str) -> dict:
       state = state.replace(step=state.step + 1)
       m["learner/skipped_updates"] = 0.0
     m["perf/learner_s"] = time.perf_counter() - t1
+    m.update(compile_metrics(train_step))
     m["perf/step_s"] = time.perf_counter() - t0
     m["perf/rollout_frac"] = t_rollout / max(m["perf/step_s"], 1e-9)
     done = step + 1
