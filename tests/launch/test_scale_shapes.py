@@ -5,6 +5,7 @@ and padding a batch to the step's maximum row count changes neither the update n
 import jax
 import ml_collections
 import numpy as np
+import pytest
 
 from launch import train_loop
 from synthagent_jax.rl import learner
@@ -23,6 +24,7 @@ def _pad_rows(batch: dict, rows: int) -> dict:
   return out
 
 
+@pytest.mark.slow  # two compilations of the toy train step: ~1-2 min on the shared CPU
 def test_padding_rows_to_the_step_maximum_changes_nothing():
   env = learner_toys.get_env((1, 1, 1), CFG)
   host = learner_toys.make_host_batch(3, b=6)  # 6 real rows: 2 minibatches of 4 (one partial)
@@ -50,22 +52,26 @@ def _traj(n: int, rng) -> Trajectory:
                     turns=[], status="answered")
 
 
-def test_a_run_of_varying_lengths_and_dropped_groups_compiles_once_per_bucket():
+@pytest.mark.slow  # two compilations of the toy train step: ~1-2 min on the shared CPU
+def test_a_run_of_varying_lengths_and_dropped_groups_compiles_once_per_bucket(monkeypatch):
   config = ml_collections.ConfigDict(dict(
       rl=dict(tasks_per_step=2, num_generations=4, minibatch_size=4),
       rollout=dict(max_total_tokens=256)))
+  assert train_loop.fixed_shapes(config)["buckets"] == (128, 256)
+  monkeypatch.setattr(train_loop, "LENGTH_FLOOR", 16)  # short sequences: cheap on the CPU
+  config.rollout.max_total_tokens = 32
   shapes = train_loop.fixed_shapes(config)
-  assert shapes["rows"] == 8 and shapes["buckets"] == (128, 256)
+  assert shapes["rows"] == 8 and shapes["buckets"] == (16, 32)
   env = learner_toys.Env((1, 1, 1), CFG)  # its own jitted step: a fresh compile count
   state = env.fresh_state()
   rng = np.random.default_rng(0)
   # (kept rollouts, longest) per step: groups of 4 dropped or not, lengths across both buckets.
-  steps = [(8, 100), (4, 200), (8, 250), (4, 60), (8, 130), (4, 128)]
+  steps = [(8, 10), (4, 20), (8, 32), (4, 16), (8, 17), (4, 31), (8, 5)]
   for kept, longest in steps:
-    trajs = [_traj(int(rng.integers(20, longest)), rng) for _ in range(kept - 1)]
+    trajs = [_traj(int(rng.integers(5, longest)), rng) for _ in range(kept - 1)]
     trajs.append(_traj(longest, rng))
     batch = batching.to_batch(trajs, list(rng.normal(size=kept)), pad_id=0, **shapes)
-    assert batch["input_ids"].shape == (8, 128 if longest <= 128 else 256)
+    assert batch["input_ids"].shape == (8, min(b for b in shapes["buckets"] if b >= longest))
     state, _ = env.step(state, learner.make_batch(batch, env.mesh))
   got = train_loop.compile_metrics(env.step)
   assert got["perf/train_step_compiles"] == 2.0  # one per length bucket, whatever the rows kept
