@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import sys
 import time
 
@@ -73,6 +74,22 @@ def check_config(config) -> None:
                       f"fewer than rl.minibatch_size={config.rl.minibatch_size}")
 
 
+def check_task_files(config) -> None:
+  """Names a missing task file and the one command that makes it (before any heavy work)."""
+  for key in ("train_file", "eval_file"):
+    path = config.data[key]
+    if not path or os.path.isfile(path):
+      continue
+    out = re.sub(r"_(train|eval)\.jsonl$", ".jsonl", path)
+    if "teacher" in os.path.basename(path):
+      how = (f"python -m launch.synthesize --config=configs/synth_teacher.py --out={out} "
+             "--config.teacher.base_url=http://TEACHER_HOST/v1 --config.teacher.model=MODEL")
+    else:
+      how = f"python -m launch.synthesize --config=configs/synth_offline.py --out={out}"
+    raise ConfigError(f"data.{key}={path!r} does not exist; make it with: {how} "
+                      f"(or set --config.data.{key})")
+
+
 def main(argv) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
@@ -89,6 +106,7 @@ def main(argv) -> None:
       sys.exit(f"error: {e}")
     return
   try:
+    check_task_files(config)
     check_config(config)
     if _WORKDIR.value is None:
       raise ConfigError("--workdir is required (where checkpoints, metrics and rollouts go)")
