@@ -45,11 +45,7 @@ def check_config(config) -> None:
   tok = config.tokenizer or m.checkpoint
   if tok and not os.path.isdir(tok):
     raise ConfigError(f"tokenizer={tok!r} is not a directory")
-  for key in ("train_file", "eval_file"):
-    path = config.data[key]
-    if path and not os.path.isfile(path):
-      raise ConfigError(f"data.{key}={path!r} does not exist (make it with "
-                        f"`python -m launch.synthesize`, or set --config.data.{key})")
+  check_task_files(config)
   if config.engine.kind not in ("jax", "sglang"):
     raise ConfigError(f"engine.kind must be 'jax' or 'sglang', got {config.engine.kind!r}")
   if config.engine.kind == "sglang" and not config.engine.urls:
@@ -106,7 +102,6 @@ def main(argv) -> None:
       sys.exit(f"error: {e}")
     return
   try:
-    check_task_files(config)
     check_config(config)
     if _WORKDIR.value is None:
       raise ConfigError("--workdir is required (where checkpoints, metrics and rollouts go)")

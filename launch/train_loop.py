@@ -265,7 +265,8 @@ def compile_metrics(train_step) -> dict:
   """Compilations so far in this process: the jitted train step's cache entries, and the
   in-process sampler's traces (0 with an HTTP engine)."""
   from synthagent_jax.inference import sampler  # pylint: disable=g-import-not-at-top
-  return {"perf/train_step_compiles": float(train_step._cache_size()),  # pylint: disable=protected-access
+  compiles = train_step._cache_size()  # pylint: disable=protected-access
+  return {"perf/train_step_compiles": float(compiles),
           "perf/sampler_compiles": float(sampler.trace_count())}
 
 
@@ -344,15 +345,22 @@ def train(config, workdir: str) -> dict:
   # one process the engine reads the learner's params (no copy).
   rules = builders.rules(config)
   driver = builders.is_process0()
-  engine_params = state_lib.process_local_params(engine_params, run.model_cfg, rules)
-  engine = builders.engine(config, graphdef, engine_params, workdir) if driver else None
+
+  def engine_view(params):
+    """The engine's copy of `params` on the driver (None elsewhere); every process calls it."""
+    view = state_lib.process_local_params(params, run.model_cfg, rules,
+                                          on_device=driver and config.engine.kind == "jax")
+    return view if driver else None
+
+  view = engine_view(engine_params)
+  engine = builders.engine(config, graphdef, view, workdir) if driver else None
   # Every process keeps a loop: SFT replays references through it (no engine needed).
   loop = AgentLoop(engine, tok, run.tools, run.user, builders.agent_loop_config(config))
   if driver and config.engine.kind == "sglang":
     engine.wait_healthy()
 
   def sync(params, step):
-    params = state_lib.process_local_params(params, run.model_cfg, rules)  # every process
+    params = engine_view(params)  # a collective in a multi-process run
     if not driver:
       return
     if config.engine.kind == "jax":

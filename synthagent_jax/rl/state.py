@@ -139,13 +139,16 @@ def state_from_params(params, spec: StateSpec, tx: optax.GradientTransformation,
                  out_shardings=spec.shardings)(params)
 
 
-def process_local_params(params, model_cfg: models.ModelConfig, rules):
+def process_local_params(params, model_cfg: models.ModelConfig, rules, on_device: bool = True):
   """For an engine that runs outside the multi-process SPMD program (rollouts driven by one
-  process): the params gathered from every process and placed on this process's own devices,
-  FSDP-sharded over them by the same rules. One process: `params` itself (no copy)."""
+  process): the params gathered from every process (a collective: every process calls it) and,
+  with `on_device`, placed on this process's own devices, FSDP-sharded over them by the same
+  rules (else host numpy arrays). One process: `params` itself (no copy)."""
   if jax.process_count() == 1:
     return params
   host = parallel.gather_to_host(params)
+  if not on_device:
+    return host
   _, abs_p, logical = abstract_params(model_cfg)
   local_mesh = parallel.make_mesh(parallel.MeshConfig(shape=(1, -1, 1)), jax.local_devices())
   return jax.device_put(host, parallel.tree_shardings(logical, abs_p, local_mesh, rules))

@@ -145,13 +145,19 @@ def test_recipe_components_train_two_steps_and_resume(tmp_path):
         proc.wait()
 
 
-def test_missing_task_file_names_the_command_that_makes_it():
-  proc = subprocess.run([sys.executable, "-m", "launch.train", "--config=configs/qwen_3b.py",
-                         "--config.data.train_file=/nonexistent/teacher_train.jsonl",
-                         "--workdir=/nonexistent/run"], cwd=ROOT, env=_env(),
-                        capture_output=True, text=True, timeout=120)
+@pytest.mark.parametrize("path, command", [
+    ("/nonexistent/teacher_train.jsonl", "python -m launch.synthesize "
+     "--config=configs/synth_teacher.py --out=/nonexistent/teacher.jsonl "
+     "--config.teacher.base_url=http://TEACHER_HOST/v1 --config.teacher.model=MODEL"),
+    ("/nonexistent/offline_train.jsonl", "python -m launch.synthesize "
+     "--config=configs/synth_offline.py --out=/nonexistent/offline.jsonl"),
+])
+def test_missing_task_file_names_the_command_that_makes_it(path, command):
+  proc = subprocess.run([sys.executable, "-m", "launch.train", "--config=configs/tiny.py",
+                         f"--config.data.train_file={path}", "--workdir=/nonexistent/run"],
+                        cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=120)
   assert proc.returncode != 0
-  line = proc.stderr.strip().splitlines()[-1]
-  assert line.startswith("error: data.train_file='/nonexistent/teacher_train.jsonl'"), line
-  assert ("python -m launch.synthesize --config=configs/synth_teacher.py "
-          "--out=/nonexistent/teacher.jsonl") in line
+  lines = [line for line in proc.stderr.strip().splitlines() if line.strip()]
+  assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
+  assert lines[0].startswith(f"error: data.train_file='{path}' does not exist"), lines[0]
+  assert command in lines[0], lines[0]

@@ -68,7 +68,7 @@ def test_a_run_of_varying_lengths_and_dropped_groups_compiles_once_per_bucket(mo
   # (kept rollouts, longest) per step: groups of 4 dropped or not, lengths across both buckets.
   steps = [(8, 10), (4, 20), (8, 32), (4, 16), (8, 17), (4, 31), (8, 5)]
   for kept, longest in steps:
-    trajs = [_traj(int(rng.integers(5, longest)), rng) for _ in range(kept - 1)]
+    trajs = [_traj(int(rng.integers(4, longest + 1)), rng) for _ in range(kept - 1)]
     trajs.append(_traj(longest, rng))
     batch = batching.to_batch(trajs, list(rng.normal(size=kept)), pad_id=0, **shapes)
     assert batch["input_ids"].shape == (8, min(b for b in shapes["buckets"] if b >= longest))
