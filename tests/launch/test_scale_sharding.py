@@ -7,12 +7,15 @@ whole weight matrix, and the values equal the unsharded path (models.init_model 
 models.from_pretrained on one device).
 """
 
+import os
+
 import jax
 import ml_collections
 import numpy as np
 import pytest
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
+from safetensors.numpy import load_file, save_file
 
 from launch import builders
 from synthagent_jax import models
@@ -88,10 +91,20 @@ def test_checkpoint_state_is_loaded_sharded_with_the_unsharded_values(tmp_path):
   _check_state(state, spec, mesh, want)
 
 
-def test_sharding_tree_missing_a_parameter_is_named(tmp_path):
-  path = toys.write_hf_checkpoint(tmp_path, "qwen2")
+def test_tied_head_is_checked_shard_by_shard_and_a_missing_sharding_is_named(tmp_path):
+  path = toys.write_hf_checkpoint(tmp_path, "qwen2")  # tie_word_embeddings=True
   spec = state_lib.plan_state(models.load_hf_config(path), _tx(), _mesh(), parallel.DEFAULT_RULES)
   shardings = spec.shardings.params
+  file_path = os.path.join(path, "model.safetensors")
+  tensors = load_file(file_path)
+  embed = tensors["model.embed_tokens.weight"]
+  for head, ok in ((embed.copy(), True), (embed + 1.0, False)):  # a stored copy of the head
+    save_file(dict(tensors, **{"lm_head.weight": head}), file_path, metadata={"format": "pt"})
+    if ok:
+      models.from_pretrained(path, sharding=shardings)
+    else:
+      with pytest.raises(ValueError, match="lm_head.weight differs"):
+        models.from_pretrained(path, sharding=shardings)
   del shardings["final_norm"]
   with pytest.raises(ValueError, match="no entry for parameter final_norm/weight"):
     models.from_pretrained(path, sharding=shardings)
