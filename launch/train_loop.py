@@ -5,7 +5,7 @@ checkpoints/sft), then the GRPO loop (checkpoints under checkpoints/rl): rollout
 rubric rewards -> group advantages (zero-variance groups dropped and counted) -> PPO epochs /
 minibatches -> weight sync -> metrics and rollout logs -> checkpoint -> held-out evaluation.
 
-Shapes: the train step sees `fixed_shapes(config)` only (rows fixed at the step's maximum, lengths
+Shapes: the train step sees `fixed_shapes` only (rows fixed at the step's maximum, lengths
 in power-of-two buckets up to rollout.max_total_tokens), so a run compiles it at most once per
 length bucket; `perf/train_step_compiles` and `perf/sampler_compiles` are logged every step.
 
@@ -228,14 +228,13 @@ def log_rollouts(run: Run, logger, step: int, tasks, trajs, results, advs):
 LENGTH_FLOOR = 128  # the smallest padded length the train step is compiled for
 
 
-def fixed_shapes(config) -> dict:
+def fixed_shapes(config, minibatch_size: int) -> dict:
   """`batching.to_batch` keywords that give the train step a bounded set of shapes: rows fixed at
-  the step's maximum (tasks x generations, rounded to the minibatch) and lengths in
+  the step's maximum (tasks x generations, rounded to the learner's minibatch) and lengths in
   `batching.length_buckets(LENGTH_FLOOR, rollout.max_total_tokens)`. A run compiles its train
   step (and the KL reference's log-probs) at most `len(buckets)` times."""
   rows = config.rl.tasks_per_step * config.rl.num_generations
-  return dict(rows=batching.round_up(rows, config.rl.minibatch_size),
-              rows_multiple=config.rl.minibatch_size,
+  return dict(rows=batching.round_up(rows, minibatch_size), rows_multiple=minibatch_size,
               buckets=batching.length_buckets(LENGTH_FLOOR, config.rollout.max_total_tokens))
 
 
@@ -322,7 +321,7 @@ def train(config, workdir: str) -> dict:
   tx = builders.optimizer(config.optim, n_updates)
   spec = state_lib.plan_state(run.model_cfg, tx, mesh, builders.rules(config), config.seed)
   train_step = learner_lib.make_train_step(spec, tx, rl_cfg, mesh)
-  shapes = fixed_shapes(config)
+  shapes = fixed_shapes(config, rl_cfg.minibatch_size or rows)
   ckpt = ckpt_lib.Checkpointer(os.path.join(workdir, "checkpoints", "rl"),
                               keep=config.checkpoint.keep)
   data = _task_iterator(len(train_tasks), config.rl.tasks_per_step, config.data.shuffle_seed)

@@ -55,12 +55,12 @@ def _traj(n: int, rng) -> Trajectory:
 @pytest.mark.slow  # two compilations of the toy train step: ~1-2 min on the shared CPU
 def test_a_run_of_varying_lengths_and_dropped_groups_compiles_once_per_bucket(monkeypatch):
   config = ml_collections.ConfigDict(dict(
-      rl=dict(tasks_per_step=2, num_generations=4, minibatch_size=4),
+      rl=dict(tasks_per_step=2, num_generations=4),
       rollout=dict(max_total_tokens=256)))
-  assert train_loop.fixed_shapes(config)["buckets"] == (128, 256)
+  assert train_loop.fixed_shapes(config, 4)["buckets"] == (128, 256)
   monkeypatch.setattr(train_loop, "LENGTH_FLOOR", 16)  # short sequences: cheap on the CPU
   config.rollout.max_total_tokens = 32
-  shapes = train_loop.fixed_shapes(config)
+  shapes = train_loop.fixed_shapes(config, 4)
   assert shapes["rows"] == 8 and shapes["buckets"] == (16, 32)
   env = learner_toys.Env((1, 1, 1), CFG)  # its own jitted step: a fresh compile count
   state = env.fresh_state()
