@@ -1,7 +1,16 @@
 """The paper's recipe at Qwen2.5-3B-Instruct (SynthAgent, "Mock Worlds, Real Skills").
 
-On one 8-GPU host, after downloading Qwen2.5-3B-Instruct to a local directory and starting a
-pool of SGLang servers on it (docs/sglang.md):
+The whole sequence on one 8-GPU host (the task files are not shipped: step 1 makes them):
+
+ 0. Download Qwen2.5-3B-Instruct to a local directory and start a pool of SGLang servers on it
+    (docs/sglang.md), plus an OpenAI-compatible endpoint for the teacher, the user simulator and
+    the judge (any of vLLM, SGLang, a hosted API; or `python -m launch.serve --checkpoint=DIR`).
+ 1. Synthesize the tasks with the teacher (writes data/tasks/teacher_{train,eval}.jsonl):
+
+    python -m launch.synthesize --config=configs/synth_teacher.py --out=data/tasks/teacher.jsonl \
+        --config.teacher.base_url=http://TEACHER_HOST/v1 --config.teacher.model=MODEL
+
+ 2. Train (rerun the same command to resume):
 
     python -m launch.train --config=configs/qwen_3b.py \
         --config.model.checkpoint=/ckpt/Qwen2.5-3B-Instruct \

@@ -22,6 +22,7 @@ from synthagent_jax.llm.openai_http import OpenAIChatLLM, OpenAIConfig
 from synthagent_jax.rewards.judge import HTTPJudge
 from synthagent_jax.rl import learner as learner_lib
 from synthagent_jax.rl import optim as optim_lib
+from synthagent_jax.rl import state as state_lib
 from synthagent_jax.rollout.agent_loop import AgentLoopConfig
 
 log = logging.getLogger("synthagent_jax.train")
@@ -54,6 +55,16 @@ def model_config(config, tok) -> models.ModelConfig:
 def mesh(config):
   parallel.initialize(parallel.DistributedConfig.from_config(config.mesh))
   return parallel.make_mesh(parallel.MeshConfig.from_config(config.mesh))
+
+
+def initial_params(config, model_cfg: models.ModelConfig, spec):
+  """The run's starting params, created or loaded already sharded on `spec`'s mesh: random
+  (model.from_scratch, the values of `models.init_model`) or the HF checkpoint's. No device
+  ever holds the whole model."""
+  if config.model.from_scratch:
+    return state_lib.create_params(model_cfg, spec, config.seed)
+  return state_lib.load_params(config.model.checkpoint, spec, dtype=config.model.dtype,
+                               remat=config.model.remat)
 
 
 def rules(config):

@@ -225,11 +225,7 @@ def check_config(config) -> None:
   tok = config.tokenizer or m.checkpoint
   if tok and not os.path.isdir(tok):
     raise ConfigError(f"tokenizer={tok!r} is not a directory")
-  for key in ("train_file", "eval_file"):
-    path = config.data[key]
-    if path and not os.path.isfile(path):
-      raise ConfigError(f"data.{key}={path!r} does not exist (make it with "
-                        f"`python -m launch.synthesize`, or set --config.data.{key})")
+  check_task_files(config)
   _check_values(config)
   loop_cfg = _check_owned_sections(config)
   if config.engine.kind == "sglang" and not config.engine.urls:
@@ -254,6 +250,22 @@ def check_config(config) -> None:
                       f"micro-batch min(sft.batch_size, rl.micro_batch_size)={sft_micro}")
   _check_endpoints(config)
   _check_context(config, loop_cfg)
+
+
+def check_task_files(config) -> None:
+  """Names a missing task file and the one command that makes it (before any heavy work)."""
+  for key in ("train_file", "eval_file"):
+    path = config.data[key]
+    if not path or os.path.isfile(path):
+      continue
+    out = re.sub(r"_(train|eval)\.jsonl$", ".jsonl", path)
+    if "teacher" in os.path.basename(path):
+      how = (f"python -m launch.synthesize --config=configs/synth_teacher.py --out={out} "
+             "--config.teacher.base_url=http://TEACHER_HOST/v1 --config.teacher.model=MODEL")
+    else:
+      how = f"python -m launch.synthesize --config=configs/synth_offline.py --out={out}"
+    raise ConfigError(f"data.{key}={path!r} does not exist; make it with: {how} "
+                      f"(or set --config.data.{key})")
 
 
 def main(argv) -> None:

@@ -4,6 +4,22 @@ Phases: SFT warm start on reference trajectories (optional, own checkpoints unde
 checkpoints/sft), then the GRPO loop (checkpoints under checkpoints/rl): rollouts (G per task) ->
 rubric rewards -> group advantages (zero-variance groups dropped and counted) -> PPO epochs /
 minibatches -> weight sync -> metrics and rollout logs -> checkpoint -> held-out evaluation.
+
+Shapes: the train step sees `fixed_shapes` only (rows fixed at the step's maximum, lengths
+in power-of-two buckets up to rollout.max_total_tokens), so a run compiles it at most once per
+length bucket; `perf/train_step_compiles` and `perf/sampler_compiles` are logged every step.
+
+State: params are created (`state.create_params`) or loaded (`from_pretrained` with the state's
+sharding tree) already sharded on the mesh; no device ever holds the whole model.
+
+Several processes (jax.distributed, `config.mesh.num_processes`): the learner is one SPMD
+program over every process's devices, and process 0 drives the rollouts. It alone runs the
+agent loop (an HTTP engine pool, or the JAX sampler on a copy of the params gathered onto its
+own devices, `state.process_local_params`), the environments, the judge, the evaluations and the
+logs; it then broadcasts the learner batch (`share_batch`) and every process places its rows on
+the mesh and runs the same train step. So N processes compute exactly what one process does, and
+rollouts scale out through the engine (a pool of SGLang servers behind the driver), not through
+the learner's processes; the other processes wait at the broadcast while process 0 rolls out.
 """
 
 from __future__ import annotations
@@ -24,6 +40,7 @@ import tqdm
 
 from launch import builders
 from synthagent_jax import models
+from synthagent_jax import parallel
 from synthagent_jax.evals import harness
 from synthagent_jax.rewards import rubric
 from synthagent_jax.rl import advantages as adv_lib
@@ -116,6 +133,8 @@ def _bench_evaluate(run: Run, loop: AgentLoop, step: int) -> dict:
 
 
 def _evaluate(run: Run, loop: AgentLoop, step: int, writer) -> dict:
+  if not builders.is_process0():  # the driver's job
+    return {}
   bench = _bench_evaluate(run, loop, step) if run.bench else {}
   cfg = run.config.eval
   if not run.eval_tasks or cfg.num_tasks <= 0:
@@ -254,6 +273,51 @@ def log_rollouts(run: Run, logger, step: int, tasks, trajs, results, advs):
   logger.write(step, records)
 
 
+# ---- fixed shapes ----------------------------------------------------------------------------
+LENGTH_FLOOR = 128  # the smallest padded length the train step is compiled for
+
+
+def fixed_shapes(config, minibatch_size: int) -> dict:
+  """`batching.to_batch` keywords that give the train step a bounded set of shapes: rows fixed at
+  the step's maximum (tasks x generations, rounded to the learner's minibatch) and lengths in
+  `batching.length_buckets(LENGTH_FLOOR, rollout.max_total_tokens)`. A run compiles its train
+  step (and the KL reference's log-probs) at most `len(buckets)` times."""
+  rows = config.rl.tasks_per_step * config.rl.num_generations
+  return dict(rows=batching.round_up(rows, minibatch_size), rows_multiple=minibatch_size,
+              buckets=batching.length_buckets(LENGTH_FLOOR, config.rollout.max_total_tokens))
+
+
+def share_batch(batch, rows: int, per_token: bool):
+  """The driver's learner batch (or None: nothing to learn from this step) on every process.
+
+  One process: `batch` unchanged. Several: a small header (has a batch, T) first, then the
+  arrays, whose shapes every process knows from it (rows are fixed, see `fixed_shapes`).
+  """
+  if jax.process_count() == 1:
+    return batch
+  header = np.zeros(2, np.int64)
+  if batch is not None:
+    header[:] = (1, batch["input_ids"].shape[1])
+  has_batch, t_len = (int(x) for x in parallel.broadcast_from_process0(header))
+  if not has_batch:
+    return None
+  if batch is None:
+    batch = {k: np.zeros((rows, t_len), np.int32)
+             for k in ("input_ids", "attention_mask", "loss_mask")}
+    batch["sampler_logprobs"] = np.zeros((rows, t_len), np.float32)
+    batch["advantages"] = np.zeros((rows, t_len) if per_token else (rows,), np.float32)
+  return parallel.broadcast_from_process0(batch)
+
+
+def compile_metrics(train_step) -> dict:
+  """Compilations so far in this process: the jitted train step's cache entries, and the
+  in-process sampler's traces (0 with an HTTP engine)."""
+  from synthagent_jax.inference import sampler  # pylint: disable=g-import-not-at-top
+  compiles = train_step._cache_size()  # pylint: disable=protected-access
+  return {"perf/train_step_compiles": float(compiles),
+          "perf/sampler_compiles": float(sampler.trace_count())}
+
+
 # ---- KL reference --------------------------------------------------------------------------------
 def reference_policy(run: Run, spec, state, start: int, rl_cfg):
   """`batch -> ref_logprobs` of the frozen policy GRPO started from (after any SFT).
@@ -280,14 +344,14 @@ def reference_policy(run: Run, spec, state, start: int, rl_cfg):
 # ---- the run -----------------------------------------------------------------------------------
 def train(config, workdir: str) -> dict:
   """Runs (or resumes) the whole job; returns the last metrics written."""
-  # 1. Workdir.
+  # 1. Mesh first: joining a multi-process run must precede any other JAX call. Then the workdir.
+  mesh = builders.mesh(config)
   os.makedirs(workdir, exist_ok=True)
   if builders.is_process0():
     with open(os.path.join(workdir, "config.json"), "w") as f:
       f.write(config.to_json_best_effort(indent=2, sort_keys=True))
 
-  # 2. Mesh, tokenizer, tasks and environments (cheap; fail before the model is built).
-  mesh = builders.mesh(config)
+  # 2. Tokenizer, tasks and environments (cheap; fail before the model is built).
   try:
     tok = builders.tokenizer(config)
     train_tasks, eval_tasks = builders.task_splits(config)
@@ -310,6 +374,7 @@ def train(config, workdir: str) -> dict:
   tx = builders.optimizer(config.optim, n_updates)
   spec = state_lib.plan_state(run.model_cfg, tx, mesh, builders.rules(config), config.seed)
   train_step = learner_lib.make_train_step(spec, tx, rl_cfg, mesh)
+  shapes = fixed_shapes(config, rl_cfg.minibatch_size or rows)
   ckpt = ckpt_lib.Checkpointer(os.path.join(workdir, "checkpoints", "rl"),
                               keep=config.checkpoint.keep)
   data = _task_iterator(len(train_tasks), config.rl.tasks_per_step, config.data.shuffle_seed)
@@ -324,23 +389,32 @@ def train(config, workdir: str) -> dict:
     engine_params = state.params
   else:
     start = 0
-    if config.model.from_scratch:
-      model = models.init_model(run.model_cfg, seed=config.seed)
-    else:
-      model = models.from_pretrained(config.model.checkpoint, dtype=config.model.dtype,
-                                     remat=config.model.remat)
-    _, params = state_lib.split_params(model)
-    del model
+    params = builders.initial_params(config, run.model_cfg, spec)  # already sharded
     engine_params = params
   graphdef = spec.graphdef
 
-  # 5. Engine and agent loop (the engine reads the learner's params: no copy in-process).
-  engine = builders.engine(config, graphdef, engine_params, workdir)
+  # 5. Engine and agent loop, on the driver (process 0) only: see "Several processes" above. In
+  # one process the engine reads the learner's params (no copy).
+  rules = builders.rules(config)
+  driver = builders.is_process0()
+
+  def engine_view(params):
+    """The engine's copy of `params` on the driver (None elsewhere); every process calls it."""
+    view = state_lib.process_local_params(params, run.model_cfg, rules,
+                                          on_device=driver and config.engine.kind == "jax")
+    return view if driver else None
+
+  view = engine_view(engine_params)
+  engine = builders.engine(config, graphdef, view, workdir) if driver else None
+  # Every process keeps a loop: SFT replays references through it (no engine needed).
   loop = AgentLoop(engine, tok, run.tools, run.user, builders.agent_loop_config(config))
-  if config.engine.kind == "sglang":
+  if driver and config.engine.kind == "sglang":
     engine.wait_healthy()
 
   def sync(params, step):
+    params = engine_view(params)  # a collective in a multi-process run
+    if not driver:
+      return
     if config.engine.kind == "jax":
       engine.update_params(params)
     else:
@@ -370,17 +444,20 @@ def train(config, workdir: str) -> dict:
                     total=config.rl.num_steps, disable=not builders.is_process0())
   for step in bar:
     t0 = time.perf_counter()
-    tasks = [train_tasks[i] for i in next(data)]
-    trajs, results, rewards_gn, advs, dropped_g = rollout_and_score(run, loop, tasks, step)
+    tasks = [train_tasks[i] for i in next(data)]  # every process: the data state stays in step
+    batch, m = None, {}
+    if driver:
+      trajs, results, rewards_gn, advs, dropped_g = rollout_and_score(run, loop, tasks, step)
+      m = rollout_metrics(trajs, rewards_gn, dropped_g, results, loop.stats)
+      keep = np.repeat(~dropped_g, config.rl.num_generations)
+      kept = [t for t, k in zip(trajs, keep) if k]
+      kept_advs = [a for a, k in zip(learner_advantages(trajs, advs), keep) if k]
+      if kept:
+        batch = batching.to_batch(kept, kept_advs, pad_id=pad, **shapes)
+    batch = share_batch(batch, shapes["rows"], per_token=config.rl.credit == "turn")
     t_rollout = time.perf_counter() - t0
-    m = rollout_metrics(trajs, rewards_gn, dropped_g, results, loop.stats)
-    keep = np.repeat(~dropped_g, config.rl.num_generations)
-    kept = [t for t, k in zip(trajs, keep) if k]
-    kept_advs = [a for a, k in zip(learner_advantages(trajs, advs), keep) if k]
     t1 = time.perf_counter()
-    if kept:
-      batch = batching.to_batch(kept, kept_advs, pad_id=pad,
-                                rows_multiple=rl_cfg.minibatch_size)
+    if batch is not None:
       device_batch = learner_lib.make_batch(batch, mesh)
       if ref is not None:
         device_batch["ref_logprobs"] = ref(device_batch)
@@ -393,17 +470,20 @@ def train(config, workdir: str) -> dict:
       state = state.replace(step=state.step + 1)
       m["learner/skipped_updates"] = 0.0
     m["perf/learner_s"] = time.perf_counter() - t1
+    m.update(compile_metrics(train_step))
     m["perf/step_s"] = time.perf_counter() - t0
     m["perf/rollout_frac"] = t_rollout / max(m["perf/step_s"], 1e-9)
     done = step + 1
-    log_rollouts(run, rollout_logger, done, tasks, trajs, results, advs)
+    if driver:
+      log_rollouts(run, rollout_logger, done, tasks, trajs, results, advs)
     if (config.eval.every_steps and done % config.eval.every_steps == 0
         and done != config.rl.num_steps):
       m.update(_evaluate(run, loop, done, writer))
     writer.write(done, m)
     last = m
-    bar.set_postfix(reward=f"{m['rl/reward_mean']:.3f}",
-                    tok_s=f"{m['perf/sampled_tokens_per_s']:.0f}")
+    if driver:
+      bar.set_postfix(reward=f"{m['rl/reward_mean']:.3f}",
+                      tok_s=f"{m['perf/sampled_tokens_per_s']:.0f}")
     if done % config.checkpoint.every_steps == 0 or done == config.rl.num_steps:
       ckpt.save(done, state, data_state=data.get_state(), config=config)
     if builders.is_process0():

@@ -146,7 +146,7 @@ def _safetensors_files(path: str) -> list[str]:
 
 def from_pretrained(path: str, dtype: str = "float32", param_dtype: str = "float32",
                     remat: str = "none",
-                    sharding: Callable[[PartitionSpec], jax.sharding.Sharding] | None = None
+                    sharding: Callable[[PartitionSpec], jax.sharding.Sharding] | Any = None
                     ) -> Qwen:
   """Loads a Hugging Face Qwen2/Qwen2.5/Qwen3 checkpoint directory without torch.
 
@@ -156,17 +156,18 @@ def from_pretrained(path: str, dtype: str = "float32", param_dtype: str = "float
     param_dtype: storage dtype of its parameters (any checkpoint dtype is converted).
     remat: rematerialisation policy name (see ModelConfig.remat).
     sharding: maps a param's logical PartitionSpec (e.g. P('vocab', 'embed')) to the Sharding
-      it should be created with; each tensor is placed straight onto its shards (every process
-      reads the tensors and keeps only its own shards). None: the default device.
+      it should be created with, or is a tree of Shardings shaped like the model's params (e.g.
+      `rl.state.StateSpec.shardings.params`); each tensor is placed straight onto its shards
+      (every process reads the tensors and keeps only its own shards). None: the default device.
 
   Raises:
     ValueError: unsupported config, a tensor of the wrong shape, unexpected or missing tensors.
   """
   cfg = load_hf_config(path, dtype=dtype, param_dtype=param_dtype, remat=remat)
   graphdef, state = nnx.split(abstract_model(cfg))
-  expected = {}
+  expected, placement = {}, _placement(sharding)
   for param_path, variable in nnx.to_flat_state(state):
-    expected[_entry(param_path).hf_name] = (_entry(param_path), variable)
+    expected[_entry(param_path).hf_name] = (_entry(param_path), variable, param_path)
   np_dtype = _NP_DTYPES[param_dtype]
   loaded, unexpected, tied_head = set(), [], None
   for file_path in _safetensors_files(path):
@@ -182,13 +183,13 @@ def from_pretrained(path: str, dtype: str = "float32", param_dtype: str = "float
           continue
         if name in loaded:
           raise ValueError(f"tensor {name} appears in more than one safetensors file")
-        entry, variable = expected[name]
+        entry, variable, param_path = expected[name]
         shape = tuple(variable.get_value().shape)
         w = _to_ours(f.get_tensor(name), entry, shape).astype(np_dtype, copy=False)
         if sharding is None:
           variable.set_value(jnp.asarray(w))
         else:
-          target = sharding(PartitionSpec(*variable.get_metadata()["out_sharding"]))
+          target = placement(param_path, variable)
           variable.set_value(jax.make_array_from_callback(shape, target, lambda i, w=w: w[i]))
         del w
         loaded.add(name)
@@ -199,12 +200,28 @@ def from_pretrained(path: str, dtype: str = "float32", param_dtype: str = "float
     raise ValueError(f"checkpoint {path!r} does not match its config.json: "
                      + "; ".join(problems))
   model = nnx.merge(graphdef, state)
-  if tied_head is not None and not np.array_equal(
-      np.asarray(tied_head, np.float32),
-      np.asarray(jax.device_get(model.embed.get_value()), np.float32)):
+  # Shard by shard: the embedding may span processes (never gathered onto one device).
+  if tied_head is not None and not all(
+      np.array_equal(np.asarray(tied_head[s.index], np.float32), np.asarray(s.data, np.float32))
+      for s in model.embed.get_value().addressable_shards):
     raise ValueError("config.json says tie_word_embeddings=true but lm_head.weight differs from "
                      "model.embed_tokens.weight")
   return model
+
+
+def _placement(sharding):
+  """(param_path, variable) -> Sharding, from either form of `from_pretrained`'s `sharding`."""
+  if sharding is None or callable(sharding):
+    return lambda _, variable: sharding(
+        PartitionSpec(*variable.get_metadata()["out_sharding"]))
+  by_path = dict(nnx.to_flat_state(sharding))
+
+  def lookup(param_path, _):
+    if param_path not in by_path:
+      raise ValueError(f"sharding tree has no entry for parameter "
+                       f"{'/'.join(map(str, param_path))}")
+    return by_path[param_path]
+  return lookup
 
 
 def save_pretrained(model: Qwen, path: str, dtype: str | None = None,

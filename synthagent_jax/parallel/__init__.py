@@ -1,6 +1,8 @@
 """Meshes, logical-axis sharding rules and multi-host start-up."""
 
+from synthagent_jax.parallel.distributed import broadcast_from_process0
 from synthagent_jax.parallel.distributed import DistributedConfig
+from synthagent_jax.parallel.distributed import gather_to_host
 from synthagent_jax.parallel.distributed import initialize
 from synthagent_jax.parallel.distributed import is_process0
 from synthagent_jax.parallel.distributed import process0_log

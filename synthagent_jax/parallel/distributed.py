@@ -12,6 +12,8 @@ import logging
 import os
 
 import jax
+import numpy as np
+from jax.experimental import multihost_utils
 
 _log = logging.getLogger(__name__)
 
@@ -101,3 +103,24 @@ def process0_print(*args, **kwargs) -> None:
 def process0_log(msg: str, *args, level: int = logging.INFO) -> None:
   if is_process0():
     _log.log(level, msg, *args)
+
+
+def broadcast_from_process0(tree):
+  """Process 0's value of `tree` (host numpy arrays / scalars) on every process.
+
+  Every process must call it with a tree of the same structure, shapes and dtypes (the other
+  processes' values are ignored). One process: returned unchanged.
+  """
+  if jax.process_count() == 1:
+    return tree
+  out = multihost_utils.broadcast_one_to_all(tree)
+  return jax.tree.map(np.asarray, out)
+
+
+def gather_to_host(tree):
+  """The global values of a tree of (possibly multi-process) sharded arrays, as host numpy
+  arrays on every process (a collective: every process must call it). One process: the tree
+  unchanged, still on device."""
+  if jax.process_count() == 1:
+    return tree
+  return multihost_utils.process_allgather(tree, tiled=True)

@@ -21,7 +21,11 @@ micro-batches of `micro_batch_size`. Per-token losses are normalised with the wh
 denominator, so accumulation is exact. A minibatch whose loss or gradient is not finite leaves
 params and optimizer state untouched and is counted in `learner/skipped_updates`.
 
-B is part of the compiled shape: pad a short batch with rows whose loss_mask is 0.
+B is part of the compiled shape: pad a short batch with rows whose attention_mask is 0. Such
+padding rows are sorted after the real ones when minibatches are shuffled (each row's shuffle key
+depends only on its index), and a minibatch of padding only is skipped (no compute, no optimizer
+step), so padding a batch to a fixed row count changes neither the updates nor the metrics
+(up to float summation order); `learner/updates` counts the minibatches trained.
 """
 
 import dataclasses
@@ -363,6 +367,22 @@ def _logprobs_only(params, batch, graphdef, n_micro, mesh, temperature):
   return jnp.swapaxes(lp, 0, 1).reshape(batch["input_ids"].shape)
 
 
+def _shuffle_rows(rng, pad_rows_b, n_mini: int):
+  """Row order for one epoch whose `_split_rows(n_mini)` minibatches are consecutive blocks of a
+  random order of the real rows, padding rows last.
+
+  Each row's sort key is drawn from (rng, its index) alone, so padding a batch with more rows
+  leaves its real minibatches unchanged: they fill the first minibatches, and minibatches of
+  padding only come last (and are skipped by `train_step`).
+  """
+  bsz = pad_rows_b.shape[0]
+  u_b = jax.vmap(lambda i: jax.random.uniform(jax.random.fold_in(rng, i)))(jnp.arange(bsz))
+  order = jnp.argsort(jnp.where(pad_rows_b, 2.0, u_b))  # u < 1: real rows first
+  # _split_rows takes minibatch i = positions i, i + n, ...: place block i of `order` there.
+  q = jnp.arange(bsz)
+  return order[(q % n_mini) * (bsz // n_mini) + q // n_mini]
+
+
 def train_step(state: TrainState, batch: Mapping[str, jax.Array], *, graphdef,
                tx: optax.GradientTransformation, cfg: LearnerConfig,
                mesh: Mesh | None = None) -> tuple[TrainState, dict[str, jax.Array]]:
@@ -375,7 +395,7 @@ def train_step(state: TrainState, batch: Mapping[str, jax.Array], *, graphdef,
     old = _logprobs_only(state.params, batch, graphdef, bsz // micro, mesh, cfg.temperature)
     batch["old_logprobs"] = jax.lax.stop_gradient(old)
 
-  def update(carry, minibatch):
+  def apply(carry, minibatch):
     params, opt_state = carry
     grads, loss, metrics = _accumulate(params, minibatch, graphdef, cfg,
                                        minibatch["input_ids"].shape[0] // micro, mesh)
@@ -385,13 +405,25 @@ def train_step(state: TrainState, batch: Mapping[str, jax.Array], *, graphdef,
     new_params = optax.apply_updates(params, updates)
     keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(ok, a, b), new, old)
     metrics = dict(metrics, loss=loss, grad_norm=grad_norm,
-                   skipped_updates=1.0 - ok.astype(jnp.float32))
+                   skipped_updates=1.0 - ok.astype(jnp.float32), updates=jnp.float32(1.0))
     return (keep(new_params, params), keep(new_opt, opt_state)), metrics
+
+  def update(carry, minibatch):
+    # A minibatch made only of padding rows (the batch's rows are fixed at the step's maximum,
+    # rollout/batching.py) is no update at all: no compute, no optimizer step, no metrics.
+    big = jnp.finfo(jnp.float32).max
+    empty = {k: jnp.full(v.shape, big if k in _MIN_KEYS else -big if k in _MAX_KEYS else 0.0,
+                         v.dtype)
+             for k, v in jax.eval_shape(apply, carry, minibatch)[1].items()}
+    return jax.lax.cond(minibatch["attention_mask"].sum() > 0, apply,
+                        lambda c, _: (c, empty), carry, minibatch)
+
+  pad_rows_b = batch["attention_mask"].sum(axis=1) == 0
 
   def epoch(carry, epoch_rng):
     epoch_batch = batch
     if n_mini > 1:
-      perm = jax.random.permutation(epoch_rng, bsz)
+      perm = _shuffle_rows(epoch_rng, pad_rows_b, n_mini)
       epoch_batch = jax.tree.map(lambda x: x[perm], batch)
     minibatches = jax.tree.map(functools.partial(_split_rows, n=n_mini), epoch_batch)
     return jax.lax.scan(update, carry, minibatches)
@@ -399,17 +431,17 @@ def train_step(state: TrainState, batch: Mapping[str, jax.Array], *, graphdef,
   carry, stacked = jax.lax.scan(epoch, (state.params, state.opt_state),
                                 jax.random.split(shuffle_rng, cfg.ppo_epochs))
   out = {}
+  n_updates = stacked["updates"].sum()
   for k, v in stacked.items():
     if k in _MIN_KEYS:
       out[k] = v.min()
     elif k in _MAX_KEYS:
       out[k] = v.max()
-    elif k in ("skipped_updates", "num_tokens"):
+    elif k in ("skipped_updates", "num_tokens", "updates"):
       out[k] = v.sum()
-    else:
-      out[k] = v.mean()
+    else:  # mean over the minibatches that were updates (skipped empty ones add 0)
+      out[k] = v.sum() / jnp.maximum(n_updates, 1.0)
   metrics = {f"learner/{k}": v for k, v in out.items()}
-  metrics["learner/updates"] = jnp.float32(n_mini * cfg.ppo_epochs)
   params, opt_state = carry
   new_state = TrainState(params=params, opt_state=opt_state, step=state.step + 1, rng=rng)
   return new_state, metrics

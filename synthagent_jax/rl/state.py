@@ -111,12 +111,47 @@ def create_train_state(model_cfg: models.ModelConfig, tx: optax.GradientTransfor
   return state, spec
 
 
+def create_params(model_cfg: models.ModelConfig, spec: StateSpec, seed: int = 0):
+  """The params `models.init_model(model_cfg, seed)` draws, each shard created on its own device.
+
+  One jitted program with `out_shardings=spec.shardings.params`: no device ever holds the whole
+  model (the values are those of the unsharded path, bit for bit).
+  """
+  def init():
+    variables = models.init_params(model_cfg, jax.random.key(seed))
+    return jax.tree.map(lambda v: v.get_value(), variables, is_leaf=_is_var)
+  return jax.jit(init, out_shardings=spec.shardings.params)()
+
+
+def load_params(path: str, spec: StateSpec, dtype: str = "float32", remat: str = "none"):
+  """Params of the Hugging Face checkpoint at `path`, each tensor placed straight onto its shards
+  (`models.from_pretrained(..., sharding=spec.shardings.params)`; fp32 master copies)."""
+  model = models.from_pretrained(path, dtype=dtype, remat=remat, sharding=spec.shardings.params)
+  return split_params(model)[1]
+
+
 def state_from_params(params, spec: StateSpec, tx: optax.GradientTransformation,
                       seed: int = 0) -> TrainState:
-  """A TrainState around existing params (e.g. models.from_pretrained), placed on the mesh."""
+  """A TrainState around existing params, placed on the mesh (a no-op move for params made by
+  `create_params` / `load_params`); the optimizer moments are created on their shards."""
   params = jax.device_put(params, spec.shardings.params)
   return jax.jit(functools.partial(_new_state, tx=tx, seed=seed),
                  out_shardings=spec.shardings)(params)
+
+
+def process_local_params(params, model_cfg: models.ModelConfig, rules, on_device: bool = True):
+  """For an engine that runs outside the multi-process SPMD program (rollouts driven by one
+  process): the params gathered from every process (a collective: every process calls it) and,
+  with `on_device`, placed on this process's own devices, FSDP-sharded over them by the same
+  rules (else host numpy arrays). One process: `params` itself (no copy)."""
+  if jax.process_count() == 1:
+    return params
+  host = parallel.gather_to_host(params)
+  if not on_device:
+    return host
+  _, abs_p, logical = abstract_params(model_cfg)
+  local_mesh = parallel.make_mesh(parallel.MeshConfig(shape=(1, -1, 1)), jax.local_devices())
+  return jax.device_put(host, parallel.tree_shardings(logical, abs_p, local_mesh, rules))
 
 
 def merge_model(graphdef, params) -> nnx.Module:
