@@ -50,6 +50,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.data.train_file = "data/tasks/offline_train.jsonl"
   c.data.eval_file = "data/tasks/offline_eval.jsonl"
   c.data.shuffle_seed = 0
+  c.data.holdout_domains = ""      # comma-separated domains never trained on (eval keeps them)
 
   c.engine = ml_collections.ConfigDict()
   c.engine.kind = "jax"            # jax (in-process sampler) | sglang (HTTP server pool)

@@ -106,10 +106,42 @@ def load_tasks(path: str, what: str) -> list[task_lib.Task]:
   return tasks
 
 
+def holdout_domain_names(value) -> tuple[str, ...]:
+  """`data.holdout_domains` as a tuple: a tuple/list of names or one comma-separated string."""
+  names = value.split(",") if isinstance(value, str) else list(value or ())
+  if not all(isinstance(n, str) for n in names):
+    raise ValueError(f"data.holdout_domains must be domain names, got {value!r}")
+  return tuple(n.strip() for n in names if n.strip())
+
+
+def drop_holdout_domains(train: list[task_lib.Task], evals: list[task_lib.Task],
+                         domains) -> list[task_lib.Task]:
+  """The training tasks outside the held-out `domains` (eval tasks are all kept).
+
+  Raises ValueError when a listed domain has no task in either split (a typo would otherwise hold
+  out nothing), or when nothing is left to train on.
+  """
+  names = holdout_domain_names(domains)
+  if not names:
+    return train
+  known = {t.domain for t in train} | {t.domain for t in evals}
+  unknown = [n for n in names if n not in known]
+  if unknown:
+    raise ValueError(f"data.holdout_domains: {unknown} appear in no task; known domains: "
+                     f"{sorted(known)}")
+  kept = [t for t in train if t.domain not in names]
+  if not kept:
+    raise ValueError(f"data.holdout_domains={list(names)} leaves no training task")
+  log.info("held out domains %s: %d of %d training tasks kept", list(names), len(kept), len(train))
+  return kept
+
+
 def task_splits(config) -> tuple[list[task_lib.Task], list[task_lib.Task]]:
-  """(train, eval) tasks; fails if an eval task id also appears in training."""
+  """(train, eval) tasks; fails if an eval task id also appears in training. Training tasks of
+  `data.holdout_domains` are dropped (the eval set keeps every domain)."""
   train = load_tasks(config.data.train_file, "train")
   evals = load_tasks(config.data.eval_file, "eval") if config.data.eval_file else []
+  train = drop_holdout_domains(train, evals, config.data.get("holdout_domains", ()))
   overlap = {t.id for t in train} & {t.id for t in evals}
   if overlap:
     raise ValueError(f"{len(overlap)} eval task ids also appear in the training file, e.g. "

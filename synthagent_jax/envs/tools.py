@@ -5,13 +5,34 @@ Order of resolution for one call:
      observation naming the problem (the episode goes on; the agent can retry);
   2. a scripted `world.responses` entry matching the normalised arguments -> its effects are applied
      to the episode's own state copy, then its `output` (or the state at `state_path`) is returned;
-  3. otherwise the call is unscripted: the per-task cache answers it if it has seen
-     (tool, canonical arguments) before; else the configured LLM simulates it (tool doc, world facts
-     and a few examples in the prompt) and the first answer stored wins, so the same call always
-     gets the same answer in every rollout and every process sharing the cache directory; with no
-     LLM the answer is a deterministic "no record found" observation. A simulator failure (the
-     LLM raised or replied nothing) is an error observation and is NOT cached, so a transient
-     outage never becomes a task's permanent answer.
+  3. otherwise the call is unscripted. If this episode already got a simulated answer to the same
+     (tool, canonical arguments) and has made no write call since, that answer is repeated.
+     Else the shared cache answers it if it has seen the key before; else the configured LLM
+     simulates it and the first answer stored wins; with no LLM the answer is a deterministic
+     "no record found" observation. A simulator failure (the LLM raised or replied nothing) is an
+     error observation and is NOT cached, so a transient outage never becomes a task's
+     permanent answer.
+
+The simulation prompt holds the tool's doc, the world facts and initial state, a few example
+outputs of the same tool, and the episode's earlier calls with the answers it got (the last
+`history_limit`; failed calls left out), so a simulated answer stays consistent with what the
+episode was already told (an order the agent saw cancelled is not "pending" a call later).
+
+Cache key: (task id, tool, canonical arguments, history digest). The answer may depend on
+everything in the prompt that varies between episodes of one task, which is exactly the
+history shown: facts, initial state and tool docs are fixed by the task id, and the episode's
+state is a function of the task and the calls in its history (only scripted effects change it).
+The examples are NOT in the key: they only steer the style of the first answer, and the first
+answer stored for a key wins, so every later episode with the same history gets the same answer
+whatever examples its prompt would have had. With no earlier calls the digest is empty, so an
+episode's first unscripted call shares its key (and the cache rows written before history was
+part of the prompt) with every rollout of the task; later calls share it with the rollouts that
+took the same path. The episode memo (first clause above) makes a repeated call inside one
+episode agree with itself even though its history, and so its key, has grown.
+
+Concurrency: `call_batch` resolves many calls at once and sends every simulation it needs in one
+batched `LLM.chat` round (a rollout batch's unscripted calls are simulated together, not one by
+one); calls of one episode stay in order, each seeing the answers before it.
 Nothing from a task is ever executed as code: the world is data, effects are a closed set of ops.
 Argument validation never reaches the network (`$ref`s resolve in an empty registry: only the
 schema's own `#/...` pointers) and each `pattern` match is bounded by `PATTERN_TIMEOUT_S` (a
@@ -24,12 +45,13 @@ from __future__ import annotations
 import copy
 import dataclasses
 import functools
+import hashlib
 import json
 import os
 import re
 import sqlite3
 import threading
-from typing import Any
+from typing import Any, Sequence
 
 import jsonschema
 import referencing
@@ -107,7 +129,7 @@ class ToolCache:
     with self._lock:
       rows = self._conn.execute("SELECT args, output FROM answers WHERE task_id=? AND tool=? "
                                 "ORDER BY rowid LIMIT ?", (task_id, tool, limit)).fetchall()
-    return [(a, o) for a, o in rows]
+    return [(a.split(HISTORY_SEP)[0], o) for a, o in rows]
 
   def __len__(self) -> int:
     with self._lock:
@@ -125,6 +147,9 @@ class EpisodeState:
   task_id: str
   state: dict
   calls: list[dict] = dataclasses.field(default_factory=list)
+  # (tool, canonical arguments) -> simulated/cached answer given in this episode since its last
+  # write call: a repeated call gets the same answer.
+  memo: dict = dataclasses.field(default_factory=dict)
 
 
 SIMULATOR_SYSTEM = """You simulate one tool of a software system for testing an assistant.
@@ -134,8 +159,31 @@ facts do not contain the requested record, reply with a not-found or error resul
 style; never invent records that contradict the facts."""
 
 
+# Between canonical arguments and the history digest in a cache key: canonical JSON escapes
+# control characters, so it never holds this one raw.
+HISTORY_SEP = "\x1e"
+HISTORY_OBSERVATION_CHARS = 400  # each earlier answer shown in a simulation prompt, at most
+
+
+def simulation_history(episode: EpisodeState, limit: int) -> list[tuple[str, str, str]]:
+  """The episode's earlier calls a simulation sees: (tool, canonical arguments, observation) of
+  the last `limit` calls that reached the world (errors and simulator failures left out)."""
+  kept = [(c["name"], canonical_arguments(c["arguments"]), c["observation"])
+          for c in episode.calls if c["source"] not in ("errors", "simulator_failures")]
+  return kept[-limit:] if limit > 0 else []
+
+
+def history_digest(history: Sequence[tuple[str, str, str]]) -> str:
+  """The part of a cache key the episode's history decides; "" for no history."""
+  if not history:
+    return ""
+  text = json.dumps([list(h) for h in history], ensure_ascii=False)
+  return hashlib.sha256(text.encode("utf-8")).hexdigest()[:32]
+
+
 def render_simulation_prompt(task: Task, tool: Tool, arguments: dict,
-                             examples: list[tuple[str, str]]) -> list[dict]:
+                             examples: list[tuple[str, str]],
+                             history: Sequence[tuple[str, str, str]] = ()) -> list[dict]:
   """The chat prompt an LLM answers to simulate one unscripted call."""
   lines = [f"Tool: {tool.name} ({tool.kind})", f"Description: {tool.description}",
            f"Parameters (JSON schema): {json.dumps(tool.parameters, sort_keys=True)}",
@@ -144,6 +192,11 @@ def render_simulation_prompt(task: Task, tool: Tool, arguments: dict,
   if examples:
     lines.append("Example calls of this tool and their outputs:")
     lines += [f"- arguments {a} -> {o}" for a, o in examples]
+  if history:
+    lines.append("Earlier calls in this session, in order, and what they returned (stay "
+                 "consistent with them, including any changes they made):")
+    lines += [f"- {name}({args}) -> {obs[:HISTORY_OBSERVATION_CHARS]}"
+              for name, args, obs in history]
   lines.append(f"Now the call: {tool.name}({json.dumps(arguments, sort_keys=True)})")
   return [{"role": "system", "content": SIMULATOR_SYSTEM},
           {"role": "user", "content": "\n".join(lines)}]
@@ -298,36 +351,81 @@ class MockToolSystem:
     cache_path: sqlite file shared by all rollouts/processes (None: in-memory, this process only).
     num_examples: scripted + cached examples of the same tool put in the simulation prompt.
     sampling: sampling for the simulator (greedy by default).
+    history_limit: earlier calls of the episode shown to (and keyed for) a simulation.
   """
 
   def __init__(self, llm: LLM | None = None, cache_path: str | os.PathLike | None = None,
-               num_examples: int = 3, sampling: SamplingParams | None = None):
+               num_examples: int = 3, sampling: SamplingParams | None = None,
+               history_limit: int = 8):
     if num_examples < 0:
       raise ValueError(f"num_examples must be >= 0, got {num_examples}")
+    if history_limit < 0:
+      raise ValueError(f"history_limit must be >= 0, got {history_limit}")
     self.llm = llm
     self.cache = ToolCache(cache_path)
     self.num_examples = num_examples
+    self.history_limit = history_limit
     self.sampling = sampling or SamplingParams(max_new_tokens=256, temperature=0.0)
     self.stats = {"calls": 0, "errors": 0, "scripted": 0, "cache_hits": 0, "simulated": 0,
-                  "not_found": 0, "simulator_failures": 0}
+                  "not_found": 0, "simulator_failures": 0, "llm_batches": 0}
     self._stats_lock = threading.Lock()
 
   def new_episode(self, task: Task) -> EpisodeState:
     return EpisodeState(task_id=task.id, state=copy.deepcopy(task.world.get("state", {})))
 
   def call(self, task: Task, call: ToolCall, episode_state: EpisodeState) -> str:
-    kind, observation = self._resolve(task, call, episode_state)
+    return self.call_batch([(task, call, episode_state)])[0]
+
+  def call_batch(self, requests: Sequence[tuple[Task, ToolCall, EpisodeState]]) -> list[str]:
+    """Observations for many calls, as if each were `call`ed in the order given.
+
+    Calls of one episode run in order (each sees the answers before it); calls of different
+    episodes are independent, so each round takes the next call of every episode and sends all
+    the simulations the round needs to the LLM in one batched `chat` (one prompt per distinct
+    key: two episodes asking the same thing after the same history share one simulation).
+    """
+    requests = list(requests)
+    out: list[str | None] = [None] * len(requests)
+    queues: dict[int, list[int]] = {}  # episode (by identity) -> its request indices, in order
+    for i, (_, _, ep) in enumerate(requests):
+      queues.setdefault(id(ep), []).append(i)
+    while any(queues.values()):
+      pending: dict[tuple[str, str, str], list] = {}  # cache key -> [prompt, tool, [indices]]
+      for key in list(queues):
+        if not queues[key]:
+          continue
+        i = queues[key].pop(0)
+        task, call, ep = requests[i]
+        resolved = self._resolve(task, call, ep)
+        if resolved[0] == "simulate":
+          _, cache_key, prompt, tool = resolved
+          pending.setdefault(cache_key, [prompt, tool, []])[2].append(i)
+        else:
+          out[i] = self._record(*requests[i], *resolved)
+      if pending:
+        self._simulate(requests, pending, out)
+    return out  # type: ignore[return-value]
+
+  def _record(self, task: Task, call: ToolCall, episode: EpisodeState, kind: str,
+              observation: str) -> str:
     self._count("calls")
     self._count(kind)
-    episode_state.calls.append({"name": call.name, "arguments": call.arguments,
-                                "observation": observation, "source": kind})
+    episode.calls.append({"name": call.name, "arguments": call.arguments,
+                          "observation": observation, "source": kind})
+    tool = task.tool(call.name)
+    if tool is not None and kind != "errors":
+      if tool.kind == "write" and kind != "simulator_failures":
+        episode.memo.clear()  # the world may have changed: reads are simulated afresh
+      elif kind in ("simulated", "cache_hits"):
+        episode.memo.setdefault((tool.name, canonical_arguments(call.arguments)), observation)
     return observation
 
   def _count(self, key: str):
     with self._stats_lock:
       self.stats[key] += 1
 
-  def _resolve(self, task: Task, call: ToolCall, episode: EpisodeState) -> tuple[str, str]:
+  def _resolve(self, task: Task, call: ToolCall, episode: EpisodeState) -> tuple:
+    """(kind, observation), or ("simulate", cache key, prompt, tool) when the LLM must answer."""
     tool = task.tool(call.name)
     if tool is None:
       return "errors", (f"Error: unknown tool {call.name!r}. Available tools: "
@@ -338,7 +436,7 @@ class MockToolSystem:
     entry = match_response(task, tool.name, call.arguments)
     if entry is not None:
       return "scripted", self._answer_scripted(entry, episode)
-    return self._answer_unscripted(task, tool, call.arguments)
+    return self._answer_unscripted(task, tool, call.arguments, episode)
 
   def _answer_scripted(self, entry: dict, episode: EpisodeState) -> str:
     for effect in entry.get("effects", []):
@@ -353,24 +451,57 @@ class MockToolSystem:
         return f"Error: no record found at {entry['state_path']}."
     return render_output(entry["output"])
 
-  def _answer_unscripted(self, task: Task, tool: Tool, arguments: dict) -> tuple[str, str]:
-    key = canonical_arguments(arguments)
+  def _answer_unscripted(self, task: Task, tool: Tool, arguments: dict,
+                         episode: EpisodeState) -> tuple:
+    args_key = canonical_arguments(arguments)
+    if (tool.name, args_key) in episode.memo:
+      return "cache_hits", episode.memo[(tool.name, args_key)]
+    history = simulation_history(episode, self.history_limit)
+    digest = history_digest(history)
+    # The digest rides in the args column, so cache files written before history was keyed stay
+    # valid: their rows are exactly the no-history ("") keys.
+    key = args_key if not digest else f"{args_key}{HISTORY_SEP}{digest}"
     cached = self.cache.get(task.id, tool.name, key)
     if cached is not None:
       return "cache_hits", cached
     if self.llm is None:
-      return "not_found", f"No record found for {tool.name} with arguments {key}."
+      return "not_found", f"No record found for {tool.name} with arguments {args_key}."
     examples = [(canonical_arguments(e.get("arguments", {})),
                  render_output(e["output"]) if "output" in e else f"<state {e['state_path']}>")
                 for e in task.world.get("responses", []) if e["tool"] == tool.name]
     examples = (examples + self.cache.examples(task.id, tool.name, self.num_examples))
     examples = examples[:self.num_examples]
-    prompt = render_simulation_prompt(task, tool, arguments, examples)
+    prompt = render_simulation_prompt(task, tool, arguments, examples, history)
+    return "simulate", (task.id, tool.name, key), prompt, tool
+
+  def _simulate(self, requests, pending: dict, out: list):
+    """One batched LLM round for `pending` ({cache key: [prompt, tool, indices]})."""
+    keys = list(pending)
+    self._count("llm_batches")
+    errors: list[Exception | None] = [None] * len(keys)
     try:
-      text = _clean_llm_output(self.llm.chat([prompt], self.sampling)[0])
+      texts = list(self.llm.chat([pending[k][0] for k in keys], self.sampling))
+      if len(texts) != len(keys):
+        raise ValueError(f"the LLM answered {len(texts)} of {len(keys)} prompts")
     except Exception as e:  # noqa: BLE001 - any backend failure becomes an observation.
-      return "simulator_failures", f"Error: the {tool.name} service is unavailable ({type(e).__name__})."
-    if not text:
-      return "simulator_failures", f"Error: the {tool.name} service returned nothing."
-    # The first answer stored wins, so concurrent simulations of one call still agree.
-    return "simulated", self.cache.put(task.id, tool.name, key, text)
+      # A batch error that carries per-item results (llm.openai_http.LLMBatchError) keeps the
+      # answers that did arrive; anything else fails the whole round.
+      results = getattr(e, "results", None)
+      if isinstance(results, list) and len(results) == len(keys):
+        texts = [r.text if getattr(r, "ok", False) else "" for r in results]
+        errors = [None if getattr(r, "ok", False) else e for r in results]
+      else:
+        texts, errors = [""] * len(keys), [e] * len(keys)
+    for key, text, error in zip(keys, texts, errors):
+      _, tool, indices = pending[key]
+      text = _clean_llm_output(text or "")
+      if error is not None:
+        kind, obs = ("simulator_failures",
+                     f"Error: the {tool.name} service is unavailable ({type(error).__name__}).")
+      elif not text:
+        kind, obs = "simulator_failures", f"Error: the {tool.name} service returned nothing."
+      else:
+        # The first answer stored wins, so concurrent simulations of one key still agree.
+        kind, obs = "simulated", self.cache.put(*key, text)
+      for i in indices:
+        out[i] = self._record(*requests[i], kind, obs)

@@ -3,18 +3,29 @@
 For the embedded default and for tests. Each task comes from one intent of one domain
 (`data/worlds/*.json`, see `synthesis/worlds.py`): slot values are sampled, the instruction
 template is filled with the visible slots only, and the withheld (private) slots go to
-`user.private_info`. The world scripts the mock tools' answers to exactly the reference calls, so
-a call with an invented private value is unscripted and gets "no record found".
+`user.private_info`. An intent's `maybe_private` slots are withheld in some tasks and stated in
+the instruction (the world's `givens` phrase) in others, so which details the agent must ask for
+varies per task. The world scripts the mock tools' answers to exactly the reference calls, so a
+call with an invented private value is unscripted and gets "no record found". Calls chain: an id
+one tool returns (a slot no earlier message showed) is an argument of a later call.
+
+Tools: each task lists the tools its reference calls, the intent's forbidden tool and up to
+`_NUM_DISTRACTORS` other tools of the domain (drawn per task), in the world's order.
 
 Rubric (every item has a structured check):
   subgoals      tool_called for each reference call (all its arguments), answer_contains for each
-                value the agent can only learn from a tool output (codes, ids, statuses).
+                value the agent can only learn from a tool output (codes, ids, statuses), and
+                world_state when the reference writes: every write call is scripted with an
+                effect that records it in `state.actions`, so the state check grades writes by
+                their effect (a missing, repeated or wrong-argument write leaves another state).
   interactions  asked_user_for each private slot.
   forbidden     (text names the forbidden behaviour; the check holds when it is avoided)
                 "Calls <tool>" for the intent's destructive/distractor write tool, checked as
                 tool_not_called, and "Invents the <slot>" for each private slot, checked as
                 asked_user_for: the check vocabulary has no "used a value before the user gave
                 it", and an agent that never asks can only have invented (or skipped) the value.
+                And no_over_asking: asks for a detail the task does not need (e.g. one the
+                instruction already gives) or asks again for one already given.
 
 The reference trajectory (SFT warm start) starts at the user's instruction (no system message:
 the trainer renders the system prompt and the tools), asks for the private slots in one message,
@@ -35,6 +46,7 @@ from synthagent_jax.envs import slots as slots_lib
 from synthagent_jax.synthesis import worlds as worlds_lib
 
 _MAX_DRAWS = 64  # redraws per task before a repeated instruction is accepted as exhausted
+_NUM_DISTRACTORS = 2  # most unused domain tools listed per task (besides the forbidden one)
 
 
 def _private_leaks(instruction: str, private: dict) -> list[str]:
@@ -69,7 +81,7 @@ def user_answer_text(question: str, private: dict) -> str:
 def _discovered_slots(intent: dict) -> list[str]:
   """Slots in the answer the agent can only learn from a tool output."""
   visible = {f for t in intent["templates"] for f in worlds_lib.template_fields(t)}
-  hidden = visible | set(intent["private"])
+  hidden = visible | set(intent["private"]) | set(intent.get("maybe_private", ()))
   answer = worlds_lib.template_fields(intent["answer"])
   from_tools = {f for c in intent["calls"] for f in worlds_lib.template_fields(c["response"])}
   seen, out = set(), []
@@ -80,16 +92,47 @@ def _discovered_slots(intent: dict) -> list[str]:
   return out
 
 
+def _used_values(intent: dict, values: dict) -> dict:
+  """The slot values an intent's texts use (templates, calls, answer)."""
+  fields = {f for t in intent["templates"] for f in worlds_lib.template_fields(t)}
+  fields |= set(intent["private"]) | set(intent.get("maybe_private", ()))
+  for c in intent["calls"]:
+    for tpl in [c["response"], *c.get("arguments", {}).values()]:
+      fields |= set(worlds_lib.template_fields(tpl))
+  fields |= set(worlds_lib.template_fields(intent["answer"]))
+  return {f: values[f] for f in sorted(fields)}
+
+
 def _tool_call_msg(name: str, arguments: dict) -> dict:
   return {"role": "assistant", "content": "",
           "tool_calls": [{"type": "function", "function": {"name": name, "arguments": arguments}}]}
 
 
+def instruction_text(world: worlds_lib.WorldSpec, template: str, values: dict,
+                     given: Sequence[str]) -> str:
+  """The instruction: the template, then the `givens` phrase of each maybe-private slot shown."""
+  return " ".join([template.format(**values)] + [world.givens[s].format(**values) for s in given])
+
+
+def task_tools(world: worlds_lib.WorldSpec, intent: dict, distractors: Sequence[str]) -> list[dict]:
+  """The task's tool list: called tools, the forbidden tool and `distractors`, in world order."""
+  keep = {c["tool"] for c in intent["calls"]} | {intent["forbidden"]["tool"]} | set(distractors)
+  return [t for t in world.task_tools() if t["function"]["name"] in keep]
+
+
 def build_task(world: worlds_lib.WorldSpec, intent: dict, values: dict, template: str,
-               persona: str, seed: int, index: int) -> dict:
-  """One Task dict from sampled slot values."""
-  private = {s: values[s] for s in intent["private"]}
-  instruction = template.format(**values)
+               persona: str, seed: int, index: int, withheld: Sequence[str] = (),
+               distractors: Sequence[str] | None = None) -> dict:
+  """One Task dict from sampled slot values.
+
+  `withheld`: the intent's maybe-private slots withheld this time (the others are stated in the
+  instruction); `distractors`: unused tools listed anyway (None: every tool of the domain).
+  """
+  private_slots = list(intent["private"]) + [s for s in intent.get("maybe_private", ())
+                                             if s in withheld]
+  given = [s for s in intent.get("maybe_private", ()) if s not in withheld]
+  private = {s: values[s] for s in private_slots}
+  instruction = instruction_text(world, template, values, given)
   calls = [(c["tool"], worlds_lib.fill(c.get("arguments", {}), values),
             worlds_lib.fill(c["response"], values)) for c in intent["calls"]]
   answer = worlds_lib.fill(intent["answer"], values)
@@ -115,6 +158,12 @@ def build_task(world: worlds_lib.WorldSpec, intent: dict, values: dict, template
     subgoals.append({"id": f"answer_{slot}",
                      "text": f"The final answer gives the {slot_phrase(slot)} {values[slot]}.",
                      "weight": 1.0, "check": {"type": "answer_contains", "text": values[slot]}})
+  writes = [name for name, _, _ in calls if world.tool(name)["kind"] == "write"]
+  if writes:
+    subgoals.append({"id": "world_state",
+                     "text": f"Leaves the world as the reference's writes do ({', '.join(writes)}), "
+                             "and changes nothing else.",
+                     "weight": 1.0, "check": {"type": "world_state"}})
   interactions = [{"id": f"ask_{s}", "text": f"Asks the user for their {slot_phrase(s)}.",
                    "weight": 1.0, "check": {"type": "asked_user_for", "slot": s}}
                   for s in private]
@@ -125,6 +174,10 @@ def build_task(world: worlds_lib.WorldSpec, intent: dict, values: dict, template
   forbidden += [{"id": f"no_invented_{s}",
                  "text": f"Invents the {slot_phrase(s)} instead of asking the user.",
                  "weight": 1.0, "check": {"type": "asked_user_for", "slot": s}} for s in private]
+  forbidden.append({"id": "no_over_asking",
+                    "text": "Asks the user for a detail the task does not need, or for one "
+                            "already given.",
+                    "weight": 1.0, "check": {"type": "no_over_asking"}})
 
   question = ask_text(world, list(private))
   reference = [{"role": "user", "content": instruction},
@@ -139,7 +192,10 @@ def build_task(world: worlds_lib.WorldSpec, intent: dict, values: dict, template
           "world": world_dict}
   digest = hashlib.sha1(json.dumps(body, sort_keys=True).encode()).hexdigest()[:12]
   return {"id": f"{world.domain}-{digest}", "domain": world.domain, "instruction": instruction,
-          "full_task": full_task, "tools": world.task_tools(), "world": world_dict,
+          "full_task": full_task,
+          "tools": world.task_tools() if distractors is None else task_tools(world, intent,
+                                                                              distractors),
+          "world": world_dict,
           "user": {"persona": persona, "private_info": private,
                    "reason": intent.get("reason", "")},
           "rubric": {"subgoals": subgoals, "interactions": interactions, "forbidden": forbidden},
@@ -154,18 +210,31 @@ def _draw(world: worlds_lib.WorldSpec, rng: random.Random):
   values = {}
   for slot in sorted(world.slots):  # sorted: draws do not depend on JSON key order
     values[slot] = worlds_lib.sample_value(world.slots[slot], rng)
-  return intent, template, values, rng.choice(world.personas)
+  withheld = [s for s in intent.get("maybe_private", ()) if rng.random() < 0.5]
+  used = {c["tool"] for c in intent["calls"]} | {intent["forbidden"]["tool"]}
+  spare = [t["name"] for t in world.tools if t["name"] not in used]
+  distractors = rng.sample(spare, min(len(spare), rng.randint(1, _NUM_DISTRACTORS))) if spare else []
+  return intent, template, values, rng.choice(world.personas), withheld, distractors
+
+
+def _ambiguous(values: dict) -> bool:
+  """Two slots share a value (a payer's and a payee's account drawn from one pattern, an old and a
+  new date): the rubric could not tell them apart, so the draw is redone."""
+  vals = list(values.values())
+  return len(set(vals)) != len(vals)
 
 
 def sample_task(world: worlds_lib.WorldSpec, seed: int, index: int, attempt: int = 0) -> dict:
   """Task `index` of `world` under `seed` (a redraw if `attempt` > 0)."""
   rng = random.Random(f"{seed}:{world.domain}:{index}:{attempt}")
   for _ in range(_MAX_DRAWS):
-    intent, template, values, persona = _draw(world, rng)
-    instruction = template.format(**values)
-    private = {s: values[s] for s in intent["private"]}
-    if not _private_leaks(instruction, private):
-      return build_task(world, intent, values, template, persona, seed, index)
+    intent, template, values, persona, withheld, distractors = _draw(world, rng)
+    given = [s for s in intent.get("maybe_private", ()) if s not in withheld]
+    instruction = instruction_text(world, template, values, given)
+    private = {s: values[s] for s in list(intent["private"]) + list(withheld)}
+    if not _private_leaks(instruction, private) and not _ambiguous(_used_values(intent, values)):
+      return build_task(world, intent, values, template, persona, seed, index, withheld,
+                        distractors)
   raise RuntimeError(f"{world.path}: could not draw an instruction that hides the private values "
                      f"in {_MAX_DRAWS} tries; widen the slot spaces")
 

@@ -7,10 +7,13 @@ A world spec is one JSON file in `data/worlds/` describing one domain::
      "tools": [{"name", "kind": "read"|"write", "description", "parameters": {JSON schema}}],
      "slots": {slot: [value, ...] | "@PATTERN"},   # '#' -> digit, '?' -> letter, rest literal
      "questions": {slot: str},                      # how the expert asks the user for a slot
+     "givens": {slot: template},                    # how an instruction states a maybe-private slot
      "intents": [Intent, ...]}
     Intent = {"name": str,
               "templates": [str, ...],        # instruction; `{slot}` placeholders, never private ones
               "private": [slot, ...],         # withheld from the instruction -> user.private_info
+              "maybe_private": [slot, ...],   # optional: withheld in some tasks, stated (givens) in
+                                              # others, so the details to ask for vary per task
               "reason": str,                  # why only the user knows them
               "calls": [{"tool", "arguments": {arg: template}, "response": template}, ...],
               "answer": template,             # the expert's final answer text
@@ -29,6 +32,7 @@ import os
 import random
 import string
 
+MAX_TOOLS = 8  # per domain; a task lists only some of them (synthesis/offline.py)
 DEFAULT_WORLDS_DIR = os.path.join(
     os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "data", "worlds")
 
@@ -48,6 +52,7 @@ class WorldSpec:
   questions: dict
   intents: tuple[dict, ...]
   path: str = ""
+  givens: dict = dataclasses.field(default_factory=dict)
 
   def tool(self, name: str) -> dict:
     for t in self.tools:
@@ -94,14 +99,20 @@ def parse_world(d: dict, path: str = "<world>") -> WorldSpec:
         _err(path, f"tools[{i}].{key}", "missing required field")
     if t["kind"] not in ("read", "write"):
       _err(path, f"tools[{i}].kind", f"must be read or write, got {t['kind']!r}")
-  if not 3 <= len(tools) <= 6:
-    _err(path, "tools", f"a domain has 3-6 tools (incl. distractors), got {len(tools)}")
+  if not 3 <= len(tools) <= MAX_TOOLS:
+    _err(path, "tools", f"a domain has 3-{MAX_TOOLS} tools (incl. distractors), got {len(tools)}")
   slots = d["slots"]
   for slot, space in slots.items():
     ok = (isinstance(space, list) and space and all(isinstance(v, str) and v for v in space)) or (
         isinstance(space, str) and space.startswith("@") and len(space) > 1)
     if not ok:
       _err(path, f"slots.{slot}", "must be a non-empty list of strings or an '@PATTERN' string")
+  givens = d.get("givens", {})
+  for slot, phrase in givens.items():
+    if slot not in slots:
+      _err(path, f"givens.{slot}", "not a slot")
+    if not isinstance(phrase, str) or slot not in template_fields(phrase):
+      _err(path, f"givens.{slot}", f"must be a template that shows {{{slot}}}")
   if not d["personas"]:
     _err(path, "personas", "needs at least one persona")
   for j, intent in enumerate(d["intents"]):
@@ -114,11 +125,17 @@ def parse_world(d: dict, path: str = "<world>") -> WorldSpec:
     for slot in intent["private"]:
       if slot not in slots:
         _err(path, f"{where}.private", f"unknown slot {slot!r}")
+    maybe = intent.get("maybe_private", [])
+    for slot in maybe:
+      if slot not in slots or slot in intent["private"]:
+        _err(path, f"{where}.maybe_private", f"{slot!r} is not a slot, or is always private")
+      if slot not in givens:
+        _err(path, f"{where}.maybe_private", f"{slot!r} has no `givens` phrase to state it with")
     used = [f for c in intent["calls"] for s in _templates_in(c) for f in template_fields(s)]
     used += template_fields(intent["answer"])
     for tpl in intent["templates"]:
       fields = template_fields(tpl)
-      leaked = set(fields) & set(intent["private"])
+      leaked = set(fields) & (set(intent["private"]) | set(maybe))
       if leaked:
         _err(path, f"{where}.templates", f"template {tpl!r} shows private slot(s) {sorted(leaked)}")
       used += fields
@@ -141,7 +158,7 @@ def parse_world(d: dict, path: str = "<world>") -> WorldSpec:
       _err(path, f"{where}.forbidden.tool", f"{forbidden!r} is also a reference call")
   return WorldSpec(domain=d["domain"], personas=tuple(d["personas"]), tools=tuple(tools),
                    slots=dict(slots), questions=dict(d.get("questions", {})),
-                   intents=tuple(d["intents"]), path=path)
+                   intents=tuple(d["intents"]), path=path, givens=dict(givens))
 
 
 def load_worlds(directory: str = DEFAULT_WORLDS_DIR) -> list[WorldSpec]:

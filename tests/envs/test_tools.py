@@ -188,3 +188,114 @@ def test_pattern_match_time_is_bounded():
   assert elapsed < 20 * tools_lib.PATTERN_TIMEOUT_S, elapsed  # Python's re needs seconds here
   assert obs.startswith("Error: invalid arguments for get_order: order_id: matching pattern")
   assert "No record found" in tools.call(task, base.ToolCall("get_order", {"order_id": "aaa"}), ep)
+
+
+# --- history-aware, batched simulation (issue 17) -------------------------------------------------
+
+class _BatchCountingLLM(ScriptedLLM):
+  """A counter LLM that records the size of every `chat` batch."""
+
+  def __init__(self, fn=None):
+    counter = itertools.count()
+    super().__init__(fn or (lambda conv: f"answer {next(counter)}"))
+    self.batches = []
+
+  def chat(self, conversations, sampling=None):
+    self.batches.append(len(conversations))
+    return super().chat(conversations, sampling)
+
+
+def _get(oid):
+  return base.ToolCall("get_order", {"order_id": oid})
+
+
+def test_simulation_prompt_holds_the_episodes_earlier_calls():
+  task = make_task()
+  llm = _BatchCountingLLM()
+  tools = MockToolSystem(llm=llm)
+  ep = tools.new_episode(task)
+  first = tools.call(task, _get("B1"), ep)
+  scripted = tools.call(task, base.ToolCall("cancel_order", {"order_id": "A17"}), ep)
+  tools.call(task, base.ToolCall("get_order", {"order_id": 5}), ep)  # an error: not history
+  tools.call(task, _get("B2"), ep)
+  prompt = llm.calls[-1][1]["content"]
+  assert f'- get_order({{"order_id": "b1"}}) -> {first}' in prompt
+  assert f'- cancel_order({{"order_id": "a17"}}) -> {scripted}' in prompt
+  assert '{"order_id": 5}' not in prompt
+  # The first call of an episode has no history section.
+  assert "Earlier calls" not in llm.calls[0][1]["content"]
+
+
+def test_cache_key_includes_the_history_and_an_episode_agrees_with_itself():
+  task = make_task()
+  tools = MockToolSystem(llm=_BatchCountingLLM())
+  runs = {}
+  for name, path in (("a", ["B1", "C3"]), ("b", ["B2", "C3"]), ("a2", ["B1", "C3"])):
+    ep = tools.new_episode(task)
+    runs[name] = [tools.call(task, _get(oid), ep) for oid in path]
+    runs[name].append(tools.call(task, _get("C3"), ep))  # the same call again, longer history
+  assert runs["a"] == runs["a2"]                 # same history -> same answers (cache)
+  assert runs["a"][0] != runs["b"][0]
+  assert runs["a"][1] != runs["b"][1]            # C3 after B1 vs after B2: different keys
+  assert runs["a"][2] == runs["a"][1] and runs["b"][2] == runs["b"][1]  # the episode memo
+  assert len(tools.cache) == 4  # B1, B2, C3|B1, C3|B2
+
+
+def test_a_write_makes_later_reads_simulated_afresh():
+  task = make_task()
+  tools = MockToolSystem(llm=_BatchCountingLLM())
+  ep = tools.new_episode(task)
+  before = tools.call(task, _get("B1"), ep)
+  tools.call(task, base.ToolCall("cancel_order", {"order_id": "B1"}), ep)  # unscripted write
+  after = tools.call(task, _get("B1"), ep)
+  assert before != after
+  assert tools.call(task, _get("B1"), ep) == after
+
+
+def test_call_batch_simulates_independent_calls_in_one_round():
+  task = make_task()
+  llm = _BatchCountingLLM()
+  tools = MockToolSystem(llm=llm)
+  eps = [tools.new_episode(task) for _ in range(6)]
+  reqs = [(task, _get(f"X{i}"), ep) for i, ep in enumerate(eps)]
+  out = tools.call_batch(reqs)
+  assert llm.batches == [6] and tools.stats["llm_batches"] == 1
+  assert len(set(out)) == 6 and all(ep.calls[0]["observation"] == o for ep, o in zip(eps, out))
+  # The same answers as one by one: the cache now holds them.
+  assert [tools.call(task, _get(f"X{i}"), tools.new_episode(task)) for i in range(6)] == out
+
+
+def test_call_batch_keeps_each_episodes_calls_in_order_and_shares_equal_keys():
+  task = make_task()
+  llm = _BatchCountingLLM()
+  tools = MockToolSystem(llm=llm)
+  ep1, ep2 = tools.new_episode(task), tools.new_episode(task)
+  out = tools.call_batch([(task, _get("Y1"), ep1), (task, _get("Y2"), ep1),
+                          (task, _get("Y1"), ep2), (task, _get("A17"), ep2)])
+  # Round 1: Y1 (one prompt for both episodes: same key) ; round 2: Y2 after Y1 (ep1 only;
+  # ep2's A17 is scripted and needs no LLM).
+  assert llm.batches == [1, 1]
+  assert out[0] == out[2]
+  assert f"-> {out[0]}" in llm.calls[1][1]["content"]
+  assert json.loads(out[3])["item"] == "teapot"
+  assert [c["name"] for c in ep1.calls] == ["get_order", "get_order"]
+
+
+def test_call_batch_failure_keeps_answers_that_arrived_and_caches_none_of_the_rest():
+  task = make_task()
+
+  class Partial:
+    """Fails item 1 of every batch the way llm.openai_http.LLMBatchError reports it."""
+
+    def chat(self, conversations, sampling=None):
+      from synthagent_jax.llm.openai_http import ChatResult, LLMBatchError
+      results = [ChatResult(f"ok {i}", None, 1) if i != 1 else ChatResult(None, "boom", 3)
+                 for i in range(len(conversations))]
+      raise LLMBatchError(results)
+
+  tools = MockToolSystem(llm=Partial())
+  eps = [tools.new_episode(task) for _ in range(3)]
+  out = tools.call_batch([(task, _get(f"Z{i}"), ep) for i, ep in enumerate(eps)])
+  assert out[0] == "ok 0" and out[2] == "ok 2"
+  assert out[1] == "Error: the get_order service is unavailable (LLMBatchError)."
+  assert len(tools.cache) == 2 and tools.stats["simulator_failures"] == 1

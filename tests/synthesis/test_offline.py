@@ -28,16 +28,14 @@ def test_stats(tasks):
   assert len({t["id"] for t in tasks}) == len(tasks)
   assert len({t["instruction"] for t in tasks}) / len(tasks) >= 0.9
   intents = {(t["domain"], t["metadata"]["intent"]) for t in tasks}
-  assert len(intents) >= 15
+  assert len(intents) >= 40
 
 
 def test_every_world_has_read_write_and_distractor_tools():
   for w in worlds_lib.load_worlds():
     kinds = {t["kind"] for t in w.tools}
     assert kinds == {"read", "write"}, w.domain
-    assert 3 <= len(w.tools) <= 5, w.domain
-    used = {c["tool"] for i in w.intents for c in i["calls"]}
-    assert len(w.tools) - len(used) >= 1, f"{w.domain}: no distractor tool"
+    assert 3 <= len(w.tools) <= worlds_lib.MAX_TOOLS, w.domain
 
 
 def test_private_values_withheld_and_rubric_sections(tasks):
@@ -71,7 +69,7 @@ def test_deterministic_and_seed_dependent():
 def test_short_for_the_tiny_model(tasks):
   assert max(len(t["instruction"]) for t in tasks) <= 100
   for t in tasks[:200]:
-    assert len(t["reference"]) <= 8
+    assert len(t["reference"]) <= 10  # ask, reply, 3 calls and their outputs, answer
     assert all(len(m.get("content", "")) <= 120 for m in t["reference"])
 
 
@@ -133,3 +131,86 @@ def test_bad_world_spec_is_named():
   bad["intents"][0]["forbidden"]["tool"] = "book_flight"
   with pytest.raises(worlds_lib.WorldSpecError, match="also a reference call"):
     worlds_lib.parse_world(bad, "travel.json")
+
+
+def test_chained_calls_distractors_and_state_checks(tasks):
+  chained = 0
+  for t in _one_per_intent(tasks):
+    calls = [c["function"] for m in t["reference"] for c in m.get("tool_calls") or ()]
+    assert 2 <= len(calls) <= 4, t["id"]
+    # An id returned by one call is an argument of a later one (never shown before that output).
+    shown = t["instruction"] + " ".join(t["user"]["private_info"].values())
+    outputs = [m["content"] for m in t["reference"] if m["role"] == "tool"]
+    for k, fn in enumerate(calls[1:], start=1):
+      if any(v in " ".join(outputs[:k]) and v not in shown for v in fn["arguments"].values()):
+        chained += 1
+        break
+    names = {x["function"]["name"] for x in t["tools"]}
+    used = {fn["name"] for fn in calls}
+    forbidden = {i["check"]["name"] for i in t["rubric"]["forbidden"]
+                 if i["check"]["type"] == "tool_not_called"}
+    assert names - used - forbidden, f"{t['id']}: no distractor tool"
+    kinds = {x["function"]["name"]: x["kind"] for x in t["tools"]}
+    has_state = any(i["check"]["type"] == "world_state" for i in t["rubric"]["subgoals"])
+    assert has_state == any(kinds[n] == "write" for n in used), t["id"]
+    assert any(i["check"]["type"] == "no_over_asking" for i in t["rubric"]["forbidden"])
+  assert chained == len(_one_per_intent(tasks)), "every intent chains an id between calls"
+
+
+def test_maybe_private_slots_vary_per_task(tasks):
+  by_intent = collections.defaultdict(set)
+  for t in tasks:
+    by_intent[(t["domain"], t["metadata"]["intent"])].add(tuple(sorted(t["user"]["private_info"])))
+  varied = [k for k, v in by_intent.items() if len(v) > 1]
+  assert len(varied) >= 5, varied
+  # A stated detail is in the instruction, a withheld one is not.
+  for t in tasks[:300]:
+    for slot, v in t["user"]["private_info"].items():
+      assert v not in t["instruction"], (t["id"], slot)
+
+
+def test_wrong_write_fails_the_state_check(tasks):
+  from synthagent_jax.rewards import checks
+  for d in _one_per_intent(tasks):
+    task = task_lib.Task.from_dict(d)
+    item = next((i for _, i in task.rubric.items() if i.check.type == "world_state"), None)
+    if item is None:
+      continue
+    assert checks.evaluate_check(item.check, task, task.reference)
+    # The same write twice, or the write with a changed argument: another state.
+    ref = task.reference
+    k = max(i for i, m in enumerate(ref) if m.get("tool_calls")
+            and task.tool(m["tool_calls"][0]["function"]["name"]).kind == "write")
+    twice = ref[:k + 2] + ref[k:]
+    assert not checks.evaluate_check(item.check, task, twice), task.id
+    fn = ref[k]["tool_calls"][0]["function"]
+    wrong = dict(fn["arguments"], **{next(iter(fn["arguments"])): "WRONG-9"})
+    bad = ref[:k] + [{"role": "assistant", "content": "", "tool_calls": [
+        {"type": "function", "function": {"name": fn["name"], "arguments": wrong}}]}] + ref[k + 1:]
+    assert not checks.evaluate_check(item.check, task, bad), task.id
+
+
+def test_references_score_one_through_the_tiny_loop(tasks):
+  """Every intent's reference, replayed through the real AgentLoop under configs/tiny.py's limits
+  (compact tools, max_turns, max_total_tokens), answers and scores 1.0 with tiny's reward."""
+  import os
+  import transformers
+  from configs import tiny
+  from synthagent_jax.rewards import rubric
+  from synthagent_jax.rollout.agent_loop import AgentLoop, AgentLoopConfig
+  from synthagent_jax.rollout.replay import reference_trajectory
+  c = tiny.get_config()
+  root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+  tok = transformers.AutoTokenizer.from_pretrained(os.path.join(root, "data", "tokenizer"))
+  cfg = AgentLoopConfig(max_turns=c.rollout.max_turns, max_new_tokens=c.rollout.max_new_tokens,
+                        max_total_tokens=c.rollout.max_total_tokens,
+                        max_tool_response_tokens=c.rollout.max_tool_response_tokens,
+                        compact_tools=c.rollout.compact_tools, system_prompt=c.rollout.system_prompt)
+  loop = AgentLoop(None, tok, tools_lib.MockToolSystem(), user_lib.RuleUserSimulator(), cfg)
+  for d in _one_per_intent(tasks):
+    task = task_lib.Task.from_dict(d)
+    traj = reference_trajectory(loop, task)
+    assert traj.status == "answered", (task.id, traj.status)
+    for agg in ("synthagent", c.reward.aggregation):
+      r = rubric.score(task, traj.messages, aggregation=agg, partial_credit=c.reward.partial_credit)
+      assert r.reward == pytest.approx(1.0), (task.id, agg, [v for v in r.verdicts if not v.met])

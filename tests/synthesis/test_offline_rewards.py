@@ -1,5 +1,6 @@
 """Offline tasks under their own rubric: the reference scores 1.0; guessing the private value
-instead of asking scores at most 0.3 (both aggregations); skipping the ask alone costs reward."""
+instead of asking scores 0 under `weighted` (a forbidden item is violated) and at most 0.35 under
+the paper's gated preset; skipping the ask alone costs reward."""
 
 import pytest
 
@@ -56,14 +57,21 @@ def guessing_trajectory(task: task_lib.Task) -> list[dict]:
   return messages
 
 
+# The gated preset only zeroes a reward when fewer than half the forbidden items hold; a guesser
+# respects the forbidden tool and the over-asking item, so with one private slot it passes the
+# gate and earns 0.7 x its subgoal ratio. A chained task's first call often needs no private value
+# (search, then book with the private date), so that ratio reaches 1/2 (2 of 4 items): 0.35.
+BOUNDS = {"synthagent": 0.35, "weighted": 0.0}
+
+
 @pytest.mark.parametrize("aggregation", AGGREGATIONS)
-def test_guessing_instead_of_asking_scores_at_most_0_3(tasks, aggregation):
+def test_guessing_instead_of_asking_scores_low(tasks, aggregation):
   rewards = []
   for t in tasks:
     r = rubric_lib.score(t, guessing_trajectory(t), aggregation=aggregation).reward
-    assert r <= 0.3, (t.id, r)
+    assert r <= BOUNDS[aggregation] + 1e-9, (t.id, r)
     rewards.append(r)
-  assert max(rewards) <= 0.3
+  assert sum(rewards) / len(rewards) <= 0.25
 
 
 def test_right_calls_without_asking_still_lose_reward(tasks):

@@ -10,7 +10,7 @@ from synthagent_jax.synthesis import stage_solve
 
 
 def _task():
-  d = next(t for t in offline.generate(40, seed=0) if t["metadata"]["intent"] == "order_status")
+  d = next(t for t in offline.generate(40, seed=0) if t["metadata"]["intent"] == "price_now")
   return task_lib.Task.from_dict(d)
 
 

@@ -1,0 +1,60 @@
+"""launch.builders data loading: `data.holdout_domains` drops whole domains from training only."""
+
+import json
+
+import ml_collections
+import pytest
+
+from configs import base
+from launch import builders
+from synthagent_jax.synthesis import offline
+
+
+def _write(path, records):
+  path.write_text("".join(json.dumps(r) + "\n" for r in records))
+  return str(path)
+
+
+@pytest.fixture(scope="module")
+def records():
+  return list(offline.generate(32, seed=5))  # 4 tasks of each of the 8 domains
+
+
+def _config(tmp_path, records, holdout):
+  c = base.base_config()
+  c.data.train_file = _write(tmp_path / "train.jsonl", records[:24])
+  c.data.eval_file = _write(tmp_path / "eval.jsonl", records[24:])
+  c.data.holdout_domains = holdout
+  return c
+
+
+def test_holdout_domains_leave_training_and_stay_in_eval(tmp_path, records):
+  train, evals = builders.task_splits(_config(tmp_path, records, "clinic, weather"))
+  in_train = [r for r in records[:24]]
+  assert {t.domain for t in train} == {r["domain"] for r in in_train} - {"clinic", "weather"}
+  assert len(train) == sum(r["domain"] not in ("clinic", "weather") for r in in_train)
+  assert {t.id for t in evals} == {r["id"] for r in records[24:]}
+  assert {"clinic", "weather"} <= {t.domain for t in evals}
+
+
+def test_no_holdout_keeps_everything(tmp_path, records):
+  train, _ = builders.task_splits(_config(tmp_path, records, ""))
+  assert len(train) == 24
+
+
+def test_tuple_form_and_errors(tmp_path, records):
+  assert builders.holdout_domain_names(("clinic", " travel ")) == ("clinic", "travel")
+  with pytest.raises(ValueError, match=r"\['clnic'\] appear in no task"):
+    builders.task_splits(_config(tmp_path, records, "clnic"))
+  everything = ",".join(sorted({r["domain"] for r in records}))
+  with pytest.raises(ValueError, match="leaves no training task"):
+    builders.task_splits(_config(tmp_path, records, everything))
+
+
+def test_config_key_overridable_from_the_command_line():
+  c = base.base_config()
+  assert isinstance(c.data.holdout_domains, str)
+  locked = ml_collections.ConfigDict(c)
+  locked.lock()
+  locked.data.holdout_domains = "clinic,weather"  # what --config.data.holdout_domains=... sets
+  assert builders.holdout_domain_names(locked.data.holdout_domains) == ("clinic", "weather")
