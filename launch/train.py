@@ -293,7 +293,7 @@ def main(argv) -> None:
     from launch import plan  # pylint: disable=g-import-not-at-top
     try:  # refuse before any work a run whose memory plan does not fit the devices
       plan.check_fits(plan.plan(config))
-    except plan.PlanError as e:
+    except (plan.PlanError, ValueError) as e:  # ValueError: a mesh the devices cannot hold
       sys.exit(f"error: {e}")
   # Heavy imports only once the config is known to be good.
   from launch import train_loop  # pylint: disable=g-import-not-at-top

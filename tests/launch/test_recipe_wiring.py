@@ -79,7 +79,7 @@ def _train_cmd(workdir, ckpt, policy_url, llm_url, weights_dir):
           f"--config.engine.urls=('{policy_url}',)", f"--config.engine.weights_dir={weights_dir}",
           "--config.env.user=llm", "--config.env.tool_llm=True", "--config.reward.judge=http",
           *llm, "--config.rl.num_steps=2", "--config.rl.tasks_per_step=2",
-          "--config.rl.num_generations=2", "--config.rl.minibatch_size=4",
+          "--config.rl.num_generations=2", "--config.rl.minibatch_tasks=2",
           "--config.rl.micro_batch_size=4", "--config.sft.num_steps=0",
           "--config.eval.num_tasks=1", "--config.eval.k=1", "--config.rollout.max_turns=2",
           "--config.rollout.max_new_tokens=8", "--config.checkpoint.every_steps=1",
