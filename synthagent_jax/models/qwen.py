@@ -383,15 +383,8 @@ class Qwen(nnx.Module):
     Returns:
       float32 logits [B, T, V].
     """
-    input_ids_bt = jnp.asarray(input_ids_bt)
-    _check_ids(input_ids_bt)
-    b, t = input_ids_bt.shape
-    if attention_mask_bt is not None:
-      _check_shape("attention_mask_bt", attention_mask_bt, (b, t))
-      attention_mask_bt = jnp.asarray(attention_mask_bt).astype(bool)
-    if positions_bt is not None:
-      _check_shape("positions_bt", positions_bt, (b, t))
-      positions_bt = jnp.asarray(positions_bt)
+    input_ids_bt, positions_bt, attention_mask_bt = _checked_inputs(
+        input_ids_bt, positions_bt, attention_mask_bt)
     if _is_eager(self, input_ids_bt, positions_bt, attention_mask_bt):
       # Outside any transform: run the whole pass as one compiled program (cached per shape)
       # instead of dispatching each op eagerly.
@@ -404,14 +397,8 @@ class Qwen(nnx.Module):
     """The final-normed hidden states [B, T, D] (compute dtype) that the LM head reads:
     `model(ids)` == `head_logits(model.hidden_states(ids), *model.head_kernel())`. For callers
     that apply the head in pieces (rl/learner.token_logprobs). Call it inside a transform."""
-    input_ids_bt = jnp.asarray(input_ids_bt)
-    _check_ids(input_ids_bt)
-    b, t = input_ids_bt.shape
-    if attention_mask_bt is not None:
-      _check_shape("attention_mask_bt", attention_mask_bt, (b, t))
-      attention_mask_bt = jnp.asarray(attention_mask_bt).astype(bool)
-    if positions_bt is not None:
-      _check_shape("positions_bt", positions_bt, (b, t))
+    input_ids_bt, positions_bt, attention_mask_bt = _checked_inputs(
+        input_ids_bt, positions_bt, attention_mask_bt)
     return self.final_norm(self._trunk(input_ids_bt, positions_bt, attention_mask_bt))
 
   def _forward(self, input_ids_bt, positions_bt, attention_mask_bt):
@@ -523,6 +510,20 @@ def _check_ids(input_ids_bt) -> None:
 def _check_shape(name: str, x, shape: tuple[int, ...]) -> None:
   if tuple(x.shape) != tuple(shape):
     raise ValueError(f"{name} must have shape {shape}, got {tuple(x.shape)}")
+
+
+def _checked_inputs(input_ids_bt, positions_bt, attention_mask_bt):
+  """Validated forward inputs: ids [B, T], optional positions [B, T], optional bool mask [B, T]."""
+  input_ids_bt = jnp.asarray(input_ids_bt)
+  _check_ids(input_ids_bt)
+  b, t = input_ids_bt.shape
+  if attention_mask_bt is not None:
+    _check_shape("attention_mask_bt", attention_mask_bt, (b, t))
+    attention_mask_bt = jnp.asarray(attention_mask_bt).astype(bool)
+  if positions_bt is not None:
+    _check_shape("positions_bt", positions_bt, (b, t))
+    positions_bt = jnp.asarray(positions_bt)
+  return input_ids_bt, positions_bt, attention_mask_bt
 
 
 def _is_eager(model: Qwen, *arrays) -> bool:

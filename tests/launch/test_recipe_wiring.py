@@ -126,7 +126,7 @@ def test_recipe_components_train_two_steps_and_resume(tmp_path):
     assert sorted(rows) == [1, 2]
     for r in rows.values():
       assert "learner/loss" in r and "rollout/judge_failures" in r
-      assert 1 <= r["perf/train_step_compiles"] <= 4  # buckets (128, 256, 512, 768)
+      assert r["perf/train_step_compiles"] in (1, 2, 3, 4)  # buckets (128, 256, 512, 768)
       assert r["perf/sampler_compiles"] == 0  # the policy ran in the server, not in-process
     # The policy server serves the weights of the last step (synced over HTTP).
     info = _get(policy_url + "/get_model_info")
