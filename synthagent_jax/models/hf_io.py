@@ -243,13 +243,7 @@ def save_pretrained(model: Qwen, path: str, dtype: str | None = None,
     if stale.startswith("model") and (stale.endswith(".safetensors")
                                       or stale == "model.safetensors.index.json"):
       os.remove(os.path.join(path, stale))
-  hf_config = cfg.to_hf_dict()
-  hf_config["torch_dtype"] = dtype
-  _write_json(os.path.join(path, "config.json"), hf_config)
-  if cfg.eos_token_id is not None or cfg.bos_token_id is not None:
-    _write_json(os.path.join(path, "generation_config.json"),
-                {k: v for k, v in (("bos_token_id", hf_config["bos_token_id"]),
-                                   ("eos_token_id", hf_config["eos_token_id"])) if v is not None})
+  _write_configs(cfg, path, dtype)
 
   shards, current, current_bytes = [], {}, 0
   for param_path, variable in nnx.to_flat_state(nnx.state(model, nnx.Param)):
