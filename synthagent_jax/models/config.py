@@ -14,7 +14,7 @@ FAMILIES = ("qwen2", "qwen3")
 DTYPES = ("float32", "bfloat16", "float16")
 # Rematerialisation policies by name (see qwen.REMAT_POLICIES for their jax.checkpoint meaning).
 REMAT_NAMES = ("none", "full", "dots", "dots_no_batch")
-# Attention implementations by name (see qwen.ATTENTION): "naive" materialises the [T, S] scores,
+# Attention implementations by name (see models/attention.py): "naive" materialises the [T, S] scores,
 # "chunked" is an online-softmax loop over key blocks (O(T) memory, pure JAX, any backend),
 # "xla" is jax.nn.dot_product_attention with implementation=None (cuDNN flash on GPU).
 ATTENTION_NAMES = ("naive", "chunked", "xla")
