@@ -38,7 +38,8 @@ from typing import Any, Callable, Iterator, Sequence
 
 from synthagent_jax.envs import slots as slots_lib
 from synthagent_jax.envs.base import ToolCall
-from synthagent_jax.envs.task import Check, Task
+from synthagent_jax.envs.rubric_schema import Check
+from synthagent_jax.envs.task import Task
 from synthagent_jax.envs.tools import MockToolSystem, normalize
 
 NO_OVER_ASKING = "no_over_asking"
