@@ -42,6 +42,7 @@ from launch import builders
 from synthagent_jax import models
 from synthagent_jax import parallel
 from synthagent_jax.evals import harness
+from synthagent_jax.rewards import rollout_log
 from synthagent_jax.rewards import rubric
 from synthagent_jax.rl import advantages as adv_lib
 from synthagent_jax.rl import credit as credit_lib
@@ -266,7 +267,7 @@ def log_rollouts(run: Run, logger, step: int, tasks, trajs, results, advs):
       adv, extra = float(advs.flat[i]), {}
     else:  # turn credit: the episode's advantage is its turns' mean; each turn's is logged too
       adv, extra = float(np.mean(advs[i])) if advs[i] else 0.0, {"turn_advantages": advs[i]}
-    rec = metrics_lib.rollout_record(step, traj, domain=task.domain, reward=res.reward,
+    rec = rollout_log.rollout_record(step, traj, domain=task.domain, reward=res.reward,
                                      advantage=adv, verdicts=res.verdicts)
     rec.update(extra)
     records.append(rec)
