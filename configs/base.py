@@ -101,10 +101,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.rl.drop_zero_variance = True
   c.rl.ppo_epochs = 1
   # TASKS per optimizer update, each with its num_generations rollouts (verl's
-  # ppo_mini_batch_size counts prompts): updates per step = tasks_per_step / minibatch_tasks.
+  # ppo_mini_batch_size counts prompts): updates per step = tasks_per_step / minibatch_tasks;
+  # sequences per update = minibatch_tasks x num_generations (LearnerConfig.minibatch_size).
   c.rl.minibatch_tasks = 4
-  # Derived, do not set: sequences per optimizer update (minibatch_tasks x num_generations).
-  c.rl.minibatch_size = c.rl.get_ref("minibatch_tasks") * c.rl.get_ref("num_generations")
   c.rl.micro_batch_size = 8        # sequences per gradient-accumulation micro-step
   c.rl.clip_low = 0.2
   c.rl.clip_high = 0.28

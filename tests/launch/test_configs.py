@@ -52,6 +52,13 @@ def test_mistyped_override_fails(tmp_path):
   assert "lrr" in proc.stderr
 
 
+def test_derived_minibatch_size_is_not_a_second_key(tmp_path):
+  # Sequences per update are rl.minibatch_tasks x rl.num_generations: one knob, one name.
+  proc = _run_train("--config=configs/tiny.py", f"--workdir={tmp_path}",
+                    "--config.rl.minibatch_size=16")
+  assert proc.returncode != 0 and "minibatch_size" in proc.stderr
+
+
 def test_override_reaches_config(tmp_path):
   # A missing checkpoint directory is reported with the overridden value: the override reached it.
   proc = _run_train("--config=configs/qwen_3b.py", f"--workdir={tmp_path}",
@@ -88,9 +95,39 @@ def test_learner_trains_the_rollout_temperature():
   from launch import builders  # pylint: disable=g-import-not-at-top
   config = tiny.get_config()
   config.rollout.temperature = 0.7
-  assert builders.rl_learner_config(config).temperature == 0.7
-  config.rollout.temperature = 0.0  # evaluation-only greedy runs still build the (unused) learner
-  assert builders.rl_learner_config(config).temperature == 1.0
+  learner_cfg = builders.rl_learner_config(config)
+  assert (learner_cfg.temperature, learner_cfg.logprob_temperature) == (0.7, 0.7)
+  config.rollout.temperature = 0.0  # greedy: the sampler's temperature, passed through as is
+  learner_cfg = builders.rl_learner_config(config)
+  assert (learner_cfg.temperature, learner_cfg.logprob_temperature) == (0.0, 1.0)
+
+
+def test_greedy_sampler_logprobs_are_what_the_learner_scores_at_temperature_0():
+  """A greedy sampler reports log-probs of the untempered softmax; LearnerConfig(temperature=0)
+  scores exactly those (so old/sampler log-prob ratios of greedy rollouts are 1)."""
+  import jax  # pylint: disable=g-import-not-at-top
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  from flax import nnx  # pylint: disable=g-import-not-at-top
+  from synthagent_jax import models  # pylint: disable=g-import-not-at-top
+  from synthagent_jax.inference import engine as engine_lib  # pylint: disable=g-import-not-at-top
+  from synthagent_jax.inference import sampler  # pylint: disable=g-import-not-at-top
+  from synthagent_jax.rl import learner  # pylint: disable=g-import-not-at-top
+  from synthagent_jax.rl import state as state_lib  # pylint: disable=g-import-not-at-top
+  model = models.init_model(models.ModelConfig.tiny(vocab_size=128), seed=0)
+  state = nnx.state(model, nnx.Param)  # sharper than the init: greedy far from ties
+  nnx.update(model, jax.tree.map(lambda p: p * 10.0 if p.ndim >= 2 else p, state))
+  prompt = [5, 17, 3, 9]
+  out = sampler.JaxEngine(model).generate(
+      [prompt], engine_lib.SamplingParams(max_new_tokens=6, temperature=0.0))[0]
+  ids = jnp.asarray([prompt + out.token_ids], jnp.int32)
+  graphdef, params = state_lib.split_params(model)
+  cfg = learner.LearnerConfig(temperature=0.0)
+  logp_bt, _ = learner.token_logprobs(graphdef, params, ids, jnp.ones_like(ids),
+                                      cfg.logprob_temperature)
+  np.testing.assert_allclose(np.asarray(logp_bt[0, len(prompt):]), out.logprobs, atol=1e-4)
+  tempered, _ = learner.token_logprobs(graphdef, params, ids, jnp.ones_like(ids), 0.5)
+  assert not np.allclose(np.asarray(tempered[0, len(prompt):]), out.logprobs, atol=1e-3)
 
 
 def test_adversarial_user_is_an_llm_user_switch():
@@ -123,7 +160,7 @@ def test_bad_minibatch_tasks_fails_in_one_line(tmp_path):
 
 BAD_OVERRIDES = [
     ("rl.micro_batch_size=0", "rl.micro_batch_size must be >= 1"),
-    ("rl.minibatch_size=0", "rl.minibatch_size must be >= 1"),
+    ("rl.minibatch_tasks=3", "rl.minibatch_tasks=3 does not divide rl.tasks_per_step=4"),
     ("rl.num_steps=-5", "rl.num_steps must be >= 0"),
     ("rl.tasks_per_step=0", "rl.tasks_per_step must be >= 1"),
     ("rl.num_generations=0", "rl.num_generations must be >= 1"),
