@@ -32,6 +32,84 @@ def test_config_parses(path):
   assert "python -m launch." in module.__doc__, "docstring must hold the launch command"
 
 
+def _flat(node, prefix=""):
+  out = {}
+  for k, v in node.items():
+    out.update(_flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
+  return out
+
+
+# The keys base.smoke sets: a smoke variant differs from its config in these only.
+SMOKE_KEYS = {
+    "model.checkpoint", "model.from_scratch", "model.vocab_size", "model.hidden_size",
+    "model.intermediate_size", "model.num_layers", "model.num_heads", "model.num_kv_heads",
+    "model.head_dim", "tokenizer", "mesh.shape", "data.train_file", "data.eval_file",
+    "rollout.max_turns", "rollout.max_new_tokens", "rollout.max_total_tokens", "rl.num_steps",
+    "rl.tasks_per_step", "rl.num_generations", "rl.minibatch_tasks", "rl.micro_batch_size",
+    "sft.num_steps", "sft.batch_size", "eval.num_tasks", "eval.k", "eval.suites_limit",
+    "checkpoint.every_steps",
+}
+TRAIN_CONFIGS = [p for p in CONFIG_FILES if "base" not in p and "synth_" not in p]
+
+
+@pytest.mark.parametrize("path", CONFIG_FILES, ids=os.path.basename)
+def test_smoke_variant_is_the_same_recipe_small(path):
+  module = _load(path)
+  if not hasattr(module, "get_config"):
+    return
+  full, small = module.get_config().to_dict(), module.get_config("smoke").to_dict()
+  assert module.get_config(None).to_dict() == full
+  full, small = _flat(full), _flat(small)
+  assert set(full) == set(small)
+  changed = {k for k in full if full[k] != small[k]}
+  assert changed, "the smoke variant changes nothing"
+  if path in TRAIN_CONFIGS:
+    assert changed <= SMOKE_KEYS, changed - SMOKE_KEYS
+  with pytest.raises(ValueError, match="unknown config variant 'huge'"):
+    module.get_config("huge")
+
+
+@pytest.mark.parametrize("path", TRAIN_CONFIGS, ids=os.path.basename)
+def test_smoke_variant_builds_on_one_cpu_device(path):
+  """Every room's section builds (model, learner, loop, optimizer, tasks), and the real
+  `launch.train --config=X.py:smoke --dry_run` plans the whole state on one CPU device."""
+  import transformers  # pylint: disable=g-import-not-at-top
+  from launch import builders  # pylint: disable=g-import-not-at-top
+  config = _load(path).get_config("smoke")
+  cwd = os.getcwd()
+  os.chdir(ROOT)
+  try:
+    tok = transformers.AutoTokenizer.from_pretrained(config.tokenizer)
+    model_cfg = builders.model_config(config, tok)
+    train, evals = builders.task_splits(config)
+  finally:
+    os.chdir(cwd)
+  assert (model_cfg.num_layers, model_cfg.hidden_size, model_cfg.vocab_size) == (1, 32, len(tok))
+  assert builders.rl_learner_config(config).minibatch_size == 4
+  assert builders.agent_loop_config(config).max_turns == 2
+  builders.optimizer(config.optim, 2)
+  assert train and evals
+
+
+def test_smoke_variants_plan_on_one_cpu_device():
+  """The real `launch.train --config=X.py:smoke --dry_run` for tiny, and the memory plan of every
+  training config's smoke variant, in one process with one CPU device (as a user's run)."""
+  env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+  names = [os.path.basename(p)[:-3] for p in TRAIN_CONFIGS]
+  script = ("import sys, importlib; from launch import plan\n"
+            "for name in sys.argv[1:]:\n"
+            "  p = plan.plan(importlib.import_module('configs.' + name).get_config('smoke'))\n"
+            "  print(name, p['model'].num_layers, p['model'].hidden_size, p['fits'])\n")
+  proc = subprocess.run([sys.executable, "-c", script, *names], cwd=ROOT, capture_output=True,
+                        text=True, timeout=300, env=env)
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  assert proc.stdout.split("\n")[:-1] == [f"{n} 1 32 True" for n in names], proc.stdout
+  proc = subprocess.run([sys.executable, "-m", "launch.train", "--config=configs/tiny.py:smoke",
+                         "--dry_run"], cwd=ROOT, capture_output=True, text=True, timeout=120,
+                        env=env)
+  assert proc.returncode == 0 and "L=1 D=32" in proc.stdout, proc.stderr[-2000:]
+
+
 def _run_train(*args):
   return subprocess.run([sys.executable, "-m", "launch.train", *args], cwd=ROOT,
                         capture_output=True, text=True, timeout=120)
