@@ -200,9 +200,10 @@ def _check_context(config, loop_cfg) -> None:
 def check_config(config) -> None:
   """Fails fast, with the flag to set, on problems that would otherwise surface deep in the run.
 
-  Every bad value gives one ConfigError naming its key, before any heavy work: per-key values
-  first, then the sections a dataclass owns (rollout, rl, optim, mesh, model: their own
-  validation, run now), then cross-section rules, files and the prompt length.
+  Every bad value gives one ConfigError naming its key, before any heavy work: files, then the
+  numbers and names only the loop reads, then the sections a room's dataclass owns (rollout,
+  rl, optim, mesh, model: built now by the run's builders, so each is validated once, by its
+  owner, with its own defaults), then cross-section rules, endpoints and the prompt length.
   """
   m = config.model
   if not m.from_scratch and not m.checkpoint:
