@@ -71,14 +71,19 @@ def test_smoke_variant_is_the_same_recipe_small(path):
 
 @pytest.mark.parametrize("path", TRAIN_CONFIGS, ids=os.path.basename)
 def test_smoke_variant_builds_on_one_cpu_device(path):
-  """Every room's section builds (model, learner, loop, optimizer, tasks), and the real
-  `launch.train --config=X.py:smoke --dry_run` plans the whole state on one CPU device."""
+  """The smoke variant passes launch.train's checks (given endpoints) and every room's section
+  builds: model, learner, loop, optimizer, tasks."""
   import transformers  # pylint: disable=g-import-not-at-top
   from launch import builders  # pylint: disable=g-import-not-at-top
+  from launch import train  # pylint: disable=g-import-not-at-top
   config = _load(path).get_config("smoke")
+  for section in (config.env.llm, config.reward.judge_llm):  # endpoints are the user's to give
+    section.base_url, section.model = "http://127.0.0.1:1/v1", "m"
+  config.engine.weights_dir = "/tmp/unused"
   cwd = os.getcwd()
   os.chdir(ROOT)
   try:
+    train.check_config(config)  # every section, the task files, the prompt fits the context
     tok = transformers.AutoTokenizer.from_pretrained(config.tokenizer)
     model_cfg = builders.model_config(config, tok)
     train, evals = builders.task_splits(config)
