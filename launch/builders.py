@@ -37,7 +37,7 @@ def tokenizer(config):
 
 
 def model_config(config, tok) -> models.ModelConfig:
-  """From the checkpoint's config.json, or from the config's dims (models.ModelConfig.from_config)."""
+  """The checkpoint's config.json, or the config's dims: models.ModelConfig.from_config."""
   return models.ModelConfig.from_config(config.model, tok)
 
 

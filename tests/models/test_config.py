@@ -144,7 +144,8 @@ def test_from_config_checkpoint_dims_with_the_sections_numerics(tmp_path):
   import json  # pylint: disable=g-import-not-at-top
   (tmp_path / "config.json").write_text(json.dumps(QWEN25_3B))
   cfg = ModelConfig.from_config(_section(checkpoint=str(tmp_path), from_scratch=False), _Tok())
-  assert (cfg.family, cfg.vocab_size, cfg.hidden_size, cfg.num_layers) == ("qwen2", 151936, 2048, 36)
+  assert (cfg.family, cfg.vocab_size, cfg.hidden_size, cfg.num_layers) == (
+      "qwen2", 151936, 2048, 36)
   assert (cfg.eos_token_id, cfg.dtype, cfg.remat, cfg.attention) == (
       151645, "bfloat16", "full", "chunked")
   # from_scratch wins over a checkpoint: the section's own dims.
