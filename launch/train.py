@@ -259,6 +259,23 @@ def check_task_files(config) -> None:
                       f"(or set --config.data.{key})")
 
 
+def parse_flags(argv):
+  """absl's flag parsing, where a --config.KEY=VALUE override naming a key the (locked) config
+  does not have is one line naming it, not a traceback."""
+  try:
+    return app.parse_flags_with_usage(argv)
+  except (AttributeError, KeyError) as e:  # what ml_collections raises for the missing field
+    while e.args and isinstance(e.args[0], BaseException):  # AttributeError(KeyError(msg))
+      e = e.args[0]
+    lines = str(e.args[0] if e.args else e).splitlines() or [""]
+    name = lines[0].strip("\"'")
+    hint = " ".join(line.strip() for line in lines[1:])  # ml_collections' "Did you mean ..."
+    keys = [a[2:].split("=")[0] for a in argv[1:] if a.startswith("--config.")]
+    key = next((k for k in keys if name in k[len("config."):].split(".")), f"config.{name}")
+    sys.exit(f"error: --{key}: the config has no such key (mistyped, or no longer a key: see "
+             f"the config file and configs/base.py){' ' + hint if hint else ''}")
+
+
 def main(argv) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
@@ -296,4 +313,4 @@ def main(argv) -> None:
 
 if __name__ == "__main__":
   flags.mark_flag_as_required("config")
-  app.run(main)
+  app.run(main, flags_parser=parse_flags)
