@@ -37,19 +37,8 @@ def tokenizer(config):
 
 
 def model_config(config, tok) -> models.ModelConfig:
-  """From the checkpoint's config.json, or from the config's dims (from_scratch)."""
-  m = config.model
-  # Numerics that are not architecture (issue 15: attention implementation, log-prob blocks).
-  extra = {k: m[k] for k in ("attention", "attention_chunk", "logprob_chunk") if k in m}
-  if not m.from_scratch:
-    return models.load_hf_config(m.checkpoint, dtype=m.dtype, remat=m.remat, **extra)
-  return models.ModelConfig(
-      family=m.family, vocab_size=m.vocab_size or len(tok), hidden_size=m.hidden_size,
-      intermediate_size=m.intermediate_size, num_layers=m.num_layers, num_heads=m.num_heads,
-      num_kv_heads=m.num_kv_heads, head_dim=m.head_dim, rope_theta=m.rope_theta,
-      tie_word_embeddings=m.tie_word_embeddings,
-      max_position_embeddings=m.max_position_embeddings, dtype=m.dtype, remat=m.remat, **extra,
-      eos_token_id=tok.convert_tokens_to_ids("<|im_end|>"), pad_token_id=tok.pad_token_id)
+  """The checkpoint's config.json, or the config's dims: models.ModelConfig.from_config."""
+  return models.ModelConfig.from_config(config.model, tok)
 
 
 def mesh(config):
@@ -77,14 +66,10 @@ def optimizer(optim_cfg, total_steps: int, **overrides):
 
 
 def rl_learner_config(config) -> learner_lib.LearnerConfig:
-  """`config.rl`'s loss settings, trained on the policy the rollouts sample (their temperature).
-
-  Greedy rollouts (temperature 0) only make sense without RL steps (an evaluation-only run, which
-  never calls the learner; launch.train refuses them otherwise), so they get the plain policy.
-  """
-  temperature = config.rollout.temperature if config.rollout.temperature > 0 else 1.0
+  """`config.rl`'s loss settings, scoring the policy the rollouts sample: their temperature (0,
+  greedy, scores the untempered softmax the sampler reports log-probs of; LearnerConfig)."""
   return learner_lib.LearnerConfig.from_config(
-      config.rl, temperature=temperature,
+      config.rl, temperature=config.rollout.temperature,
       loss_norm_tokens=config.rl.get("loss_norm_tokens") or config.rollout.max_total_tokens)
 
 

@@ -129,20 +129,9 @@ def resolve_run_checkpoint(path: str) -> tuple[str, str, int]:
 
 
 def run_model_config(run_config: dict, tokenizer):
-  """The ModelConfig a training run built (mirrors launch/builders.model_config)."""
-  from synthagent_jax.models import chat_format as cf  # pylint: disable=g-import-not-at-top
+  """The ModelConfig a training run built (models.ModelConfig.from_config, as launch.train)."""
   from synthagent_jax import models  # pylint: disable=g-import-not-at-top
-  m = run_config["model"]
-  if not m.get("from_scratch"):
-    return models.load_hf_config(m["checkpoint"], dtype=m.get("dtype", "float32"))
-  return models.ModelConfig(
-      family=m["family"], vocab_size=m["vocab_size"] or len(tokenizer),
-      hidden_size=m["hidden_size"], intermediate_size=m["intermediate_size"],
-      num_layers=m["num_layers"], num_heads=m["num_heads"], num_kv_heads=m["num_kv_heads"],
-      head_dim=m["head_dim"], rope_theta=m["rope_theta"],
-      tie_word_embeddings=m["tie_word_embeddings"],
-      max_position_embeddings=m["max_position_embeddings"], dtype=m.get("dtype", "float32"),
-      eos_token_id=tokenizer.convert_tokens_to_ids(cf.IM_END), pad_token_id=tokenizer.pad_token_id)
+  return models.ModelConfig.from_config(run_config["model"], tokenizer)
 
 
 def restore_run_params(phase_dir: str, step: int, model_cfg):

@@ -69,9 +69,12 @@ class LearnerConfig:
       know about groups; `from_config` derives it from the config's `rl.minibatch_tasks` (tasks
       per update, verl's ppo_mini_batch_size) x `rl.num_generations`.
     micro_batch_size: sequences per accumulation micro-step (None: the whole minibatch).
-    temperature: the rollouts' sampling temperature. The policy being trained is the tempered
-      softmax(logits / temperature) the sampler drew from, so old/new log-probs, the ratio and the
-      entropy are all of that distribution (with 1.0 the plain policy). SFT uses 1.0.
+    temperature: the temperature the sampler drew the rollouts with. The policy being trained is
+      the distribution the sampler's log-probs are of, so old/new log-probs, the ratio and the
+      entropy are all of it: softmax(logits / temperature), and for 0 (greedy) the untempered
+      softmax(logits), whose log-probs a greedy sampler reports (inference.SamplingParams);
+      `logprob_temperature` is that scoring temperature. SFT uses 1.0. Greedy rollouts carry no
+      exploration to learn from; launch.train refuses them for RL steps.
   """
 
   loss: str = "policy"
@@ -92,9 +95,10 @@ class LearnerConfig:
       raise ValueError(f"learner loss must be one of {sorted(losses.LOSSES)}, got {self.loss!r}")
     if self.agg not in losses.AGGREGATIONS:
       raise ValueError(f"agg must be one of {losses.AGGREGATIONS}, got {self.agg!r}")
-    if not 0 <= self.clip_low < 1 or self.clip_high < 0:
-      raise ValueError(f"need 0 <= clip_low < 1 and clip_high >= 0, got {self.clip_low}, "
-                       f"{self.clip_high}")
+    if not 0 <= self.clip_low < 1:
+      raise ValueError(f"clip_low must be in [0, 1), got {self.clip_low}")
+    if not self.clip_high >= 0:
+      raise ValueError(f"clip_high must be >= 0, got {self.clip_high}")
     if self.clip_ratio_c is not None and not self.clip_ratio_c > 1:
       raise ValueError(f"clip_ratio_c (dual clip) must be > 1, got {self.clip_ratio_c}")
     if self.loss_norm_tokens is not None and (isinstance(self.loss_norm_tokens, bool) or
@@ -108,34 +112,39 @@ class LearnerConfig:
       raise ValueError(f"kl_coef must be >= 0, got {self.kl_coef}")
     if self.is_cap is not None:
       if self.is_cap < 0:
-        raise ValueError(f"is_cap must be > 0 (or 0 / None = off), got {self.is_cap}")
+        raise ValueError(f"is_cap must be >= 0 (0 or None = off), got {self.is_cap}")
       if self.is_cap == 0:
         object.__setattr__(self, "is_cap", None)
-    if not self.temperature > 0:
-      raise ValueError(f"learner temperature must be > 0 (the rollouts' sampling temperature; "
-                       f"greedy rollouts cannot be trained on), got {self.temperature}")
+    if not self.temperature >= 0:
+      raise ValueError(f"temperature must be >= 0 (the rollouts' sampling temperature, 0 = "
+                       f"greedy), got {self.temperature}")
     if self.ppo_epochs < 1:
       raise ValueError(f"ppo_epochs must be >= 1, got {self.ppo_epochs}")
     for name in ("minibatch_size", "micro_batch_size"):
       v = getattr(self, name)
       if v is not None and v < 1:
-        raise ValueError(f"{name} must be >= 1 or None, got {v}")
+        raise ValueError(f"{name} must be >= 1, got {v}")
+
+  @property
+  def logprob_temperature(self) -> float:
+    """The temperature the learner scores tokens at: the sampler's, or 1.0 for greedy (0)."""
+    return self.temperature if self.temperature > 0 else 1.0
 
   @classmethod
   def from_config(cls, rl_cfg, **overrides) -> "LearnerConfig":
     """From `config.rl`: clip_low, clip_high, dual_clip / clip_ratio_c, agg, loss_norm_tokens,
     kl_coef, is_cap, ppo_epochs, minibatch_tasks (x num_generations = minibatch_size sequences),
-    micro_batch_size (other keys of the section belong to the loop and are ignored).
+    micro_batch_size (other keys of the section belong to the loop and are ignored); the
+    defaults are this dataclass's own.
 
     Raises ValueError naming the config key (`rl.minibatch_tasks`, ...) for a bad value.
     """
     get = rl_cfg.get
-    kw = dict(clip_low=get("clip_low", 0.2), clip_high=get("clip_high", 0.28),
-              agg=get("agg", "token-mean"), kl_coef=get("kl_coef", 0.0),
-              is_cap=get("is_cap", None) or None, ppo_epochs=get("ppo_epochs", 1),
-              minibatch_size=cls._minibatch_sequences(rl_cfg),
-              micro_batch_size=get("micro_batch_size", None),
-              loss_norm_tokens=get("loss_norm_tokens", None) or None)
+    kw = {k: rl_cfg[k] for k in ("clip_low", "clip_high", "agg", "kl_coef", "is_cap", "ppo_epochs",
+                                 "micro_batch_size") if k in rl_cfg}
+    kw["minibatch_size"] = cls._minibatch_sequences(rl_cfg)
+    if get("loss_norm_tokens", None):  # 0 = unset
+      kw["loss_norm_tokens"] = rl_cfg["loss_norm_tokens"]
     if get("dual_clip", False):
       kw["clip_ratio_c"] = get("clip_ratio_c", 3.0)
       if not kw["clip_ratio_c"] > 1:
@@ -146,25 +155,24 @@ class LearnerConfig:
 
   @staticmethod
   def _minibatch_sequences(rl_cfg) -> int | None:
-    """Sequences per optimizer update from `rl.minibatch_tasks` x `rl.num_generations` (verl's
-    ppo_mini_batch_size counts prompts, each with its n rollouts). A config without
-    `minibatch_tasks` may give `minibatch_size` (sequences) directly; one with both must agree."""
+    """Sequences per optimizer update: `rl.minibatch_tasks` x `rl.num_generations` (verl's
+    ppo_mini_batch_size counts prompts, each with its n rollouts); None without minibatch_tasks
+    (the whole batch). The sequence count has no config key of its own: one knob, one name."""
     get = rl_cfg.get
+    if get("minibatch_size", None) is not None:
+      raise ValueError(f"rl.minibatch_size={get('minibatch_size')} is not a config key (sequences "
+                       "per update are derived): set rl.minibatch_tasks, tasks per update, each "
+                       "with its rl.num_generations rollouts")
     tasks = get("minibatch_tasks", None)
     if tasks is None:
-      return get("minibatch_size", None)
+      return None
     if isinstance(tasks, bool) or not isinstance(tasks, int) or tasks < 1:
-      raise ValueError(f"rl.minibatch_tasks must be an integer >= 1 (tasks, each with its "
+      raise ValueError(f"rl.minibatch_tasks must be >= 1 (an integer: tasks, each with its "
                        f"rl.num_generations rollouts, per optimizer update), got {tasks!r}")
     per_step = get("tasks_per_step", None)
     if per_step is not None and per_step % tasks:
       raise ValueError(f"rl.minibatch_tasks={tasks} does not divide rl.tasks_per_step={per_step}")
-    rows = tasks * get("num_generations", 1)
-    given = get("minibatch_size", None)
-    if given is not None and given != rows:
-      raise ValueError(f"rl.minibatch_size={given} disagrees with rl.minibatch_tasks x "
-                       f"rl.num_generations = {rows}: it is derived, set rl.minibatch_tasks instead")
-    return rows
+    return tasks * get("num_generations", 1)
 
   def sizes(self, batch_size: int) -> tuple[int, int, int]:
     """(num_minibatches, minibatch_size, micro_batch_size) for a batch; raises if not divisible."""
@@ -312,7 +320,7 @@ _MAX_KEYS = ("ratio_max",)
 
 def _micro_loss(params, mb, denom, graphdef, cfg):
   logp_bt, ent_bt = token_logprobs(graphdef, params, mb["input_ids"], mb["attention_mask"],
-                                   cfg.temperature)
+                                   cfg.logprob_temperature)
   mask_bt = _policy_mask(mb)
   loss, metrics = losses.LOSSES[cfg.loss](logp_bt, mb, mask_bt, cfg, denom)
   metrics = dict(metrics)
@@ -392,7 +400,7 @@ def train_step(state: TrainState, batch: Mapping[str, jax.Array], *, graphdef,
   n_mini, _, micro = cfg.sizes(bsz)
   rng, shuffle_rng = jax.random.split(state.rng)
   if cfg.loss == "policy" and "old_logprobs" not in batch:
-    old = _logprobs_only(state.params, batch, graphdef, bsz // micro, mesh, cfg.temperature)
+    old = _logprobs_only(state.params, batch, graphdef, bsz // micro, mesh, cfg.logprob_temperature)
     batch["old_logprobs"] = jax.lax.stop_gradient(old)
 
   def apply(carry, minibatch):
@@ -471,7 +479,7 @@ def make_logprobs_fn(spec: StateSpec, cfg: LearnerConfig, mesh: Mesh):
   def fn(params, batch):
     bsz = batch["input_ids"].shape[0]
     micro = cfg.sizes(bsz)[2]
-    return _logprobs_only(params, batch, spec.graphdef, bsz // micro, mesh, cfg.temperature)
+    return _logprobs_only(params, batch, spec.graphdef, bsz // micro, mesh, cfg.logprob_temperature)
   return jax.jit(fn, in_shardings=(spec.shardings.params, parallel.batch_sharding(mesh)))
 
 
