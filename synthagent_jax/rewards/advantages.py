@@ -1,8 +1,8 @@
 """Group-relative advantage estimators, registered by name.
 
 Rewards come shaped [num_groups, G]: row g holds the rewards of the G samples drawn for one task.
-Every estimator maps that to advantages of the same shape; the learner broadcasts a sequence's
-advantage over all of its policy tokens.
+Every estimator maps that to advantages of the same shape; `rewards/credit.py` (the reward ->
+advantage stage) spreads them over the tokens the learner trains on.
 
   grpo    (r - mean) / (std_ddof1 + 1e-6)          (Shao et al., 2024)
   drgrpo  r - mean                                  (Liu et al., 2025, "Dr. GRPO")
