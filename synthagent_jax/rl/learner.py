@@ -4,8 +4,7 @@ Batch format (a dict of arrays; B sequences of padded length T; build it with `m
   input_ids        int32   [B, T]  full multi-turn token ids (prompt, responses, env turns, pad)
   attention_mask   int32   [B, T]  1 real token, 0 padding (left or right padding both work)
   loss_mask        int32   [B, T]  1 where token t was sampled by the policy (Trajectory.loss_mask)
-  advantages       float32 [B]     one advantage per sequence (rl/advantages.py), or
-                           [B, T]  one per token (turn-level credit, rl/credit.py)
+  advantages       float32 [B, T]  one per token (rewards/credit.py: episode or turn credit)
   sampler_logprobs float32 [B, T]  log-prob the sampler gave token t (0 where loss_mask is 0)
   old_logprobs     float32 [B, T]  optional; log-probs of the pre-update policy. When absent, the
                                    step computes them with the incoming params in a first
@@ -493,10 +492,8 @@ def validate_batch(batch: Mapping[str, Any], loss: str = "policy") -> dict[str, 
     raise ValueError(f"input_ids must be [B, T], got shape {out['input_ids'].shape}")
   b, t = out["input_ids"].shape
   for k, v in out.items():
-    want = [(b,), (b, t)] if k == "advantages" else [(b, t)]
-    if v.shape not in want:
-      raise ValueError(f"batch[{k!r}] has shape {v.shape}, expected "
-                       f"{' or '.join(map(str, want))}")
+    if v.shape != (b, t):
+      raise ValueError(f"batch[{k!r}] has shape {v.shape}, expected {(b, t)}")
   if loss == "policy" and not np.all(np.isfinite(out["advantages"])):
     raise ValueError("batch['advantages'] contains NaN or inf")
   return out

@@ -69,7 +69,7 @@ def _masked_mean(x_bt: jnp.ndarray, mask_bt: jnp.ndarray) -> jnp.ndarray:
   return (x_bt * mask_bt).sum() / jnp.maximum(mask_bt.sum(), 1.0)
 
 
-def policy_loss(logp_bt, old_logp_bt, adv, mask_bt, *, clip_low: float = 0.2,
+def policy_loss(logp_bt, old_logp_bt, adv_bt, mask_bt, *, clip_low: float = 0.2,
                 clip_high: float = 0.2, agg: str = "token-mean", ref_logp_bt=None,
                 kl_coef: float = 0.0, sampler_logp_bt=None, is_cap: float | None = None,
                 clip_ratio_c: float | None = None, norm_tokens: int | None = None,
@@ -83,7 +83,7 @@ def policy_loss(logp_bt, old_logp_bt, adv, mask_bt, *, clip_low: float = 0.2,
   Args:
     logp_bt: learner log-probs [B, T] (gradients flow through these only).
     old_logp_bt: log-probs [B, T] of the policy that the ratio is taken against.
-    adv: advantages [B] (broadcast over tokens) or [B, T].
+    adv_bt: advantages [B, T] (rewards/credit.py; only their values on the mask matter).
     mask_bt: 1 on policy tokens, 0 elsewhere [B, T].
     clip_low, clip_high: clip range below / above 1 (DAPO's "clip-higher" uses clip_high > clip_low).
     agg: aggregation name, see AGGREGATIONS.
@@ -117,8 +117,7 @@ def policy_loss(logp_bt, old_logp_bt, adv, mask_bt, *, clip_low: float = 0.2,
   if clip_ratio_c is not None and not clip_ratio_c > 1.0:
     raise ValueError(f"clip_ratio_c (dual clip) must be > 1, got {clip_ratio_c}")
   mask_bt = mask_bt.astype(jnp.float32)
-  adv = jnp.asarray(adv, jnp.float32)
-  adv_bt = adv[:, None] if adv.ndim == 1 else adv
+  adv_bt = jnp.asarray(adv_bt, jnp.float32)
   old_logp_bt = jax.lax.stop_gradient(old_logp_bt)
 
   log_ratio_bt = (logp_bt - old_logp_bt) * mask_bt
