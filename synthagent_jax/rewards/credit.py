@@ -68,7 +68,7 @@ class Credit:
     rewards_gn: float32 [num_groups, G] training rewards (the rubric's, after zero_unfinished).
     zero_groups: bool [num_groups], True where no sample of the group differs from the others in
       what the scheme rewards (nothing to learn from; the loop may drop such groups).
-    episode_advantages: float32 [n], the advantage the rollout log reports per episode.
+    episode_advantages: [n] floats, the advantage the rollout log reports per episode.
     log_fields: per episode, the scheme's extra rollout-log fields (e.g. `turn_advantages`).
   """
 
@@ -139,7 +139,7 @@ def turn_credit(tasks, results, trajectories, rewards_gn, estimator, zero_unfini
   """Each turn's advantage on its sampled tokens (the sum of the components credited to it)."""
   turn_advs, zero_g = turn_advantages(tasks, results, trajectories, rewards_gn.shape[1], estimator,
                                       zero_unfinished)
-  episode_n = np.asarray([np.mean(a) if a else 0.0 for a in turn_advs], np.float32)
+  episode_n = np.asarray([np.mean(a) if a else 0.0 for a in turn_advs], np.float64)
   return Credit([token_advantages(t, a) for t, a in zip(trajectories, turn_advs)], rewards_gn,
                 zero_g, episode_n, [{"turn_advantages": a} for a in turn_advs])
 

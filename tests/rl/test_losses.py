@@ -79,7 +79,7 @@ def test_sft_loss_hand_derived():
   np.testing.assert_allclose(float(m["nll"]), want, rtol=1e-6)
 
 
-@pytest.mark.parametrize("agg", losses.AGGREGATIONS)
+@pytest.mark.parametrize("agg", list(losses.LOSS_AGGREGATIONS))
 def test_global_denominator_splits_exactly(agg):
   # Micro-batches with the minibatch's denominator sum to the minibatch loss.
   denom = losses.agg_denominator(jnp.asarray(MASK), agg, norm_tokens=7)
