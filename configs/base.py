@@ -119,10 +119,10 @@ def base_config() -> ml_collections.ConfigDict:
   c.rl.kl_coef = 0.0
   c.rl.is_cap = 0.0                # truncated importance sampling cap (0 = off)
   # Training reward 0 for episodes that ran out of turns or context without answering
-  # (rl.advantages.zero_unfinished); evaluation always scores the plain rubric reward.
+  # (rewards.advantages.zero_unfinished); evaluation always scores the plain rubric reward.
   c.rl.zero_unfinished = False
   # episode: every policy token gets its episode's advantage (GRPO). turn: each rubric item's
-  # advantage goes to the turns that decide it (ask / tool-call / answer turns; rl/credit.py).
+  # advantage goes to the turns that decide it (ask / tool-call / answer turns; rewards/credit.py).
   c.rl.credit = "episode"
 
   c.optim = ml_collections.ConfigDict()

@@ -5,9 +5,11 @@ Each function turns one config section into the object a room provides; none hol
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 import os
+from typing import Callable
 
 import jax
 import transformers
@@ -181,10 +183,48 @@ def agent_loop_config(config, seed: int = 0) -> AgentLoopConfig:
   return AgentLoopConfig.from_mapping(section, seed=seed)
 
 
-def engine(config, graphdef, params, workdir: str) -> Engine:
-  if config.engine.kind == "jax":
-    from synthagent_jax.inference.sampler import JaxEngine  # pylint: disable=g-import-not-at-top
-    return JaxEngine((graphdef, params))
+@dataclasses.dataclass(frozen=True)
+class EngineKind:
+  """How to build one `engine.kind`: `build(config, graphdef, params, workdir) -> Engine`, and
+  whether the engine reads params on this process's devices (`device_params`; otherwise a host
+  view of the learner's params is enough, see `rl.state.process_local_params`)."""
+
+  build: Callable[..., Engine]
+  device_params: bool
+
+
+ENGINE_KINDS: dict[str, EngineKind] = {}
+
+
+def register_engine(name: str, *, device_params: bool):
+  """Decorator: registers an engine builder under its `engine.kind` (duplicates refused)."""
+
+  def deco(fn):
+    if name in ENGINE_KINDS:
+      raise ValueError(f"engine kind {name!r} registered twice")
+    ENGINE_KINDS[name] = EngineKind(fn, device_params)
+    return fn
+
+  return deco
+
+
+def engine_kind(config) -> EngineKind:
+  name = config.engine.kind
+  if name not in ENGINE_KINDS:
+    raise ValueError(f"unknown engine.kind {name!r}; known: {', '.join(sorted(ENGINE_KINDS))}")
+  return ENGINE_KINDS[name]
+
+
+@register_engine("jax", device_params=True)
+def _jax_engine(config, graphdef, params, workdir: str) -> Engine:
+  del config, workdir
+  from synthagent_jax.inference.sampler import JaxEngine  # pylint: disable=g-import-not-at-top
+  return JaxEngine((graphdef, params))
+
+
+@register_engine("sglang", device_params=False)
+def _sglang_engine(config, graphdef, params, workdir: str) -> Engine:
+  del graphdef, params, workdir  # the servers load their own weights; updates come by sync
   from synthagent_jax.inference.sglang import SGLangEngine  # pylint: disable=g-import-not-at-top
   if not config.engine.weights_dir:
     raise ValueError("engine.kind='sglang' needs --config.engine.weights_dir (a directory the "
@@ -193,11 +233,15 @@ def engine(config, graphdef, params, workdir: str) -> Engine:
                       sync_dtype=config.engine.sync_dtype)
 
 
+def engine(config, graphdef, params, workdir: str) -> Engine:
+  """The rollout engine of `engine.kind` (ENGINE_KINDS) over `params`."""
+  return engine_kind(config).build(config, graphdef, params, workdir)
+
+
 def stable_seed(*parts) -> int:
   """A seed from strings/ints that is the same on every host and Python run."""
   digest = hashlib.sha256("/".join(map(str, parts)).encode()).digest()
   return int.from_bytes(digest[:4], "little") & 0x7FFFFFFF
 
 
-def is_process0() -> bool:
-  return jax.process_index() == 0
+is_process0 = parallel.is_process0  # one definition (parallel/distributed.py); callers use builders.

@@ -92,8 +92,8 @@ def _check_values(config) -> None:
     if _get(config, key) not in choices:
       raise ConfigError(f"{key} must be one of {', '.join(choices)}, got {_get(config, key)!r}")
   from synthagent_jax.rewards import aggregation  # pylint: disable=g-import-not-at-top
-  from synthagent_jax.rl.advantages import ESTIMATORS  # pylint: disable=g-import-not-at-top
-  from synthagent_jax.rl.credit import CREDITS  # pylint: disable=g-import-not-at-top
+  from synthagent_jax.rewards.advantages import ESTIMATORS  # pylint: disable=g-import-not-at-top
+  from synthagent_jax.rewards.credit import CREDITS  # pylint: disable=g-import-not-at-top
   for key, known in (("reward.aggregation", aggregation.AGGREGATIONS), ("rl.advantage", ESTIMATORS),
                      ("rl.credit", CREDITS)):
     if _get(config, key) not in known:

@@ -163,6 +163,15 @@ class JaxEngine:
                         if hasattr(cfg, "num_heads") and hasattr(cfg, "intermediate_size")
                         else None)
 
+  def update_weights(self, weights: Any, step: int) -> dict[str, float]:
+    """`Engine.update_weights`: swaps in `weights` (no copy, see `update_params`); costs nothing."""
+    del step
+    self.update_params(weights)
+    return {}
+
+  def wait_ready(self) -> None:
+    """`Engine.wait_ready`: an in-process engine is always ready."""
+
   def update_params(self, params: Any) -> None:
     """Points the engine at new parameters: an nnx State (from `nnx.split`), a `(graphdef,
     state)` pair, or a model. No copy is made."""
