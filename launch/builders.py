@@ -11,7 +11,6 @@ import logging
 import os
 from typing import Callable
 
-import jax
 import transformers
 
 from synthagent_jax import models
