@@ -76,6 +76,12 @@ class TimedEngine:
     self.calls.append(([list(p) for p in prompt_ids], sampling))
     return self.engine.generate(prompt_ids, sampling)
 
+  def update_weights(self, weights, step):
+    return self.engine.update_weights(weights, step)
+
+  def wait_ready(self):
+    self.engine.wait_ready()
+
 
 def main():
   p = argparse.ArgumentParser(description=__doc__.splitlines()[0])

@@ -3,6 +3,10 @@
 Sections map one-to-one onto the rooms that read them (model, mesh, data, engine, rollout, env,
 reward, rl, optim, sft, checkpoint, eval, log). Keep this file short: a key lives here only if
 `launch/train.py` reads it.
+
+Every training config takes `get_config(arg)` and ends with `return base.variant(c, arg)`:
+`--config=configs/X.py:smoke` is X's recipe at a size that runs on one CPU in seconds
+(big_vision's runlocal; `smoke` below).
 """
 
 import ml_collections
@@ -101,10 +105,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.rl.drop_zero_variance = True
   c.rl.ppo_epochs = 1
   # TASKS per optimizer update, each with its num_generations rollouts (verl's
-  # ppo_mini_batch_size counts prompts): updates per step = tasks_per_step / minibatch_tasks.
+  # ppo_mini_batch_size counts prompts): updates per step = tasks_per_step / minibatch_tasks;
+  # sequences per update = minibatch_tasks x num_generations (LearnerConfig.minibatch_size).
   c.rl.minibatch_tasks = 4
-  # Derived, do not set: sequences per optimizer update (minibatch_tasks x num_generations).
-  c.rl.minibatch_size = c.rl.get_ref("minibatch_tasks") * c.rl.get_ref("num_generations")
   c.rl.micro_batch_size = 8        # sequences per gradient-accumulation micro-step
   c.rl.clip_low = 0.2
   c.rl.clip_high = 0.28
@@ -116,10 +119,10 @@ def base_config() -> ml_collections.ConfigDict:
   c.rl.kl_coef = 0.0
   c.rl.is_cap = 0.0                # truncated importance sampling cap (0 = off)
   # Training reward 0 for episodes that ran out of turns or context without answering
-  # (rl.advantages.zero_unfinished); evaluation always scores the plain rubric reward.
+  # (rewards.advantages.zero_unfinished); evaluation always scores the plain rubric reward.
   c.rl.zero_unfinished = False
   # episode: every policy token gets its episode's advantage (GRPO). turn: each rubric item's
-  # advantage goes to the turns that decide it (ask / tool-call / answer turns; rl/credit.py).
+  # advantage goes to the turns that decide it (ask / tool-call / answer turns; rewards/credit.py).
   c.rl.credit = "episode"
 
   c.optim = ml_collections.ConfigDict()
@@ -168,3 +171,38 @@ def set_published_dims(c: ml_collections.ConfigDict, *, family: str, vocab_size:
                       intermediate_size=intermediate_size, num_layers=num_layers,
                       num_heads=num_heads, num_kv_heads=num_kv_heads, head_dim=head_dim,
                       rope_theta=rope_theta, tie_word_embeddings=tie_word_embeddings))
+
+
+def smoke(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """`c` at smoke size, in place: the same recipe (engine, user and tool simulators, judge,
+  rewards, losses, which phases run) on a 1-layer 32-wide model trained from scratch on the
+  shipped tokenizer and tasks, one CPU device, 2 tasks x 2 rollouts, 2 steps of each phase the
+  recipe has, 2 eval tasks, 2 short turns, a checkpoint every step. Only the keys set here differ
+  from the full config (tests/launch/test_configs.py checks it)."""
+  c.model.update(dict(checkpoint="", from_scratch=True, vocab_size=0, hidden_size=32,
+                      intermediate_size=64, num_layers=1, num_heads=4, num_kv_heads=2, head_dim=8))
+  c.tokenizer = "data/tokenizer"
+  c.mesh.shape = (1, 1, 1)
+  c.data.train_file = "data/tasks/offline_v1_train.jsonl"
+  c.data.eval_file = "data/tasks/offline_v1_eval.jsonl"
+  c.rollout.update(dict(max_turns=2, max_new_tokens=8,
+                        max_total_tokens=min(c.rollout.max_total_tokens, 2048)))
+  c.rl.update(dict(num_steps=min(c.rl.num_steps, 2), tasks_per_step=2, num_generations=2,
+                   minibatch_tasks=2, micro_batch_size=4))
+  c.sft.update(dict(num_steps=min(c.sft.num_steps, 2), batch_size=4))
+  c.eval.update(dict(num_tasks=2, k=1, suites_limit=2))
+  c.checkpoint.every_steps = 1
+  return c
+
+
+VARIANTS = {"smoke": smoke}
+
+
+def variant(c: ml_collections.ConfigDict, arg) -> ml_collections.ConfigDict:
+  """`c` as `get_config(arg)` returns it: unchanged for no arg, else VARIANTS[arg](c)."""
+  if not arg:
+    return c
+  if arg not in VARIANTS:
+    raise ValueError(f"unknown config variant {arg!r}; known: {sorted(VARIANTS)} "
+                     "(--config=configs/FILE.py:VARIANT)")
+  return VARIANTS[arg](c)

@@ -11,10 +11,10 @@ from configs import qwen_3b
 
 
 def get_config(arg=None):
-  c = qwen_3b.get_config(arg)
+  c = qwen_3b.get_config()
   base.set_published_dims(c, family="qwen3", vocab_size=151936, hidden_size=4096,
                          intermediate_size=12288, num_layers=36, num_heads=32, num_kv_heads=8,
                          head_dim=128, rope_theta=1000000.0, tie_word_embeddings=False)
   c.mesh.shape = (1, 4, 2)         # fsdp 4 x tensor 2
   c.rl.micro_batch_size = 4         # a multiple of data x fsdp
-  return c
+  return base.variant(c, arg)

@@ -11,7 +11,6 @@ from configs import base
 
 
 def get_config(arg=None):
-  del arg
   c = base.base_config()
   c.model.checkpoint = ""          # required: set --config.model.checkpoint
   base.set_published_dims(c, family="qwen2", vocab_size=151936, hidden_size=896,
@@ -33,4 +32,4 @@ def get_config(arg=None):
   c.optim.lr = 1e-6
   c.optim.warmup_steps = 10
   c.checkpoint.every_steps = 10
-  return c
+  return base.variant(c, arg)

@@ -34,7 +34,6 @@ from configs import base
 
 
 def get_config(arg=None):
-  del arg
   c = base.base_config()
   c.model.checkpoint = ""          # required: set --config.model.checkpoint
   base.set_published_dims(c, family="qwen2", vocab_size=151936, hidden_size=2048,
@@ -79,4 +78,4 @@ def get_config(arg=None):
   c.checkpoint.every_steps = 10
   c.eval.every_steps = 20
   c.eval.num_tasks = 128
-  return c
+  return base.variant(c, arg)

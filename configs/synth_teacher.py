@@ -16,7 +16,6 @@ import ml_collections
 
 
 def get_config(arg=None):
-  del arg
   c = ml_collections.ConfigDict()
   c.kind = "teacher"
   c.num_tasks = 100          # seeds to run through the pipeline (kept tasks are fewer)
@@ -56,4 +55,9 @@ def get_config(arg=None):
   c.difficulty.api_key_env = "OPENAI_API_KEY"
   c.difficulty.temperature = 1.0
   c.difficulty.max_new_tokens = 1024
+  if arg == "smoke":  # the same pipeline on 2 seeds, 1 solution, short episodes
+    c.num_tasks = 2
+    c.pipeline.update(dict(num_solutions=1, batch_size=2, max_turns=2, difficulty_samples=2))
+  elif arg:
+    raise ValueError(f"unknown config variant {arg!r}; known: ['smoke']")
   return c

@@ -1,6 +1,7 @@
 """The embedded default: a tiny agent trained from scratch on this CPU in minutes.
 
     python -m launch.train --config=configs/tiny.py --workdir=runs/tiny
+    python -m launch.train --config=configs/tiny.py:smoke --workdir=/tmp/smoke   # seconds
 
 Tiny Qwen2-style decoder on the shipped tokenizer (data/tokenizer), offline-teacher tasks
 (data/tasks/), rule-based user simulator, structured rubric checks, SFT warm start on the tasks'
@@ -12,7 +13,6 @@ from configs import base
 
 
 def get_config(arg=None):
-  del arg
   c = base.base_config()
   c.model.from_scratch = True
   c.model.hidden_size = 128
@@ -61,4 +61,4 @@ def get_config(arg=None):
   c.checkpoint.every_steps = 5
   c.eval.num_tasks = 16
   c.eval.k = 2
-  return c
+  return base.variant(c, arg)  # arg "smoke": seconds-long, see base.smoke

@@ -5,11 +5,12 @@ Each function turns one config section into the object a room provides; none hol
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 import os
+from typing import Callable
 
-import jax
 import transformers
 
 from synthagent_jax import models
@@ -37,19 +38,8 @@ def tokenizer(config):
 
 
 def model_config(config, tok) -> models.ModelConfig:
-  """From the checkpoint's config.json, or from the config's dims (from_scratch)."""
-  m = config.model
-  # Numerics that are not architecture (issue 15: attention implementation, log-prob blocks).
-  extra = {k: m[k] for k in ("attention", "attention_chunk", "logprob_chunk") if k in m}
-  if not m.from_scratch:
-    return models.load_hf_config(m.checkpoint, dtype=m.dtype, remat=m.remat, **extra)
-  return models.ModelConfig(
-      family=m.family, vocab_size=m.vocab_size or len(tok), hidden_size=m.hidden_size,
-      intermediate_size=m.intermediate_size, num_layers=m.num_layers, num_heads=m.num_heads,
-      num_kv_heads=m.num_kv_heads, head_dim=m.head_dim, rope_theta=m.rope_theta,
-      tie_word_embeddings=m.tie_word_embeddings,
-      max_position_embeddings=m.max_position_embeddings, dtype=m.dtype, remat=m.remat, **extra,
-      eos_token_id=tok.convert_tokens_to_ids("<|im_end|>"), pad_token_id=tok.pad_token_id)
+  """The checkpoint's config.json, or the config's dims: models.ModelConfig.from_config."""
+  return models.ModelConfig.from_config(config.model, tok)
 
 
 def mesh(config):
@@ -77,14 +67,10 @@ def optimizer(optim_cfg, total_steps: int, **overrides):
 
 
 def rl_learner_config(config) -> learner_lib.LearnerConfig:
-  """`config.rl`'s loss settings, trained on the policy the rollouts sample (their temperature).
-
-  Greedy rollouts (temperature 0) only make sense without RL steps (an evaluation-only run, which
-  never calls the learner; launch.train refuses them otherwise), so they get the plain policy.
-  """
-  temperature = config.rollout.temperature if config.rollout.temperature > 0 else 1.0
+  """`config.rl`'s loss settings, scoring the policy the rollouts sample: their temperature (0,
+  greedy, scores the untempered softmax the sampler reports log-probs of; LearnerConfig)."""
   return learner_lib.LearnerConfig.from_config(
-      config.rl, temperature=temperature,
+      config.rl, temperature=config.rollout.temperature,
       loss_norm_tokens=config.rl.get("loss_norm_tokens") or config.rollout.max_total_tokens)
 
 
@@ -196,10 +182,48 @@ def agent_loop_config(config, seed: int = 0) -> AgentLoopConfig:
   return AgentLoopConfig.from_mapping(section, seed=seed)
 
 
-def engine(config, graphdef, params, workdir: str) -> Engine:
-  if config.engine.kind == "jax":
-    from synthagent_jax.inference.sampler import JaxEngine  # pylint: disable=g-import-not-at-top
-    return JaxEngine((graphdef, params))
+@dataclasses.dataclass(frozen=True)
+class EngineKind:
+  """How to build one `engine.kind`: `build(config, graphdef, params, workdir) -> Engine`, and
+  whether the engine reads params on this process's devices (`device_params`; otherwise a host
+  view of the learner's params is enough, see `rl.state.process_local_params`)."""
+
+  build: Callable[..., Engine]
+  device_params: bool
+
+
+ENGINE_KINDS: dict[str, EngineKind] = {}
+
+
+def register_engine(name: str, *, device_params: bool):
+  """Decorator: registers an engine builder under its `engine.kind` (duplicates refused)."""
+
+  def deco(fn):
+    if name in ENGINE_KINDS:
+      raise ValueError(f"engine kind {name!r} registered twice")
+    ENGINE_KINDS[name] = EngineKind(fn, device_params)
+    return fn
+
+  return deco
+
+
+def engine_kind(config) -> EngineKind:
+  name = config.engine.kind
+  if name not in ENGINE_KINDS:
+    raise ValueError(f"unknown engine.kind {name!r}; known: {', '.join(sorted(ENGINE_KINDS))}")
+  return ENGINE_KINDS[name]
+
+
+@register_engine("jax", device_params=True)
+def _jax_engine(config, graphdef, params, workdir: str) -> Engine:
+  del config, workdir
+  from synthagent_jax.inference.sampler import JaxEngine  # pylint: disable=g-import-not-at-top
+  return JaxEngine((graphdef, params))
+
+
+@register_engine("sglang", device_params=False)
+def _sglang_engine(config, graphdef, params, workdir: str) -> Engine:
+  del graphdef, params, workdir  # the servers load their own weights; updates come by sync
   from synthagent_jax.inference.sglang import SGLangEngine  # pylint: disable=g-import-not-at-top
   if not config.engine.weights_dir:
     raise ValueError("engine.kind='sglang' needs --config.engine.weights_dir (a directory the "
@@ -208,11 +232,15 @@ def engine(config, graphdef, params, workdir: str) -> Engine:
                       sync_dtype=config.engine.sync_dtype)
 
 
+def engine(config, graphdef, params, workdir: str) -> Engine:
+  """The rollout engine of `engine.kind` (ENGINE_KINDS) over `params`."""
+  return engine_kind(config).build(config, graphdef, params, workdir)
+
+
 def stable_seed(*parts) -> int:
   """A seed from strings/ints that is the same on every host and Python run."""
   digest = hashlib.sha256("/".join(map(str, parts)).encode()).digest()
   return int.from_bytes(digest[:4], "little") & 0x7FFFFFFF
 
 
-def is_process0() -> bool:
-  return jax.process_index() == 0
+is_process0 = parallel.is_process0  # one definition (parallel/distributed.py); callers use builders.

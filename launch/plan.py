@@ -14,9 +14,10 @@ servers (engine.mem_fraction of mesh.device_memory_gib). A plan whose total exce
 `mesh.device_memory_gib` (0 = unchecked) is refused: `check_fits` raises, `--dry_run` and
 `launch.plan` exit non-zero naming the largest parts.
 
-Model dims come from `config.model.checkpoint`'s config.json when that is set (only config.json
-is read), else from config.model's dims (hidden_size, ..., and vocab_size, or the tokenizer's
-vocabulary when vocab_size is absent).
+Model dims come from `config.model.checkpoint`'s config.json when that is set and
+model.from_scratch is not (only config.json is read), else from config.model's dims (hidden_size,
+..., and vocab_size, or the tokenizer's vocabulary when vocab_size is 0): the ModelConfig the run
+builds (models.ModelConfig.from_config).
 """
 
 import os
@@ -29,33 +30,20 @@ from ml_collections import config_flags
 _BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
 
 
-def _numerics(m) -> dict:
-  """The config.model keys that are ModelConfig fields but not architecture."""
-  out = dict(dtype=m.dtype, remat=m.remat)
-  for key in ("attention", "attention_chunk", "logprob_chunk"):
-    if key in m:
-      out[key] = m[key]
-  return out
-
-
 def model_config(config):
-  """ModelConfig for the plan: checkpoint config.json, else config.model's dims."""
+  """ModelConfig for the plan (models.ModelConfig.from_config): checkpoint config.json, else
+  config.model's dims; the tokenizer is read only for its size when model.vocab_size is 0."""
   from synthagent_jax import models  # pylint: disable=g-import-not-at-top
   m = config.model
-  if m.get("checkpoint", ""):
-    return models.load_hf_config(m.checkpoint, **_numerics(m))
-  vocab = m.get("vocab_size", 0)
-  if not vocab and not config.get("tokenizer", ""):
-    raise ValueError("the plan needs model dims: set --config.model.checkpoint=DIR (only its "
-                     "config.json is read) or config.model.vocab_size and the other dims")
-  if not vocab:
+  tok = None
+  if not m.get("vocab_size", 0) and (m.get("from_scratch", False) or not m.get("checkpoint", "")):
+    path = config.get("tokenizer", "") or m.get("checkpoint", "")
+    if not path:
+      raise ValueError("the plan needs model dims: set --config.model.checkpoint=DIR (only its "
+                       "config.json is read) or config.model.vocab_size and the other dims")
     import transformers  # pylint: disable=g-import-not-at-top
-    vocab = len(transformers.AutoTokenizer.from_pretrained(config.tokenizer))
-  return models.ModelConfig(
-      family=m.family, vocab_size=vocab, hidden_size=m.hidden_size,
-      intermediate_size=m.intermediate_size, num_layers=m.num_layers, num_heads=m.num_heads,
-      num_kv_heads=m.num_kv_heads, head_dim=m.head_dim, rope_theta=m.rope_theta,
-      tie_word_embeddings=m.tie_word_embeddings, **_numerics(m))
+    tok = transformers.AutoTokenizer.from_pretrained(path)
+  return models.ModelConfig.from_config(m, tok)
 
 
 def _device_bytes(abstract_tree) -> int:

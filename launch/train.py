@@ -35,17 +35,14 @@ class ConfigError(ValueError):
   """A config or file problem found before any heavy work; printed as one line."""
 
 
-# (key, bound): numbers the loop reads directly (no dataclass owns them); "ge0" allows 0.
+# (key, bound): numbers only the loop reads (no room's dataclass owns them; the sections one
+# owns are checked by that dataclass: _check_owned_sections); "ge0" allows 0.
 _BOUNDS = (
     ("rl.num_steps", "ge0"), ("rl.tasks_per_step", "ge1"), ("rl.num_generations", "ge1"),
-    ("rl.minibatch_tasks", "ge1"), ("rl.minibatch_size", "ge1"), ("rl.micro_batch_size", "ge1"),
-    ("rl.kl_coef", "ge0"),
-    ("rl.is_cap", "ge0"), ("rl.clip_high", "ge0"),
     ("sft.num_steps", "ge0"), ("sft.batch_size", "ge1"), ("sft.lr", "gt0"),
-    ("optim.weight_decay", "ge0"), ("optim.clip_norm", "ge0"), ("optim.eps", "ge0"),
     ("checkpoint.every_steps", "ge1"), ("checkpoint.keep", "ge1"),
     ("eval.every_steps", "ge0"), ("eval.num_tasks", "ge0"), ("eval.k", "ge1"),
-    ("log.every_steps", "ge1"), ("model.vocab_size", "ge0"),
+    ("log.every_steps", "ge1"),
 )
 _CHOICES = (("env.user", ("rule", "llm")), ("reward.judge", ("none", "http", "jax")),
             ("engine.kind", ("jax", "sglang")))
@@ -70,14 +67,13 @@ def _non_finite(node, prefix: str = "") -> tuple[str, float] | None:
   return None
 
 
-def _owned(section: str, err: Exception, names=(), prefixes=(), aliases=None) -> ConfigError:
+def _owned(section: str, err: Exception, names=(), prefixes=()) -> ConfigError:
   """An owner dataclass's ValueError as one line naming `section.key`."""
   msg = str(err).splitlines()[0]
   for prefix in prefixes:
     msg = msg.replace(prefix, f"{section}.")
-  for name in sorted(set(names) | set(aliases or {}), key=len, reverse=True):
-    key = (aliases or {}).get(name, name)
-    msg = re.sub(rf"(?<![\w.]){re.escape(name)}\b", f"{section}.{key}", msg)
+  for name in sorted(names, key=len, reverse=True):
+    msg = re.sub(rf"(?<![\w.]){re.escape(name)}\b", f"{section}.{name}", msg)
   return ConfigError(msg if f"{section}." in msg else f"{section}: {msg}")
 
 
@@ -96,8 +92,8 @@ def _check_values(config) -> None:
     if _get(config, key) not in choices:
       raise ConfigError(f"{key} must be one of {', '.join(choices)}, got {_get(config, key)!r}")
   from synthagent_jax.rewards import aggregation  # pylint: disable=g-import-not-at-top
-  from synthagent_jax.rl.advantages import ESTIMATORS  # pylint: disable=g-import-not-at-top
-  from synthagent_jax.rl.credit import CREDITS  # pylint: disable=g-import-not-at-top
+  from synthagent_jax.rewards.advantages import ESTIMATORS  # pylint: disable=g-import-not-at-top
+  from synthagent_jax.rewards.credit import CREDITS  # pylint: disable=g-import-not-at-top
   for key, known in (("reward.aggregation", aggregation.AGGREGATIONS), ("rl.advantage", ESTIMATORS),
                      ("rl.credit", CREDITS)):
     if _get(config, key) not in known:
@@ -105,45 +101,39 @@ def _check_values(config) -> None:
 
 
 def _check_owned_sections(config):
-  """The sections a room's dataclass owns, validated by that dataclass now (not at build time)."""
+  """The sections a room's dataclass owns, built now by the run's own builders (launch/builders.py)
+  so each is validated once, by its owner, before any heavy work: (loop config, learner config)."""
+  from launch import builders  # pylint: disable=g-import-not-at-top
   from synthagent_jax import models  # pylint: disable=g-import-not-at-top
   from synthagent_jax.parallel.mesh import MeshConfig  # pylint: disable=g-import-not-at-top
-  from synthagent_jax.rl.learner import LearnerConfig  # pylint: disable=g-import-not-at-top
-  from synthagent_jax.rl.optim import OptimConfig  # pylint: disable=g-import-not-at-top
-  from synthagent_jax.rollout.agent_loop import AgentLoopConfig  # pylint: disable=g-import-not-at-top
-  rollout = config.rollout.to_dict()
-  if not rollout.get("system_prompt"):
-    rollout.pop("system_prompt", None)
   try:
-    loop_cfg = AgentLoopConfig.from_mapping(rollout)
+    loop_cfg = builders.agent_loop_config(config)
   except ValueError as e:
     raise _owned("rollout", e, prefixes=("AgentLoopConfig.", "SamplingParams.")) from None
-  temperature = config.rollout.temperature if config.rollout.temperature > 0 else 1.0
   try:
-    LearnerConfig.from_config(config.rl, temperature=temperature)
+    learner_cfg = builders.rl_learner_config(config)
   except ValueError as e:
-    raise _owned("rl", e, names=config.rl.keys(), aliases={"tis_cap": "is_cap"}) from None
+    raise _owned("rl", e, names=config.rl.keys()) from None
   rows = config.rl.tasks_per_step * config.rl.num_generations
-  n_updates = config.rl.num_steps * config.rl.ppo_epochs * -(-rows // config.rl.minibatch_size)
+  mini = learner_cfg.minibatch_size or rows
+  n_updates = config.rl.num_steps * learner_cfg.ppo_epochs * -(-rows // mini)
   n_sft = config.sft.num_steps
   try:
-    OptimConfig.from_config(config.optim, total_steps=max(1, n_updates))
+    builders.optimizer(config.optim, n_updates)
     if n_sft > 0:  # the SFT phase's schedule (launch/train_loop.py)
-      OptimConfig.from_config(config.optim, total_steps=n_sft, lr=config.sft.lr,
-                              warmup_steps=min(10, n_sft // 10), schedule="cosine")
+      builders.optimizer(config.optim, n_sft, lr=config.sft.lr,
+                         warmup_steps=min(10, n_sft // 10), schedule="cosine")
   except ValueError as e:
     raise _owned("optim", e) from None
   m = config.model
   try:
     MeshConfig.from_config(config.mesh)
-    dims = dict(family=m.family, vocab_size=m.vocab_size or 1, hidden_size=m.hidden_size,
-                intermediate_size=m.intermediate_size, num_layers=m.num_layers,
-                num_heads=m.num_heads, num_kv_heads=m.num_kv_heads, head_dim=m.head_dim,
-                rope_theta=m.rope_theta) if m.from_scratch else {}
-    models.ModelConfig(dtype=m.dtype, remat=m.remat, **dims)
+    # The section's own values; vocab_size 0 (the tokenizer's size) is read when the run builds.
+    dims = {} if m.checkpoint and not m.from_scratch else {"vocab_size": m.vocab_size or 1}
+    models.ModelConfig.from_config(m, **dims)
   except ValueError as e:
     raise _owned("model", e, prefixes=("ModelConfig.",)) from None
-  return loop_cfg
+  return loop_cfg, learner_cfg
 
 
 def _check_endpoints(config) -> None:
@@ -210,9 +200,10 @@ def _check_context(config, loop_cfg) -> None:
 def check_config(config) -> None:
   """Fails fast, with the flag to set, on problems that would otherwise surface deep in the run.
 
-  Every bad value gives one ConfigError naming its key, before any heavy work: per-key values
-  first, then the sections a dataclass owns (rollout, rl, optim, mesh, model: their own
-  validation, run now), then cross-section rules, files and the prompt length.
+  Every bad value gives one ConfigError naming its key, before any heavy work: files, then the
+  numbers and names only the loop reads, then the sections a room's dataclass owns (rollout,
+  rl, optim, mesh, model: built now by the run's builders, so each is validated once, by its
+  owner, with its own defaults), then cross-section rules, endpoints and the prompt length.
   """
   m = config.model
   if not m.from_scratch and not m.checkpoint:
@@ -227,7 +218,7 @@ def check_config(config) -> None:
     raise ConfigError(f"tokenizer={tok!r} is not a directory")
   check_task_files(config)
   _check_values(config)
-  loop_cfg = _check_owned_sections(config)
+  loop_cfg, learner_cfg = _check_owned_sections(config)
   if config.engine.kind == "sglang" and not config.engine.urls:
     raise ConfigError("engine.kind='sglang' needs --config.engine.urls=\"('http://host:port',)\"")
   if config.rl.num_generations < 2 and config.rl.advantage in ("grpo", "rloo"):
@@ -237,11 +228,11 @@ def check_config(config) -> None:
                       "rollouts and the learner scores that tempered policy; use a temperature > 0")
   rows = config.rl.tasks_per_step * config.rl.num_generations
   mini = (f"rl.minibatch_tasks={config.rl.minibatch_tasks} x rl.num_generations="
-          f"{config.rl.num_generations} = {config.rl.minibatch_size} rollouts per update")
-  if config.rl.minibatch_size % config.rl.micro_batch_size:
+          f"{config.rl.num_generations} = {learner_cfg.minibatch_size} rollouts per update")
+  if learner_cfg.minibatch_size % config.rl.micro_batch_size:
     raise ConfigError(f"{mini} is not a multiple of rl.micro_batch_size="
                       f"{config.rl.micro_batch_size}")
-  if rows < config.rl.minibatch_size:
+  if rows < learner_cfg.minibatch_size:
     raise ConfigError(f"rl.tasks_per_step x rl.num_generations = {rows} rollouts per step is "
                       f"fewer than {mini}")
   sft_micro = min(config.sft.batch_size, config.rl.micro_batch_size)
@@ -266,6 +257,23 @@ def check_task_files(config) -> None:
       how = f"python -m launch.synthesize --config=configs/synth_offline.py --out={out}"
     raise ConfigError(f"data.{key}={path!r} does not exist; make it with: {how} "
                       f"(or set --config.data.{key})")
+
+
+def parse_flags(argv):
+  """absl's flag parsing, where a --config.KEY=VALUE override naming a key the (locked) config
+  does not have is one line naming it, not a traceback."""
+  try:
+    return app.parse_flags_with_usage(argv)
+  except (AttributeError, KeyError) as e:  # what ml_collections raises for the missing field
+    while e.args and isinstance(e.args[0], BaseException):  # AttributeError(KeyError(msg))
+      e = e.args[0]
+    lines = str(e.args[0] if e.args else e).splitlines() or [""]
+    name = lines[0].strip("\"'")
+    hint = " ".join(line.strip() for line in lines[1:])  # ml_collections' "Did you mean ..."
+    keys = [a[2:].split("=")[0] for a in argv[1:] if a.startswith("--config.")]
+    key = next((k for k in keys if name in k[len("config."):].split(".")), f"config.{name}")
+    sys.exit(f"error: --{key}: the config has no such key (mistyped, or no longer a key: see "
+             f"the config file and configs/base.py){' ' + hint if hint else ''}")
 
 
 def main(argv) -> None:
@@ -305,4 +313,4 @@ def main(argv) -> None:
 
 if __name__ == "__main__":
   flags.mark_flag_as_required("config")
-  app.run(main)
+  app.run(main, flags_parser=parse_flags)

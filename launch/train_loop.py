@@ -1,9 +1,10 @@
 """The body of `python -m launch.train`: one run, in sections (see `train`).
 
-Phases: SFT warm start on reference trajectories (optional, own checkpoints under
-checkpoints/sft), then the GRPO loop (checkpoints under checkpoints/rl): rollouts (G per task) ->
-rubric rewards -> group advantages (zero-variance groups dropped and counted) -> PPO epochs /
-minibatches -> weight sync -> metrics and rollout logs -> checkpoint -> held-out evaluation.
+Phases: SFT warm start on reference trajectories (optional, `launch/train_sft.py`), then the
+GRPO loop (checkpoints under checkpoints/rl): rollouts (G per task) -> rubric rewards -> per-token
+advantages (`rewards.credit`, the scheme of `rl.credit`; zero-variance groups dropped and
+counted) -> PPO epochs / minibatches -> `engine.update_weights` -> metrics and rollout logs ->
+checkpoint -> held-out evaluation (`launch/train_eval.py`).
 
 Shapes: the train step sees `fixed_shapes` only (rows fixed at the step's maximum, lengths
 in power-of-two buckets up to rollout.max_total_tokens), so a run compiles it at most once per
@@ -15,7 +16,7 @@ sharding tree) already sharded on the mesh; no device ever holds the whole model
 Several processes (jax.distributed, `config.mesh.num_processes`): the learner is one SPMD
 program over every process's devices, and process 0 drives the rollouts. It alone runs the
 agent loop (an HTTP engine pool, or the JAX sampler on a copy of the params gathered onto its
-own devices, `state.process_local_params`), the environments, the judge, the evaluations and the
+own devices, `state.process_local_params`; see `builders.ENGINE_KINDS`), the environments, the judge, the evaluations and the
 logs; it then broadcasts the learner batch (`share_batch`) and every process places its rows on
 the mesh and runs the same train step. So N processes compute exactly what one process does, and
 rollouts scale out through the engine (a pool of SGLang servers behind the driver), not through
@@ -24,32 +25,26 @@ the learner's processes; the other processes wait at the broadcast while process
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import logging
 import os
-import re
 import time
-from typing import Any
 
-import grain
 import jax
 import jax.numpy as jnp
 import numpy as np
 import tqdm
 
 from launch import builders
-from synthagent_jax import models
+from launch.train_eval import bench_suites, evaluate
+from launch.train_run import Run, SetupError, score, task_iterator
+from launch.train_sft import sft_warm_start
 from synthagent_jax import parallel
-from synthagent_jax.evals import harness
-from synthagent_jax.rewards import rubric
-from synthagent_jax.rl import advantages as adv_lib
-from synthagent_jax.rl import credit as credit_lib
+from synthagent_jax.rewards import credit as credit_lib
+from synthagent_jax.rewards import rollout_log
 from synthagent_jax.rl import learner as learner_lib
 from synthagent_jax.rl import state as state_lib
 from synthagent_jax.rollout import batching
 from synthagent_jax.rollout.agent_loop import AgentLoop
-from synthagent_jax.rollout.replay import reference_trajectory
 from synthagent_jax.utils import checkpoint as ckpt_lib
 from synthagent_jax.utils import metrics as metrics_lib
 from synthagent_jax.utils import plots
@@ -58,181 +53,18 @@ from synthagent_jax.utils import plots
 log = logging.getLogger("synthagent_jax.train")
 
 
-class SetupError(ValueError):
-  """A problem with the run's inputs found while building it; printed as one line."""
-
-
-@dataclasses.dataclass
-class Run:
-  """What the phases share (built once in `train`)."""
-
-  config: Any
-  workdir: str
-  mesh: Any
-  tokenizer: Any
-  model_cfg: models.ModelConfig
-  train_tasks: list
-  eval_tasks: list
-  tools: Any
-  user: Any
-  judge: Any
-  bench: list = dataclasses.field(default_factory=list)  # (log name, Suite) of eval.suites
-
-
-def _task_iterator(num_tasks: int, batch_size: int, seed: int):
-  """A checkpointable, endlessly repeating, shuffled stream of task-index batches (grain)."""
-  ds = grain.MapDataset.source(np.arange(num_tasks)).shuffle(seed=seed).repeat().batch(batch_size)
-  return iter(ds.to_iter_dataset())
-
-
-def _score(run: Run, tasks, trajectories):
-  return rubric.score_batch(tasks, [t.messages for t in trajectories], run.judge,
-                            run.config.reward.aggregation, run.config.reward.partial_credit)
-
-
-def bench_suites(config) -> list:
-  """(log name, Suite) for each `eval.suites` entry ("SUITE[:VALUE]"); bad entries fail here,
-  before the model is built."""
-  from synthagent_jax.evals import runner as bench_runner  # pylint: disable=g-import-not-at-top
-  from synthagent_jax.evals import suite as suite_lib  # pylint: disable=g-import-not-at-top
-  cfg, out = config.eval, []
-  for spec in cfg.suites:
-    name, _, value = spec.partition(":")
-    factory = suite_lib.get(name)
-    suite = factory(bench_runner.options_from_spec(spec, factory, limit=cfg.suites_limit,
-                                                   data_dir=cfg.suites_data_dir or None))
-    suite.load()  # data present and well-formed
-    tag = re.sub(r"[^A-Za-z0-9_.-]+", "_", os.path.splitext(os.path.basename(value))[0])
-    out.append((f"{name}_{tag}" if tag else name, suite))
-  return out
-
-
-def _bench_evaluate(run: Run, loop: AgentLoop, step: int) -> dict:
-  """Every eval.suites benchmark on the current params through the loop's engine:
-  bench/<name>/<metric> and bench/<name>/frac_<status>; episodes under eval/bench/<name>/.
-  The in-process policy also plays the user of suites that need one."""
-  from synthagent_jax.evals import policies as bench_policies  # pylint: disable=g-import-not-at-top
-  from synthagent_jax.evals import runner as bench_runner  # pylint: disable=g-import-not-at-top
-  from synthagent_jax.llm.jax_llm import JaxChatLLM  # pylint: disable=g-import-not-at-top
-  cfg, out = run.config.eval, {}
-  policy = bench_policies.Policy(
-      f"train:step_{step}", "train", run.tokenizer, lambda task: loop.engine,
-      max_context=run.model_cfg.max_position_embeddings,
-      chat_llm=lambda: JaxChatLLM(loop.engine, run.tokenizer))
-  for name, suite in run.bench:
-    out_dir = (os.path.join(run.workdir, "eval", "bench", name, f"step_{step:06d}")
-               if builders.is_process0() else None)
-    res = bench_runner.run_suite(suite, policy, run.config.rollout, out_dir, k=cfg.suites_k,
-                                 user_llm=policy.chat_llm(), seed=builders.stable_seed(
-                                     "bench", name, step), progress=False).results
-    # Metric keys allow [A-Za-z0-9_.-^]: "pass@k" is logged as "pass_at_k".
-    out.update({f"bench/{name}/{re.sub(r'[^A-Za-z0-9_.^-]', '_', m.replace('@', '_at_'))}": v
-                for m, v in res["metrics"].items()})
-    out.update({f"bench/{name}/frac_{s}": c / res["episodes"] for s, c in res["statuses"].items()})
-  return out
-
-
-def _evaluate(run: Run, loop: AgentLoop, step: int, writer) -> dict:
-  if not builders.is_process0():  # the driver's job
-    return {}
-  bench = _bench_evaluate(run, loop, step) if run.bench else {}
-  cfg = run.config.eval
-  if not run.eval_tasks or cfg.num_tasks <= 0:
-    if bench:
-      writer.write(step, bench)
-    return bench
-  tasks = run.eval_tasks[:cfg.num_tasks]
-  seed = builders.stable_seed("eval", step)
-  res = harness.evaluate(lambda ts, k: loop.run(ts, k, seed=seed),
-                         lambda ts, trajs: _score(run, ts, trajs), tasks, cfg.k)
-  writer.write(step, {**res.metrics, **bench})
-  if builders.is_process0():
-    os.makedirs(os.path.join(run.workdir, "eval"), exist_ok=True)
-    with open(os.path.join(run.workdir, "eval", f"step_{step:06d}.json"), "w") as f:
-      json.dump(res.metrics, f, indent=2, sort_keys=True)
-    # Per-episode rewards by task id, so two evaluations of the same tasks can be compared pairwise.
-    with open(os.path.join(run.workdir, "eval", f"step_{step:06d}_rewards.json"), "w") as f:
-      json.dump({t.id: [float(r) for r in row] for t, row in zip(tasks, res.rewards)}, f)
-  return {**res.metrics, **bench}
-
-
-# ---- SFT warm start ----------------------------------------------------------------------------
-def sft_warm_start(run: Run, params, graphdef, loop: AgentLoop):
-  """Masked cross-entropy on reference trajectories; returns the trained params.
-
-  Resumable: checkpoints under checkpoints/sft every `checkpoint.every_steps` steps.
-  """
-  cfg = run.config
-  n_steps = cfg.sft.num_steps
-  tx = builders.optimizer(cfg.optim, n_steps, lr=cfg.sft.lr, warmup_steps=min(10, n_steps // 10),
-                          schedule="cosine")
-  spec = state_lib.plan_state(run.model_cfg, tx, run.mesh, builders.rules(cfg), cfg.seed)
-  step_fn = learner_lib.make_train_step(spec, tx, builders.sft_learner_config(cfg), run.mesh)
-  ckpt = ckpt_lib.Checkpointer(os.path.join(run.workdir, "checkpoints", "sft"),
-                              keep=cfg.checkpoint.keep)
-  references = [t for t in run.train_tasks if t.reference]
-  if not references:
-    raise SetupError("sft.num_steps > 0 but no training task has a reference trajectory")
-  data = _task_iterator(len(references), cfg.sft.batch_size, cfg.data.shuffle_seed)
-  start = ckpt.latest_step()
-  if start is not None:
-    state, data_state, _ = ckpt.restore(start, abstract_state=spec.abstract)
-    data.set_state(data_state)
-    log.info("SFT: resumed from checkpoint step %d", start)
-  else:
-    state, start = state_lib.state_from_params(params, spec, tx, cfg.seed), 0
-  if start >= n_steps:
-    return state.params
-  writer = metrics_lib.MetricWriter(os.path.join(run.workdir, "sft"), resume_step=start or None)
-  pad = run.tokenizer.pad_token_id or 0
-  for step in tqdm.trange(start, n_steps, desc="sft", initial=start, total=n_steps,
-                          disable=not builders.is_process0()):
-    trajs = [reference_trajectory(loop, references[i]) for i in next(data)]
-    batch = batching.to_batch(trajs, pad_id=pad, rows_multiple=cfg.sft.batch_size)
-    t0 = time.perf_counter()
-    state, m = step_fn(state, learner_lib.make_batch(batch, run.mesh, loss="sft"))
-    m = {k.replace("learner/", "sft/"): float(v) for k, v in m.items()}
-    m["perf/sft_tokens_per_s"] = float(batch["attention_mask"].sum()) / (time.perf_counter() - t0)
-    if (step + 1) % cfg.log.every_steps == 0 or step + 1 == n_steps:
-      writer.write(step + 1, m)
-    if (step + 1) % cfg.checkpoint.every_steps == 0 or step + 1 == n_steps:
-      ckpt.save(step + 1, state, data_state=data.get_state(), config=cfg)
-  ckpt.close()
-  writer.close()
-  return state.params
-
-
 # ---- one GRPO step ------------------------------------------------------------------------------
 def rollout_and_score(run: Run, loop: AgentLoop, tasks, step: int):
-  """G rollouts per task, rubric rewards, advantages, dropped-group mask.
-
-  Advantages are per episode [num_groups, G] under `rl.credit = "episode"`, and a list of
-  per-turn advantages per episode under "turn" (rl/credit.py).
-  """
+  """G rollouts per task, rubric results, their `credit_lib.Credit` (per-token advantages and
+  training rewards) and the dropped-group mask [num_groups]."""
   cfg = run.config.rl
   g = cfg.num_generations
   trajs = loop.run(tasks, g, seed=builders.stable_seed(run.config.seed, "rollout", step))
-  results = _score(run, [t for t in tasks for _ in range(g)], trajs)
-  rewards_gn = np.asarray([r.reward for r in results], np.float32).reshape(len(tasks), g)
-  if cfg.zero_unfinished:
-    statuses_gn = [[t.status for t in trajs[i * g:(i + 1) * g]] for i in range(len(tasks))]
-    rewards_gn = np.asarray(adv_lib.zero_unfinished(rewards_gn, statuses_gn))
-  if cfg.credit == "turn":
-    advs, zero_g = credit_lib.turn_advantages(tasks, results, trajs, g, cfg.advantage,
-                                              cfg.zero_unfinished)
-  else:
-    advs = np.asarray(adv_lib.group_advantages(rewards_gn, cfg.advantage))
-    zero_g = np.asarray(adv_lib.zero_variance_groups(rewards_gn))
-  dropped_g = zero_g if cfg.drop_zero_variance else np.zeros(len(tasks), bool)
-  return trajs, results, rewards_gn, advs, dropped_g
-
-
-def learner_advantages(trajs, advs) -> list:
-  """One entry per trajectory for `batching.to_batch`: its episode advantage, or its per-token
-  advantages under turn credit."""
-  if isinstance(advs, np.ndarray):
-    return list(advs.reshape(-1))
-  return [credit_lib.token_advantages(t, a) for t, a in zip(trajs, advs)]
+  results = score(run, [t for t in tasks for _ in range(g)], trajs)
+  credit = credit_lib.assign(tasks, results, trajs, num_generations=g, estimator=cfg.advantage,
+                             scheme=cfg.credit, zero_unfinished=cfg.zero_unfinished)
+  dropped_g = credit.zero_groups if cfg.drop_zero_variance else np.zeros(len(tasks), bool)
+  return trajs, results, credit, dropped_g
 
 
 def rollout_metrics(trajs, rewards_gn, dropped_g, results, stats) -> dict:
@@ -257,18 +89,16 @@ def rollout_metrics(trajs, rewards_gn, dropped_g, results, stats) -> dict:
   return m
 
 
-def log_rollouts(run: Run, logger, step: int, tasks, trajs, results, advs):
+def log_rollouts(run: Run, logger, step: int, tasks, trajs, results, credit):
+  """Every episode of the step: its rollout record, its advantage and its credit scheme's fields
+  (`turn_advantages` under turn credit)."""
   g = run.config.rl.num_generations
   records = []
   for i, (traj, res) in enumerate(zip(trajs, results)):
-    task = tasks[i // g]
-    if isinstance(advs, np.ndarray):
-      adv, extra = float(advs.flat[i]), {}
-    else:  # turn credit: the episode's advantage is its turns' mean; each turn's is logged too
-      adv, extra = float(np.mean(advs[i])) if advs[i] else 0.0, {"turn_advantages": advs[i]}
-    rec = metrics_lib.rollout_record(step, traj, domain=task.domain, reward=res.reward,
+    task, adv = tasks[i // g], float(credit.episode_advantages[i])
+    rec = rollout_log.rollout_record(step, traj, domain=task.domain, reward=res.reward,
                                      advantage=adv, verdicts=res.verdicts)
-    rec.update(extra)
+    rec.update(credit.log_fields[i])
     records.append(rec)
   logger.write(step, records)
 
@@ -287,7 +117,7 @@ def fixed_shapes(config, minibatch_size: int) -> dict:
               buckets=batching.length_buckets(LENGTH_FLOOR, config.rollout.max_total_tokens))
 
 
-def share_batch(batch, rows: int, per_token: bool):
+def share_batch(batch, rows: int):
   """The driver's learner batch (or None: nothing to learn from this step) on every process.
 
   One process: `batch` unchanged. Several: a small header (has a batch, T) first, then the
@@ -305,7 +135,7 @@ def share_batch(batch, rows: int, per_token: bool):
     batch = {k: np.zeros((rows, t_len), np.int32)
              for k in ("input_ids", "attention_mask", "loss_mask")}
     batch["sampler_logprobs"] = np.zeros((rows, t_len), np.float32)
-    batch["advantages"] = np.zeros((rows, t_len) if per_token else (rows,), np.float32)
+    batch["advantages"] = np.zeros((rows, t_len), np.float32)
   return parallel.broadcast_from_process0(batch)
 
 
@@ -377,7 +207,7 @@ def train(config, workdir: str) -> dict:
   shapes = fixed_shapes(config, rl_cfg.minibatch_size or rows)
   ckpt = ckpt_lib.Checkpointer(os.path.join(workdir, "checkpoints", "rl"),
                               keep=config.checkpoint.keep)
-  data = _task_iterator(len(train_tasks), config.rl.tasks_per_step, config.data.shuffle_seed)
+  data = task_iterator(len(train_tasks), config.rl.tasks_per_step, config.data.shuffle_seed)
 
   # 4. Resume, or initialise (checkpoint or scratch) and warm-start with SFT.
   start = ckpt.latest_step()
@@ -398,27 +228,23 @@ def train(config, workdir: str) -> dict:
   rules = builders.rules(config)
   driver = builders.is_process0()
 
+  on_device = driver and builders.engine_kind(config).device_params
+
   def engine_view(params):
     """The engine's copy of `params` on the driver (None elsewhere); every process calls it."""
-    view = state_lib.process_local_params(params, run.model_cfg, rules,
-                                          on_device=driver and config.engine.kind == "jax")
+    view = state_lib.process_local_params(params, run.model_cfg, rules, on_device=on_device)
     return view if driver else None
 
   view = engine_view(engine_params)
   engine = builders.engine(config, graphdef, view, workdir) if driver else None
   # Every process keeps a loop: SFT replays references through it (no engine needed).
   loop = AgentLoop(engine, tok, run.tools, run.user, builders.agent_loop_config(config))
-  if driver and config.engine.kind == "sglang":
-    engine.wait_healthy()
+  if driver:
+    engine.wait_ready()
 
-  def sync(params, step):
+  def sync(params, step) -> dict:
     params = engine_view(params)  # a collective in a multi-process run
-    if not driver:
-      return
-    if config.engine.kind == "jax":
-      engine.update_params(params)
-    else:
-      return engine.sync_weights((graphdef, params), step).metrics()  # perf/sync_bytes, _s
+    return engine.update_weights((graphdef, params), step) if driver else {}
 
   if not restored:
     if config.sft.num_steps > 0:
@@ -435,7 +261,7 @@ def train(config, workdir: str) -> dict:
   rollout_logger = metrics_lib.RolloutLogger(workdir)
   rollout_logger.truncate_after(start)
   if not restored:
-    _evaluate(run, loop, 0, writer)
+    evaluate(run, loop, 0, writer)
   pad = tok.pad_token_id or 0
   last: dict = {}
 
@@ -447,14 +273,14 @@ def train(config, workdir: str) -> dict:
     tasks = [train_tasks[i] for i in next(data)]  # every process: the data state stays in step
     batch, m = None, {}
     if driver:
-      trajs, results, rewards_gn, advs, dropped_g = rollout_and_score(run, loop, tasks, step)
-      m = rollout_metrics(trajs, rewards_gn, dropped_g, results, loop.stats)
+      trajs, results, credit, dropped_g = rollout_and_score(run, loop, tasks, step)
+      m = rollout_metrics(trajs, credit.rewards_gn, dropped_g, results, loop.stats)
       keep = np.repeat(~dropped_g, config.rl.num_generations)
       kept = [t for t, k in zip(trajs, keep) if k]
-      kept_advs = [a for a, k in zip(learner_advantages(trajs, advs), keep) if k]
+      kept_advs = [a for a, k in zip(credit.token_advantages, keep) if k]
       if kept:
         batch = batching.to_batch(kept, kept_advs, pad_id=pad, **shapes)
-    batch = share_batch(batch, shapes["rows"], per_token=config.rl.credit == "turn")
+    batch = share_batch(batch, shapes["rows"])
     t_rollout = time.perf_counter() - t0
     t1 = time.perf_counter()
     if batch is not None:
@@ -462,7 +288,7 @@ def train(config, workdir: str) -> dict:
       if ref is not None:
         device_batch["ref_logprobs"] = ref(device_batch)
       state, lm = train_step(state, device_batch)
-      m.update(sync(state.params, step + 1) or {})
+      m.update(sync(state.params, step + 1))
       m.update({k: float(v) for k, v in lm.items()})
       m["perf/learner_tokens_per_s"] = float(batch["attention_mask"].sum()) / max(
           time.perf_counter() - t1, 1e-9)
@@ -475,10 +301,10 @@ def train(config, workdir: str) -> dict:
     m["perf/rollout_frac"] = t_rollout / max(m["perf/step_s"], 1e-9)
     done = step + 1
     if driver:
-      log_rollouts(run, rollout_logger, done, tasks, trajs, results, advs)
+      log_rollouts(run, rollout_logger, done, tasks, trajs, results, credit)
     if (config.eval.every_steps and done % config.eval.every_steps == 0
         and done != config.rl.num_steps):
-      m.update(_evaluate(run, loop, done, writer))
+      m.update(evaluate(run, loop, done, writer))
     writer.write(done, m)
     last = m
     if driver:
@@ -487,16 +313,16 @@ def train(config, workdir: str) -> dict:
     if done % config.checkpoint.every_steps == 0 or done == config.rl.num_steps:
       ckpt.save(done, state, data_state=data.get_state(), config=config)
     if builders.is_process0():
-      plots.plot_curves(workdir)
+      plots.plot_curves(workdir, every_s=60.0)
 
   # 8. Final evaluation and plots.
   final_step = max(start, config.rl.num_steps)
   if start < config.rl.num_steps:
-    last.update(_evaluate(run, loop, final_step, writer))
+    last.update(evaluate(run, loop, final_step, writer))
   ckpt.close()
   writer.close()
   if builders.is_process0():
-    plots.plot_curves(workdir)
+    plots.plot_curves(workdir, force=True)
   log.info("done: step %d, %s", final_step, {k: v for k, v in last.items()
                                                   if k.startswith(("eval/", "rl/reward"))})
   return last

@@ -8,19 +8,12 @@ tokenizer, and its context budget.
                                (or checkpoints/sft/<step>)
     PATH                     a bare existing directory is checkpoint:PATH
     sglang:URL[,URL]         SGLang servers (inference/sglang.SGLangEngine; our launch.serve too)
-    openai:BASE_URL:MODEL    any OpenAI-compatible chat endpoint (OpenAIChatEngine below)
+    openai:BASE_URL:MODEL    any OpenAI-compatible chat endpoint (evals/openai_engine.py)
     oracle | null            evals/replay.ReplayEngine with suite.oracle_turns(task) / no turns
                              (one engine per task: `Policy.per_task`)
 
 The tokenizer is `--tokenizer` when given, else the checkpoint's own (HF directory), else the
 training run's `tokenizer` (a workdir), else the shipped data/tokenizer.
-
-OpenAIChatEngine approximates token-in/token-out over a chat API: it decodes the prompt ids back
-into chat messages (system / user / assistant with tool_calls / tool, the tool schemas parsed from
-the system prompt's <tools> block), sends them to /chat/completions with `tools`, and re-encodes
-the reply (content + tool calls) in our turn format with our tokenizer. The hosted model renders
-the conversation with its own chat template, so what it saw is not byte-identical to our prompt,
-and logprobs are 0; scores are comparable, token statistics are not.
 """
 
 from __future__ import annotations
@@ -32,7 +25,7 @@ import os
 import re
 from typing import Any, Callable, Sequence
 
-from synthagent_jax.inference.engine import Completion, SamplingParams
+from synthagent_jax.evals.openai_engine import OpenAIChatEngine
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 DEFAULT_TOKENIZER = os.path.join(_ROOT, "data", "tokenizer")
@@ -136,20 +129,9 @@ def resolve_run_checkpoint(path: str) -> tuple[str, str, int]:
 
 
 def run_model_config(run_config: dict, tokenizer):
-  """The ModelConfig a training run built (mirrors launch/builders.model_config)."""
-  from synthagent_jax.models import chat_format as cf  # pylint: disable=g-import-not-at-top
+  """The ModelConfig a training run built (models.ModelConfig.from_config, as launch.train)."""
   from synthagent_jax import models  # pylint: disable=g-import-not-at-top
-  m = run_config["model"]
-  if not m.get("from_scratch"):
-    return models.load_hf_config(m["checkpoint"], dtype=m.get("dtype", "float32"))
-  return models.ModelConfig(
-      family=m["family"], vocab_size=m["vocab_size"] or len(tokenizer),
-      hidden_size=m["hidden_size"], intermediate_size=m["intermediate_size"],
-      num_layers=m["num_layers"], num_heads=m["num_heads"], num_kv_heads=m["num_kv_heads"],
-      head_dim=m["head_dim"], rope_theta=m["rope_theta"],
-      tie_word_embeddings=m["tie_word_embeddings"],
-      max_position_embeddings=m["max_position_embeddings"], dtype=m.get("dtype", "float32"),
-      eos_token_id=tokenizer.convert_tokens_to_ids(cf.IM_END), pad_token_id=tokenizer.pad_token_id)
+  return models.ModelConfig.from_config(run_config["model"], tokenizer)
 
 
 def restore_run_params(phase_dir: str, step: int, model_cfg):
@@ -340,117 +322,6 @@ def make_policy(spec: str, *, suite: Any = None, tokenizer: str | None = None,
   if kind == "sglang":
     return _sglang_policy(spec, arg, tokenizer)
   return _openai_policy(spec, arg, tokenizer)
-
-
-# ---- OpenAI-compatible chat endpoint as an Engine ----------------------------------------------
-_TOOLS_RE = re.compile(r"<tools>\n(.*?)\n</tools>", re.DOTALL)
-_TOOLS_HEADER = "\n\n# Tools\n"
-
-
-def prompt_to_messages(text: str) -> tuple[list[dict], list[dict]]:
-  """(chat messages, tool schemas) of a prompt our chat template rendered (Qwen2.5 layout).
-
-  The system turn's "# Tools" section becomes the tool list; an assistant turn's <tool_call>
-  blocks become `tool_calls`; a user turn made only of <tool_response> blocks becomes one `tool`
-  message per block. The trailing generation prompt (an open assistant turn) is dropped.
-  """
-  from synthagent_jax.models import chat_format as cf  # pylint: disable=g-import-not-at-top
-  from synthagent_jax.rollout.turns import parse_turn  # pylint: disable=g-import-not-at-top
-  turn_re = re.compile(re.escape(cf.IM_START) + r"(system|user|assistant|tool)\n(.*?)"
-                       + re.escape(cf.IM_END), re.DOTALL)
-  response_re = re.compile(re.escape(cf.TOOL_RESPONSE_START) + r"\n?(.*?)\n?"
-                           + re.escape(cf.TOOL_RESPONSE_END), re.DOTALL)
-  messages, tools = [], []
-  for role, body in turn_re.findall(text):
-    if role == "system":
-      head, sep, rest = body.partition(_TOOLS_HEADER)
-      if sep:
-        found = _TOOLS_RE.search(rest)
-        for line in (found.group(1).splitlines() if found else []):
-          if line.strip():
-            tools.append(json.loads(line))
-      messages.append({"role": "system", "content": head})
-    elif role == "user" and body.lstrip().startswith(cf.TOOL_RESPONSE_START):
-      for content in response_re.findall(body):
-        messages.append({"role": "tool", "content": content})
-    elif role == "assistant":
-      turn = parse_turn(body)
-      msg = {"role": "assistant", "content": body}
-      if turn.calls:
-        content = body
-        for block in turn.blocks:
-          if block.call is not None:
-            content = content.replace(f"{cf.TOOL_CALL_START}{block.raw}{cf.TOOL_CALL_END}", "", 1)
-        msg = {"role": "assistant", "content": content.strip(),
-               "tool_calls": [{"type": "function", "function": {"name": c.name,
-                                                                "arguments": c.arguments}}
-                              for c in turn.calls]}
-      messages.append(msg)
-    else:
-      messages.append({"role": role, "content": body})
-  return messages, tools
-
-
-def reply_to_turn(content: str | None, tool_calls: Sequence[Any] | None) -> str:
-  """A chat-completions reply (content + tool calls) as one assistant turn in our format."""
-  from synthagent_jax.models import chat_format as cf  # pylint: disable=g-import-not-at-top
-  parts = [content.strip()] if content and content.strip() else []
-  for call in tool_calls or ():
-    fn = call.function
-    try:
-      args = json.loads(fn.arguments) if isinstance(fn.arguments, str) else dict(fn.arguments or {})
-    except json.JSONDecodeError:
-      parts.append(f"{cf.TOOL_CALL_START}\n{{\"name\": {json.dumps(fn.name)}, \"arguments\": "
-                   f"{fn.arguments}}}\n{cf.TOOL_CALL_END}")  # left malformed: the loop reports it
-      continue
-    parts.append(cf.format_tool_call(fn.name, args if isinstance(args, dict) else {}))
-  return "\n".join(parts)
-
-
-class OpenAIChatEngine:
-  """An Engine over an OpenAI-compatible /chat/completions endpoint (see the module docstring)."""
-
-  def __init__(self, base_url: str, model: str, tokenizer, *, api_key_env: str = "OPENAI_API_KEY",
-               max_concurrency: int = 8, timeout_s: float = 300.0, client: Any = None):
-    from synthagent_jax.models import chat_format as cf  # pylint: disable=g-import-not-at-top
-    import openai  # pylint: disable=g-import-not-at-top
-    from synthagent_jax.llm.openai_http import OpenAIChatLLM, OpenAIConfig  # pylint: disable=g-import-not-at-top
-    self.model, self.tokenizer = model, tokenizer
-    self.eot = cf.token_id(tokenizer, cf.IM_END)
-    self.max_concurrency = max_concurrency
-    self._client = client or openai.OpenAI(base_url=base_url,
-                                           api_key=os.environ.get(api_key_env) or "EMPTY",
-                                           timeout=timeout_s, max_retries=3)
-    self.llm = OpenAIChatLLM(OpenAIConfig(base_url=base_url, model=model, api_key_env=api_key_env,
-                                          timeout_s=timeout_s))
-
-  def _one(self, prompt: Sequence[int], sampling: SamplingParams) -> Completion:
-    from synthagent_jax.models import chat_format as cf  # pylint: disable=g-import-not-at-top
-    from synthagent_jax.llm.openai_http import to_openai_messages  # pylint: disable=g-import-not-at-top
-    text = self.tokenizer.decode(list(prompt), skip_special_tokens=False)
-    messages, tools = prompt_to_messages(text)
-    kwargs = {"model": self.model, "messages": to_openai_messages(messages),
-              "max_tokens": sampling.max_new_tokens, "temperature": sampling.temperature,
-              "top_p": sampling.top_p, "seed": sampling.seed}
-    if tools:
-      kwargs["tools"] = tools
-    choice = self._client.chat.completions.create(**kwargs).choices[0]
-    turn = reply_to_turn(choice.message.content, getattr(choice.message, "tool_calls", None))
-    ids = cf.encode(self.tokenizer, turn)
-    finish = "length" if choice.finish_reason == "length" else "stop"
-    if finish == "stop":
-      ids.append(self.eot)
-    if len(ids) > sampling.max_new_tokens:
-      ids, finish = ids[:sampling.max_new_tokens], "length"
-    return Completion(ids, [0.0] * len(ids), finish)
-
-  def generate(self, prompt_ids: Sequence[Sequence[int]], sampling: SamplingParams
-               ) -> list[Completion]:
-    import concurrent.futures  # pylint: disable=g-import-not-at-top
-    if not prompt_ids:
-      return []
-    with concurrent.futures.ThreadPoolExecutor(min(self.max_concurrency, len(prompt_ids))) as pool:
-      return list(pool.map(lambda p: self._one(p, sampling), prompt_ids))
 
 
 # ---- the user simulator's LLM (--user) ----------------------------------------------------------

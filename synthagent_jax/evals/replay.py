@@ -42,3 +42,9 @@ class ReplayEngine:
         ids, finish = ids[:sampling.max_new_tokens], "length"
       out.append(Completion(ids, [0.0] * len(ids), finish))
     return out
+
+  def update_weights(self, weights, step: int) -> dict[str, float]:
+    return {}  # replayed text has no weights
+
+  def wait_ready(self) -> None:
+    pass

@@ -6,10 +6,11 @@ task, in chunks, resumable, scored by the suite's own checker.
 
 Outputs under `out_dir`:
   episodes.jsonl  one line per finished episode, appended after every chunk. Each line is a
-                  rollout-log record (utils/metrics.rollout_record: step 0, task_id, sample_index,
-                  domain = the suite, messages, status, reward = the episode's score, ...; so
-                  synthagent_jax/inspect.py and notebooks/inspect_rollouts.ipynb read it) plus
-                  "suite", "score", "passed", "verdict" (the checker's details), "user_stop".
+                  rollout-log record (rewards/rollout_log.rollout_record: step 0, task_id,
+                  sample_index, domain = the suite, messages, status, reward = the episode's
+                  score, ...; so synthagent_jax/inspect.py and notebooks/inspect_rollouts.ipynb
+                  read it) plus "suite", "score", "passed", "verdict" (the checker's details),
+                  "user_stop".
   results.json    {"suite", "policy", "category", "dataset", "k", "episodes", "tasks", "metrics",
                   "statuses", "scorer_errors", "user"}: metrics are the suite's own (suite.metrics);
                   statuses count how episodes ended (context_full: the conversation outgrew the
@@ -33,8 +34,8 @@ import os
 from typing import Any, Sequence
 
 from synthagent_jax.evals.suite import EpisodeScore, EvalTask, SuiteError, SuiteOptions
+from synthagent_jax.rewards import rollout_log
 from synthagent_jax.rollout.agent_loop import AgentLoop, AgentLoopConfig
-from synthagent_jax.utils import metrics as metrics_lib
 
 EPISODES = "episodes.jsonl"
 RESULTS = "results.json"
@@ -97,7 +98,7 @@ def read_episodes(path: str) -> dict[tuple[str, int], dict]:
 
 
 def episode_record(suite_name: str, traj: Any, score: EpisodeScore) -> dict:
-  rec = metrics_lib.rollout_record(0, traj, domain=suite_name, reward=float(score.score),
+  rec = rollout_log.rollout_record(0, traj, domain=suite_name, reward=float(score.score),
                                    advantage=0.0)
   rec.update({"suite": suite_name, "score": float(score.score), "passed": bool(score.passed),
               "verdict": score.verdict, "user_stop": getattr(traj, "user_stop", None)})

@@ -1,13 +1,16 @@
-"""The `Engine` contract: token ids in, sampled token ids (+ logprobs) out.
+"""The `Engine` contract: token ids in, sampled token ids (+ logprobs) out; new weights in.
 
-Every rollout backend satisfies it: the in-process JAX sampler (`inference/sampler.py`) and the
-SGLang HTTP engine (`inference/sglang.py`). Token-in/token-out: engines never see text.
+Every rollout backend satisfies it: the in-process JAX sampler (`inference/sampler.py`), the
+SGLang HTTP engine (`inference/sglang.py`), and engines that hold no weights of their own
+(replayed references, scripted test engines: their `update_weights` and `wait_ready` are no-ops).
+Token-in/token-out: engines never see text. Everything a caller needs from an engine is here, so
+no caller branches on which engine it has.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Literal, Protocol, Sequence, runtime_checkable
+from typing import Any, Literal, Protocol, Sequence, runtime_checkable
 
 FinishReason = Literal["stop", "length"]
 
@@ -71,4 +74,15 @@ class Engine(Protocol):
 
   def generate(self, prompt_ids: Sequence[Sequence[int]], sampling: SamplingParams) -> list[Completion]:
     """Returns one Completion per prompt, in prompt order."""
+    ...
+
+  def update_weights(self, weights: Any, step: int) -> dict[str, float]:
+    """Samples from `weights` from now on: an nnx model or a `(graphdef, params)` pair (params may
+    be sharded), the learner's after `step` updates. Returns what the update cost as metrics
+    (e.g. perf/sync_bytes, perf/sync_s; {} when it costs nothing worth logging). With several
+    JAX processes every process calls it (an export may be collective)."""
+    ...
+
+  def wait_ready(self) -> None:
+    """Blocks until the engine can generate (e.g. its servers answer); raises if it never can."""
     ...

@@ -1,17 +1,8 @@
 """The in-process JAX sampler: batched prefill + KV-cache decode, all inside one `jit`.
 
-Layout of one call (B prompts, bucketed to Bb rows and Pb prompt slots, Nb new-token slots):
-
-    cache slots   [0 ........ Pb) [Pb ........... Pb+Nb)
-    row r         pad.. prompt_r   t0 t1 t2 ...             (prompts are LEFT-padded)
-
-Every row's prompt ends at slot Pb-1, so the prefill is one `forward_cached` over [Bb, Pb] and
-decode step i writes token i-1 at slot Pb+i-1 for the whole batch (a scalar cache index).
-RoPE positions are per row (slot minus that row's padding) and `kv_mask_bs` hides the padding
-slots, so a left-padded prompt sees exactly what it would see alone. The decode loop is a
-`lax.while_loop` that stops as soon as every row has sampled a stop token (or at
-max_new_tokens). Shapes are rounded up to power-of-two buckets and the sampling knobs are traced
-scalars, so repeated calls reuse compiled code; `trace_count()` counts compilations.
+`JaxEngine` buckets the prompts (powers of two, so repeated calls reuse compiled code), picks
+each row's PRNG stream and the prefill window, and runs the compiled program of
+inference/decode.py (its slot layout, prefill chunking and decode loop are documented there).
 
 Parameters are never copied: the engine holds the learner's model (and splits it per call,
 which only collects references) or a `(graphdef, state)` pair replaced by `update_params`, or
@@ -28,33 +19,23 @@ gets those slots copied from the stored cache and prefills only the rest: the pr
 last `W` prompt slots, W the bucketed largest number of new tokens in the batch. Stored caches are
 dropped whenever the parameters change (compared by identity), so a hit is always the same
 computation up to float rounding. `JaxEngine.stats` counts prefilled vs. reused tokens.
-
-The prefill computes the LM head at the last prompt position only; long prompts are prefilled in
-chunks that bound the attention scores and MLP activations of one chunk (see
-`prefill_chunk_size`).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import functools
 from typing import Any, Sequence
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from synthagent_jax.inference import decode
 from synthagent_jax.inference import sampling as sampling_lib
+# Re-exported: launch/train_loop.py reports `sampler.trace_count()` as perf/sampler_compiles.
+from synthagent_jax.inference.decode import trace_count  # noqa: F401
 from synthagent_jax.inference.prefix_cache import PrefixCache
 from synthagent_jax.inference.engine import Completion, SamplingParams
-
-_TRACES = {"count": 0}
-
-
-def trace_count() -> int:
-  """How many times the generation function has been traced (= compiled) in this process."""
-  return _TRACES["count"]
 
 
 def bucket(n: int, minimum: int = 1) -> int:
@@ -88,144 +69,6 @@ class Buckets:
       value = getattr(self, field.name)
       if not isinstance(value, int) or value < 1:
         raise ValueError(f"Buckets.{field.name} must be a positive int, got {value!r}")
-
-
-def prefill_chunk_size(batch: int, prompt_slots: int, cache_slots: int, num_heads: int,
-                       intermediate_size: int, max_bytes: int) -> int:
-  """Prompt slots per prefill chunk so one chunk's largest float32 temporaries fit `max_bytes`.
-
-  Those are the attention scores [B, H, C, S] (a chunk's queries against every cache slot) and
-  the MLP activations [B, C, I]; the LM head runs at the last position only (`last_only`). The
-  result is a power of two in [16, prompt_slots] (prompt_slots is a power of two, so it divides
-  it).
-  """
-  per_slot = batch * max(num_heads * cache_slots, intermediate_size) * 4
-  chunk = prompt_slots
-  while chunk > 16 and chunk * per_slot > max_bytes:
-    chunk //= 2
-  return chunk
-
-
-def _prefill(model, prompt_bp, positions_bp, cache, kv_mask_bs, chunk, first_slot=0):
-  """Runs prompt slots [first_slot, Pb) through the cache in chunks of `chunk` slots (slots before
-  `first_slot` already hold their keys/values); returns the last logits [B, V]."""
-  batch = prompt_bp.shape[0]
-  prompt_bp, positions_bp = prompt_bp[:, first_slot:], positions_bp[:, first_slot:]
-  prompt_slots = prompt_bp.shape[1]
-  if chunk >= prompt_slots:
-    logits_b1v, cache = model.forward_cached(prompt_bp, positions_bp, cache,
-                                             jnp.int32(first_slot), kv_mask_bs, last_only=True)
-    return logits_b1v[:, -1, :], cache
-
-  def body(i, carry):
-    cache, _ = carry
-    start = (i * chunk).astype(jnp.int32)
-    ids_bc = jax.lax.dynamic_slice(prompt_bp, (0, start), (batch, chunk))
-    pos_bc = jax.lax.dynamic_slice(positions_bp, (0, start), (batch, chunk))
-    logits_b1v, cache = model.forward_cached(ids_bc, pos_bc, cache, first_slot + start,
-                                             kv_mask_bs, last_only=True)
-    return cache, logits_b1v[:, -1, :]
-
-  vocab = model.config.vocab_size
-  init = (cache, jnp.zeros((batch, vocab), jnp.float32))
-  cache, last_bv = jax.lax.fori_loop(0, prompt_slots // chunk, body, init)
-  return last_bv, cache
-
-
-@functools.partial(jax.jit, static_argnames=("graphdef", "mode", "new_tokens_bucket",
-                                             "prefill_chunk", "prefill_slots"))
-def _generate_padded(graphdef, state, prompt_bp, prompt_len_b, active_b, seed_b, stream_b,
-                     temperature, top_p, top_k, stop_ids_s, max_new_tokens, cache_in=None, *,
-                     mode, new_tokens_bucket, prefill_chunk, prefill_slots=None):
-  """Prefill + decode on bucketed arrays.
-
-  Args:
-    graphdef: nnx GraphDef of the model (static).
-    state: nnx State (the parameters), any sharding.
-    prompt_bp: int32 [Bb, Pb] left-padded prompts.
-    prompt_len_b: int32 [Bb] real prompt lengths (>= 1).
-    active_b: bool [Bb]; False rows are batch padding (finished from the start).
-    seed_b, stream_b: int32 [Bb]; row r samples with fold_in(key(seed_b[r]), stream_b[r]), so its
-      draws do not depend on the other rows, the batch bucket or chunking.
-    temperature, top_p: float32 scalars; top_k: int32 scalar.
-    stop_ids_s: int32 [S] stop ids padded with -1.
-    max_new_tokens: int32 scalar <= new_tokens_bucket.
-    mode: static sampling mode (see sampling_lib.MODES).
-    cache_in: None (start from an empty cache), or a KVCache of Pb + Nb slots whose prompt slots
-      before Pb - prefill_slots already hold each row's keys/values (reused prefixes).
-    new_tokens_bucket: static Nb, cache room for new tokens.
-    prefill_chunk: static prompt slots per prefill step (see prefill_chunk_size).
-    prefill_slots: static W <= Pb, the last prompt slots to run through the model (None: all).
-
-  Returns:
-    tokens_bn int32 [Bb, Nb] (-1 after a row finished), logprobs_bn float32 [Bb, Nb] (0 there),
-    num_steps int32 scalar (decode steps run, prefill's token included), and the final KVCache.
-  """
-  _TRACES["count"] += 1
-  model = nnx.merge(graphdef, state)
-  batch, prompt_slots = prompt_bp.shape
-  num_slots = prompt_slots + new_tokens_bucket
-  pad_b = prompt_slots - prompt_len_b
-  kv_mask_bs = jnp.arange(num_slots)[None, :] >= pad_b[:, None]
-  positions_bp = jnp.maximum(jnp.arange(prompt_slots)[None, :] - pad_b[:, None], 0)
-
-  def is_stop(tokens_b):
-    return jnp.any(tokens_b[:, None] == stop_ids_s[None, :], axis=-1)
-
-  row_keys_b = jax.vmap(lambda s, i: jax.random.fold_in(jax.random.key(s), i))(seed_b, stream_b)
-
-  def pick(logits_bv, step):
-    keys_b = jax.vmap(lambda k: jax.random.fold_in(k, step))(row_keys_b)
-    return sampling_lib.sample_step(logits_bv, keys_b, temperature, top_p, top_k, mode)
-
-  cache = model.init_cache(batch, num_slots) if cache_in is None else cache_in
-  first_slot = 0 if prefill_slots is None else prompt_slots - prefill_slots
-  last_bv, cache = _prefill(model, prompt_bp, positions_bp.astype(jnp.int32), cache, kv_mask_bs,
-                           prefill_chunk, first_slot)
-  token_b, logprob_b = pick(last_bv, 0)
-  token_b = jnp.where(active_b, token_b, -1)
-  tokens_bn = jnp.full((batch, new_tokens_bucket), -1, jnp.int32).at[:, 0].set(token_b)
-  logprobs_bn = jnp.zeros((batch, new_tokens_bucket), jnp.float32).at[:, 0].set(
-      jnp.where(active_b, logprob_b, 0.0))
-  done_b = ~active_b | is_stop(token_b)
-
-  def cond(carry):
-    step, _, _, done_b, _, _ = carry
-    return (step < max_new_tokens) & ~jnp.all(done_b)
-
-  def body(carry):
-    step, cache, last_b, done_b, tokens_bn, logprobs_bn = carry
-    positions_b1 = (prompt_len_b + step - 1)[:, None].astype(jnp.int32)
-    feed_b1 = jnp.maximum(last_b, 0)[:, None]  # finished rows feed a harmless id
-    logits_b1v, cache = model.forward_cached(feed_b1, positions_b1, cache,
-                                             (prompt_slots + step - 1).astype(jnp.int32),
-                                             kv_mask_bs)
-    token_b, logprob_b = pick(logits_b1v[:, 0, :], step)
-    token_b = jnp.where(done_b, -1, token_b)
-    tokens_bn = tokens_bn.at[:, step].set(token_b)
-    logprobs_bn = logprobs_bn.at[:, step].set(jnp.where(done_b, 0.0, logprob_b))
-    done_b = done_b | is_stop(token_b)
-    return step + 1, cache, token_b, done_b, tokens_bn, logprobs_bn
-
-  carry = (jnp.int32(1), cache, token_b, done_b, tokens_bn, logprobs_bn)
-  num_steps, cache, _, _, tokens_bn, logprobs_bn = jax.lax.while_loop(cond, body, carry)
-  return tokens_bn, logprobs_bn, num_steps, cache
-
-
-@functools.partial(jax.jit, static_argnames=("num_slots",), donate_argnames=("k_dst", "v_dst"))
-def _copy_prefixes(k_dst, v_dst, k_src, v_src, src_row_b, src_start_b, dst_start_b, length_b, *,
-                   num_slots):
-  """Copies, for every row b, `length_b[b]` slots of stored row `src_row_b[b]` starting at
-  `src_start_b[b]` into slots [dst_start_b[b], + length_b[b]) of the new cache (rows with
-  length 0 are left as they are). k/v: [L, B, S, K, Dh]."""
-  slot_s = jnp.arange(num_slots, dtype=jnp.int32)
-  offset_bs = slot_s[None, :] - dst_start_b[:, None]
-  take_bs = (offset_bs >= 0) & (offset_bs < length_b[:, None])
-  src_slot_bs = jnp.clip(src_start_b[:, None] + offset_bs, 0, k_src.shape[2] - 1)
-  take = take_bs[None, :, :, None, None]
-  k_dst = jnp.where(take, k_src[:, src_row_b[:, None], src_slot_bs].astype(k_dst.dtype), k_dst)
-  v_dst = jnp.where(take, v_src[:, src_row_b[:, None], src_slot_bs].astype(v_dst.dtype), v_dst)
-  return k_dst, v_dst
 
 
 @dataclasses.dataclass
@@ -279,7 +122,8 @@ class JaxEngine:
       updates by the learner are seen by the next call), or a `(graphdef, state)` pair.
     buckets: minimum bucket sizes.
     max_batch_size: prompts beyond this are generated in consecutive chunks; None = no limit.
-    prefill_bytes: memory bound of one prefill chunk's temporaries (see prefill_chunk_size).
+    prefill_bytes: memory bound of one prefill chunk's temporaries (see
+      decode.prefill_chunk_size).
     prefix_cache_bytes: device memory for KV caches kept between calls (`PrefixCache`); 0 turns
       KV reuse across calls off.
   """
@@ -318,6 +162,15 @@ class JaxEngine:
     self._chunk_dims = ((cfg.num_heads, cfg.intermediate_size)
                         if hasattr(cfg, "num_heads") and hasattr(cfg, "intermediate_size")
                         else None)
+
+  def update_weights(self, weights: Any, step: int) -> dict[str, float]:
+    """`Engine.update_weights`: swaps in `weights` (no copy, see `update_params`); costs nothing."""
+    del step
+    self.update_params(weights)
+    return {}
+
+  def wait_ready(self) -> None:
+    """`Engine.wait_ready`: an in-process engine is always ready."""
 
   def update_params(self, params: Any) -> None:
     """Points the engine at new parameters: an nnx State (from `nnx.split`), a `(graphdef,
@@ -400,7 +253,7 @@ class JaxEngine:
     self.stats.reused_tokens += sum(reused)
     self.stats.prefill_tokens += sum(new_b)
     self.stats.prefill_slots += window * len(prompts)
-    tokens_bn, logprobs_bn, num_steps, cache = _generate_padded(
+    tokens_bn, logprobs_bn, num_steps, cache = decode.generate_padded(
         graphdef, state, jnp.asarray(prompt_bp), jnp.asarray(prompt_len_b),
         jnp.asarray(active_b), jnp.asarray(seed_b), jnp.asarray(stream_b),
         jnp.float32(max(sp.temperature, 1e-6)),
@@ -408,7 +261,7 @@ class JaxEngine:
         jnp.int32(sp.max_new_tokens), cache_in,
         mode=sampling_lib.mode_for(sp.temperature, sp.top_p, sp.top_k),
         new_tokens_bucket=new_tokens_bucket,
-        prefill_chunk=prefill_chunk_size(batch, window, prompt_slots + new_tokens_bucket,
+        prefill_chunk=decode.prefill_chunk_size(batch, window, prompt_slots + new_tokens_bucket,
                                          *self._chunk_dims, self.prefill_bytes)
         if self._chunk_dims else window,
         prefill_slots=None if cache_in is None else window)
@@ -442,7 +295,7 @@ class JaxEngine:
         if h is not None and h[0] == block_id:
           src_row[r], src_start[r], length[r] = h[1], h[2], h[3]
           dst_start[r] = prompt_slots - len(p)
-      k, v = _copy_prefixes(k, v, block.k, block.v, jnp.asarray(src_row), jnp.asarray(src_start),
+      k, v = decode.copy_prefixes(k, v, block.k, block.v, jnp.asarray(src_row), jnp.asarray(src_start),
                             jnp.asarray(dst_start), jnp.asarray(length), num_slots=num_slots)
     return type(cache)(k=k, v=v), window, reused
 

@@ -127,7 +127,8 @@ def create_app(engine: Engine, tokenizer: Any = None, *, config: ServerConfig = 
   """The FastAPI app around an Engine.
 
   Args:
-    engine: what generates (a JaxEngine for weight updates; any Engine otherwise).
+    engine: what generates; /update_weights_from_disk hands it the loaded model
+      (`Engine.update_weights`).
     tokenizer: HF tokenizer for chat completions and text prompts (None: /generate with
       input_ids only).
     config: keys, limits and batching (see ServerConfig).
@@ -314,8 +315,6 @@ def create_app(engine: Engine, tokenizer: Any = None, *, config: ServerConfig = 
     path = body.get("model_path")
     if not isinstance(path, str) or not path:
       raise RequestError("update_weights_from_disk needs model_path")
-    if not isinstance(engine, sampler.JaxEngine):
-      raise RequestError("this server's engine cannot load weights")
     if model_root is None:
       raise RequestError("weight updates are disabled: no --model_root and no served checkpoint",
                          403)
@@ -339,7 +338,7 @@ def create_app(engine: Engine, tokenizer: Any = None, *, config: ServerConfig = 
       return {"success": False, "message": f"refused {path}: " + "; ".join(problems),
               "num_paused_requests": 0}
     with batcher.lock:  # never swap weights in the middle of a batch
-      engine.update_params(model)
+      engine.update_weights(model, state["weight_version"] + 1)
       state["weight_version"] += 1
       state["model_path"] = path
     return {"success": True, "message": f"loaded {path}", "num_paused_requests": 0,

@@ -236,6 +236,10 @@ class SGLangEngine:
         raise TimeoutError(f"SGLang servers not healthy after {timeout_s}s: {pending}")
       time.sleep(poll_s)
 
+  def wait_ready(self) -> None:
+    """`Engine.wait_ready`: `wait_healthy` with its default timeout."""
+    self.wait_healthy()
+
   # -- generation -----------------------------------------------------------------------------
 
   def generate(self, prompt_ids: Sequence[Sequence[int]],
@@ -329,6 +333,10 @@ class SGLangEngine:
     logging.info("weight sync step %d: %.1f MB (%s) written in %.2fs, servers reloaded in %.2fs",
                  step, stats.bytes_written / 1e6, self.sync_dtype, stats.export_s, load_s)
     return stats
+
+  def update_weights(self, weights: Any, step: int) -> dict[str, float]:
+    """`Engine.update_weights`: `sync_weights`; returns perf/sync_bytes and perf/sync_s."""
+    return self.sync_weights(weights, step).metrics()
 
   def load_weights_from_disk(self, path: str) -> None:
     """POSTs /update_weights_from_disk to every server (each retried on its own)."""

@@ -14,7 +14,7 @@ FAMILIES = ("qwen2", "qwen3")
 DTYPES = ("float32", "bfloat16", "float16")
 # Rematerialisation policies by name (see qwen.REMAT_POLICIES for their jax.checkpoint meaning).
 REMAT_NAMES = ("none", "full", "dots", "dots_no_batch")
-# Attention implementations by name (see qwen.ATTENTION): "naive" materialises the [T, S] scores,
+# Attention implementations by name (see models/attention.py): "naive" materialises the [T, S] scores,
 # "chunked" is an online-softmax loop over key blocks (O(T) memory, pure JAX, any backend),
 # "xla" is jax.nn.dot_product_attention with implementation=None (cuDNN flash on GPU).
 ATTENTION_NAMES = ("naive", "chunked", "xla")
@@ -156,6 +156,41 @@ class ModelConfig:
                 num_layers=2, num_heads=4, num_kv_heads=2, head_dim=16, rope_theta=10000.0)
     base.update(overrides)
     return cls(**base)
+
+  @classmethod
+  def from_config(cls, section: Any, tokenizer: Any = None, **overrides: Any) -> ModelConfig:
+    """The ModelConfig a run builds from its `config.model` section (a ConfigDict or a dict).
+
+    Architecture: `section.checkpoint`'s config.json unless `section.from_scratch` is set or no
+    checkpoint is given; otherwise the section's dims (family, hidden_size, ..., vocab_size with
+    0 = the tokenizer's size; eos/pad token ids from the tokenizer when one is given). Numerics
+    that are not architecture (dtype, remat, attention, attention_chunk, logprob_chunk) always
+    come from the section. `overrides` replace any field last. Every launch entry point (train,
+    plan, the eval of a training run) builds its ModelConfig here, so they cannot drift.
+
+    Raises:
+      ValueError: a bad value (naming the field), vocab_size 0 without a tokenizer, or a
+        config.json this implementation does not reproduce. FileNotFoundError: no config.json.
+    """
+    get = section.get
+    numerics = {k: get(k) for k in ("dtype", "remat", "attention", "attention_chunk",
+                                    "logprob_chunk") if get(k) is not None}
+    if get("checkpoint") and not get("from_scratch", False):
+      from synthagent_jax.models import hf_io  # pylint: disable=g-import-not-at-top  # imports us
+      return hf_io.load_hf_config(get("checkpoint"), **{**numerics, **overrides})
+    dims = {k: get(k) for k in ("family", "hidden_size", "intermediate_size", "num_layers",
+                                "num_heads", "num_kv_heads", "head_dim", "rope_theta",
+                                "tie_word_embeddings", "max_position_embeddings")
+            if get(k) is not None}
+    vocab_size = get("vocab_size", 0)
+    if tokenizer is not None:
+      from synthagent_jax.models import chat_format  # pylint: disable=g-import-not-at-top
+      dims.update(eos_token_id=tokenizer.convert_tokens_to_ids(chat_format.IM_END),
+                  pad_token_id=tokenizer.pad_token_id)
+      vocab_size = vocab_size or len(tokenizer)
+    if not vocab_size and "vocab_size" not in overrides:
+      raise ValueError("model.vocab_size is 0 (the tokenizer's size) but no tokenizer was given")
+    return cls(**{**dims, "vocab_size": vocab_size, **numerics, **overrides})
 
   @classmethod
   def from_hf_dict(cls, d: dict[str, Any], **overrides: Any) -> ModelConfig:

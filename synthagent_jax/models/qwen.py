@@ -3,7 +3,9 @@
 Numerics follow transformers' Qwen2/Qwen3 modeling code: RMSNorm normalises in float32 and
 multiplies by its weight in the compute dtype; RoPE uses the rotate_half convention (the two
 halves of each head are the real and imaginary parts); attention scores and softmax are float32;
-logits are returned as float32.
+logits are returned as float32. The blocks live in models/layers.py, the attention math (RoPE,
+masks, the naive/chunked/xla paths) in models/attention.py; this module is the model: embedding,
+layer stack, LM head, KV cache, and parameter creation.
 
 Dimension letters in names: B batch, T query tokens, S key slots, D hidden, F mlp, H query heads,
 K kv heads, G query heads per kv head, Dh -> `h` head_dim, V vocab, L layers.
@@ -19,9 +21,9 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from synthagent_jax.models.attention import rope_cos_sin
 from synthagent_jax.models.config import ModelConfig
-
-DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
+from synthagent_jax.models.layers import DTYPES, DecoderLayer, RMSNorm, logical_param
 
 # remat name -> jax.checkpoint policy (None: save nothing, recompute the whole layer).
 REMAT_POLICIES = {
@@ -29,8 +31,6 @@ REMAT_POLICIES = {
     "dots": jax.checkpoint_policies.checkpoint_dots,
     "dots_no_batch": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
 }
-
-_MASKED = float(jnp.finfo(jnp.float32).min)
 
 
 @flax.struct.dataclass
@@ -54,285 +54,6 @@ class KVCache:
     return self.k.shape[1]
 
 
-def _param(rngs: nnx.Rngs | None, shape: tuple[int, ...], axes: tuple[str, ...], dtype,
-           init: str = "normal") -> nnx.Param:
-  """A parameter annotated with logical axis names (not sharded until a mesh applies rules)."""
-  if init == "ones":
-    value = jnp.ones(shape, dtype)
-  elif init == "zeros":
-    value = jnp.zeros(shape, dtype)
-  else:
-    value = 0.02 * jax.random.normal(rngs.params(), shape, dtype)
-  # eager_sharding=False: the names are logical; parallel/ maps them onto a mesh later.
-  # `init` is kept so init_model can redraw all params in one cheap-to-compile program.
-  return nnx.Param(value, out_sharding=axes, eager_sharding=False, init=init)
-
-
-class RMSNorm(nnx.Module):
-  """y = w * (x / sqrt(mean(x^2) + eps)); the normalisation runs in float32."""
-
-  def __init__(self, size: int, eps: float, axis: str, param_dtype):
-    self.eps = eps
-    self.weight = _param(None, (size,), (axis,), param_dtype, init="ones")
-
-  def __call__(self, x: jax.Array) -> jax.Array:
-    x32 = x.astype(jnp.float32)
-    x32 = x32 * jax.lax.rsqrt(jnp.mean(x32 * x32, axis=-1, keepdims=True) + self.eps)
-    return self.weight[...].astype(x.dtype) * x32.astype(x.dtype)
-
-
-def rope_cos_sin(positions_bt: jax.Array, head_dim: int, theta: float):
-  """cos, sin of shape [B, T, Dh] (float32) for RoPE at the given positions."""
-  inv_freq = 1.0 / (theta ** (jnp.arange(0, head_dim, 2, dtype=jnp.float32) / head_dim))
-  freqs_bth = positions_bt.astype(jnp.float32)[..., None] * inv_freq
-  emb_bth = jnp.concatenate([freqs_bth, freqs_bth], axis=-1)
-  return jnp.cos(emb_bth), jnp.sin(emb_bth)
-
-
-def apply_rope(x_btnh: jax.Array, cos_bth: jax.Array, sin_bth: jax.Array) -> jax.Array:
-  """Rotates x [B, T, N, Dh] by position (HF rotate_half convention)."""
-  half = x_btnh.shape[-1] // 2
-  x32 = x_btnh.astype(jnp.float32)
-  rotated = jnp.concatenate([-x32[..., half:], x32[..., :half]], axis=-1)
-  out = x32 * cos_bth[:, :, None, :] + rotated * sin_bth[:, :, None, :]
-  return out.astype(x_btnh.dtype)
-
-
-def attend(q_btnh: jax.Array, k_bskh: jax.Array, v_bskh: jax.Array, mask_bts: jax.Array):
-  """Grouped-query attention; float32 scores and softmax. Returns [B, T, H, Dh]."""
-  b, t, n, h = q_btnh.shape
-  k = k_bskh.shape[2]
-  q_btkgh = q_btnh.reshape(b, t, k, n // k, h)
-  scores = jnp.einsum("btkgh,bskh->bkgts", q_btkgh, k_bskh,
-                      preferred_element_type=jnp.float32) * (h ** -0.5)
-  scores = jnp.where(mask_bts[:, None, None, :, :], scores, _MASKED)
-  probs = jax.nn.softmax(scores, axis=-1).astype(v_bskh.dtype)
-  out = jnp.einsum("bkgts,bskh->btkgh", probs, v_bskh)
-  return out.reshape(b, t, n, h)
-
-
-def attention_mask(q_slot_t: jax.Array, kv_valid_bs: jax.Array) -> jax.Array:
-  """bool [B, T, S]: query t (at cache slot q_slot_t[t]) sees key slot s <= it when valid."""
-  s = kv_valid_bs.shape[1]
-  causal_ts = jnp.arange(s, dtype=jnp.int32)[None, :] <= q_slot_t[:, None]
-  return causal_ts[None] & kv_valid_bs.astype(bool)[:, None, :]
-
-
-def _block_scores(q_btkgh, k_bckh, q_slot_t, valid_bc, slot0, scale):
-  """Masked float32 scores [B, K, G, T, C] of all queries against one key block."""
-  c = k_bckh.shape[1]
-  scores = jnp.einsum("btkgh,bckh->bkgtc", q_btkgh, k_bckh,
-                      preferred_element_type=jnp.float32) * scale
-  causal_tc = (slot0 + jnp.arange(c, dtype=jnp.int32))[None, :] <= q_slot_t[:, None]
-  mask = causal_tc[None, None, None] & valid_bc[:, None, None, None, :]
-  return jnp.where(mask, scores, _MASKED)
-
-
-def _blocks(x_bs, chunk):
-  """[B, S, ...] -> [S // chunk, B, chunk, ...] (S already a multiple of chunk)."""
-  b, s = x_bs.shape[:2]
-  return jnp.moveaxis(x_bs.reshape((b, s // chunk, chunk) + x_bs.shape[2:]), 1, 0)
-
-
-def _unblocks(x_nbc):
-  n, b, c = x_nbc.shape[:3]
-  return jnp.moveaxis(x_nbc, 0, 1).reshape((b, n * c) + x_nbc.shape[3:])
-
-
-@functools.partial(jax.custom_vjp, nondiff_argnums=(5,))
-def _flash(q_btkgh, k_bskh, v_bskh, q_slot_t, kv_valid_bs, chunk):
-  return _flash_fwd(q_btkgh, k_bskh, v_bskh, q_slot_t, kv_valid_bs, chunk)[0]
-
-
-def _flash_fwd(q_btkgh, k_bskh, v_bskh, q_slot_t, kv_valid_bs, chunk):
-  """Online softmax over key blocks: running max m, normaliser l and float32 accumulator."""
-  b, t, kh, g, h = q_btkgh.shape
-  scale = h ** -0.5
-  xs = (_blocks(k_bskh, chunk), _blocks(v_bskh, chunk), _blocks(kv_valid_bs, chunk),
-        jnp.arange(k_bskh.shape[1] // chunk, dtype=jnp.int32) * chunk)
-
-  def body(carry, x):
-    m_bkgt, l_bkgt, acc_btkgh = carry
-    k_bckh, v_bckh, valid_bc, slot0 = x
-    s_bkgtc = _block_scores(q_btkgh, k_bckh, q_slot_t, valid_bc, slot0, scale)
-    m_new = jnp.maximum(m_bkgt, s_bkgtc.max(-1))
-    p_bkgtc = jnp.exp(s_bkgtc - m_new[..., None])
-    alpha = jnp.exp(m_bkgt - m_new)
-    l_new = alpha * l_bkgt + p_bkgtc.sum(-1)
-    pv = jnp.einsum("bkgtc,bckh->btkgh", p_bkgtc.astype(v_bckh.dtype), v_bckh,
-                    preferred_element_type=jnp.float32)
-    acc_new = acc_btkgh * jnp.moveaxis(alpha, 3, 1)[..., None] + pv
-    return (m_new, l_new, acc_new), None
-
-  init = (jnp.full((b, kh, g, t), -jnp.inf, jnp.float32), jnp.zeros((b, kh, g, t), jnp.float32),
-          jnp.zeros((b, t, kh, g, h), jnp.float32))
-  (m, l, acc), _ = jax.lax.scan(body, init, xs)
-  out = (acc / jnp.moveaxis(l, 3, 1)[..., None]).astype(v_bskh.dtype)
-  lse_bkgt = m + jnp.log(l)
-  return out, (q_btkgh, k_bskh, v_bskh, q_slot_t, kv_valid_bs, out, lse_bkgt)
-
-
-def _flash_bwd(chunk, res, dout_btkgh):
-  """Recomputes each key block's probabilities from the saved log-normaliser (FlashAttention-2
-  backward): only O(T) residuals are kept between the passes."""
-  q_btkgh, k_bskh, v_bskh, q_slot_t, kv_valid_bs, out, lse_bkgt = res
-  h = q_btkgh.shape[-1]
-  scale = h ** -0.5
-  dout32 = dout_btkgh.astype(jnp.float32)
-  delta_bkgt = jnp.moveaxis((dout32 * out.astype(jnp.float32)).sum(-1), 1, 3)
-  xs = (_blocks(k_bskh, chunk), _blocks(v_bskh, chunk), _blocks(kv_valid_bs, chunk),
-        jnp.arange(k_bskh.shape[1] // chunk, dtype=jnp.int32) * chunk)
-
-  def body(dq_btkgh, x):
-    k_bckh, v_bckh, valid_bc, slot0 = x
-    s_bkgtc = _block_scores(q_btkgh, k_bckh, q_slot_t, valid_bc, slot0, scale)
-    p_bkgtc = jnp.exp(s_bkgtc - lse_bkgt[..., None])
-    dv_bckh = jnp.einsum("bkgtc,btkgh->bckh", p_bkgtc, dout32)
-    dp_bkgtc = jnp.einsum("btkgh,bckh->bkgtc", dout32, v_bckh.astype(jnp.float32))
-    ds_bkgtc = p_bkgtc * (dp_bkgtc - delta_bkgt[..., None]) * scale
-    ds_bkgtc = jnp.where(s_bkgtc > _MASKED, ds_bkgtc, 0.0)  # masked scores get no gradient
-    dq_btkgh = dq_btkgh + jnp.einsum("bkgtc,bckh->btkgh", ds_bkgtc, k_bckh.astype(jnp.float32))
-    dk_bckh = jnp.einsum("bkgtc,btkgh->bckh", ds_bkgtc, q_btkgh.astype(jnp.float32))
-    return dq_btkgh, (dk_bckh, dv_bckh)
-
-  dq, (dk_nbckh, dv_nbckh) = jax.lax.scan(body, jnp.zeros(q_btkgh.shape, jnp.float32), xs)
-  return (dq.astype(q_btkgh.dtype), _unblocks(dk_nbckh).astype(k_bskh.dtype),
-          _unblocks(dv_nbckh).astype(v_bskh.dtype), None, None)
-
-
-_flash.defvjp(_flash_fwd, _flash_bwd)
-
-
-def attend_chunked(q_btnh, k_bskh, v_bskh, q_slot_t, kv_valid_bs, chunk: int):
-  """Attention as `attend` with `attention_mask(q_slot_t, kv_valid_bs)`, in key blocks of
-  `chunk` slots: float32 online softmax, never more than [B, H, T, chunk] scores at once, forward
-  and backward (custom VJP). Returns [B, T, H, Dh] in v's dtype."""
-  b, t, n, h = q_btnh.shape
-  s, k = k_bskh.shape[1], k_bskh.shape[2]
-  chunk = min(chunk, s)
-  pad = -s % chunk
-  if pad:
-    widths = ((0, 0), (0, pad), (0, 0), (0, 0))
-    k_bskh, v_bskh = jnp.pad(k_bskh, widths), jnp.pad(v_bskh, widths)
-    kv_valid_bs = jnp.pad(kv_valid_bs.astype(bool), ((0, 0), (0, pad)))
-  out = _flash(q_btnh.reshape(b, t, k, n // k, h), k_bskh, v_bskh,
-               jnp.asarray(q_slot_t, jnp.int32), kv_valid_bs.astype(bool), chunk)
-  return out.reshape(b, t, n, h)
-
-
-def attend_xla(q_btnh, k_bskh, v_bskh, q_slot_t, kv_valid_bs):
-  """`jax.nn.dot_product_attention` (implementation chosen by XLA: cuDNN flash on GPU)."""
-  mask_bts = attention_mask(q_slot_t, kv_valid_bs)
-  out = jax.nn.dot_product_attention(q_btnh, k_bskh, v_bskh, mask=mask_bts[:, None],
-                                     implementation=None)
-  return out.astype(v_bskh.dtype)
-
-
-def attention(impl: str, chunk: int, q_btnh, k_bskh, v_bskh, q_slot_t, kv_valid_bs):
-  """Dispatch by `ModelConfig.attention`; every path computes the same masked GQA softmax."""
-  if impl == "chunked":
-    return attend_chunked(q_btnh, k_bskh, v_bskh, q_slot_t, kv_valid_bs, chunk)
-  if impl == "xla":
-    return attend_xla(q_btnh, k_bskh, v_bskh, q_slot_t, kv_valid_bs)
-  return attend(q_btnh, k_bskh, v_bskh, attention_mask(q_slot_t, kv_valid_bs))
-
-
-class Attention(nnx.Module):
-  """Q/K/V/O projections (+ optional biases and per-head q/k RMSNorm)."""
-
-  def __init__(self, cfg: ModelConfig, rngs: nnx.Rngs):
-    pd = DTYPES[cfg.param_dtype]
-    d, n, k, h = cfg.hidden_size, cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
-    self.q_kernel = _param(rngs, (d, n, h), ("embed", "heads", "head_dim"), pd)
-    self.k_kernel = _param(rngs, (d, k, h), ("embed", "kv_heads", "head_dim"), pd)
-    self.v_kernel = _param(rngs, (d, k, h), ("embed", "kv_heads", "head_dim"), pd)
-    self.o_kernel = _param(rngs, (n, h, d), ("heads", "head_dim", "embed"), pd)
-    if cfg.qkv_bias:
-      self.q_bias = _param(rngs, (n, h), ("heads", "head_dim"), pd, init="zeros")
-      self.k_bias = _param(rngs, (k, h), ("kv_heads", "head_dim"), pd, init="zeros")
-      self.v_bias = _param(rngs, (k, h), ("kv_heads", "head_dim"), pd, init="zeros")
-    if cfg.o_bias:
-      self.o_bias = _param(rngs, (d,), ("embed",), pd, init="zeros")
-    if cfg.qk_norm:
-      self.q_norm = RMSNorm(h, cfg.rms_norm_eps, "head_dim", pd)
-      self.k_norm = RMSNorm(h, cfg.rms_norm_eps, "head_dim", pd)
-    self.qkv_bias, self.has_o_bias, self.qk_norm = cfg.qkv_bias, cfg.o_bias, cfg.qk_norm
-
-  def qkv(self, x_btd: jax.Array, cos_bth: jax.Array, sin_bth: jax.Array):
-    """Projected, normalised and rotated q [B,T,H,Dh], k and v [B,T,K,Dh]."""
-    dt = x_btd.dtype
-    q = jnp.einsum("btd,dnh->btnh", x_btd, self.q_kernel[...].astype(dt))
-    k = jnp.einsum("btd,dkh->btkh", x_btd, self.k_kernel[...].astype(dt))
-    v = jnp.einsum("btd,dkh->btkh", x_btd, self.v_kernel[...].astype(dt))
-    if self.qkv_bias:
-      q = q + self.q_bias[...].astype(dt)
-      k = k + self.k_bias[...].astype(dt)
-      v = v + self.v_bias[...].astype(dt)
-    if self.qk_norm:
-      q, k = self.q_norm(q), self.k_norm(k)
-    return apply_rope(q, cos_bth, sin_bth), apply_rope(k, cos_bth, sin_bth), v
-
-  def out(self, a_btnh: jax.Array) -> jax.Array:
-    dt = a_btnh.dtype
-    y = jnp.einsum("btnh,nhd->btd", a_btnh, self.o_kernel[...].astype(dt))
-    if self.has_o_bias:
-      y = y + self.o_bias[...].astype(dt)
-    return y
-
-
-class MLP(nnx.Module):
-  """SwiGLU: down(silu(gate(x)) * up(x))."""
-
-  def __init__(self, cfg: ModelConfig, rngs: nnx.Rngs):
-    pd = DTYPES[cfg.param_dtype]
-    d, f = cfg.hidden_size, cfg.intermediate_size
-    self.gate_kernel = _param(rngs, (d, f), ("embed", "mlp"), pd)
-    self.up_kernel = _param(rngs, (d, f), ("embed", "mlp"), pd)
-    self.down_kernel = _param(rngs, (f, d), ("mlp", "embed"), pd)
-
-  def __call__(self, x_btd: jax.Array) -> jax.Array:
-    dt = x_btd.dtype
-    gate = jnp.einsum("btd,df->btf", x_btd, self.gate_kernel[...].astype(dt))
-    up = jnp.einsum("btd,df->btf", x_btd, self.up_kernel[...].astype(dt))
-    return jnp.einsum("btf,fd->btd", jax.nn.silu(gate) * up, self.down_kernel[...].astype(dt))
-
-
-class DecoderLayer(nnx.Module):
-  """Pre-norm block: x + attn(norm(x)), then x + mlp(norm(x))."""
-
-  def __init__(self, cfg: ModelConfig, rngs: nnx.Rngs):
-    pd = DTYPES[cfg.param_dtype]
-    self.input_norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps, "embed", pd)
-    self.attn = Attention(cfg, rngs)
-    self.post_attn_norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps, "embed", pd)
-    self.mlp = MLP(cfg, rngs)
-    self.attention_impl, self.attention_chunk = cfg.attention, cfg.attention_chunk
-
-  def __call__(self, x_btd, cos_bth, sin_bth, q_slot_t, kv_valid_bt):
-    """Causal self-attention over the sequence: token t sees tokens s <= t with kv_valid_bt."""
-    q, k, v = self.attn.qkv(self.input_norm(x_btd), cos_bth, sin_bth)
-    a = attention(self.attention_impl, self.attention_chunk, q, k, v, q_slot_t, kv_valid_bt)
-    x_btd = x_btd + self.attn.out(a)
-    return x_btd + self.mlp(self.post_attn_norm(x_btd))
-
-  def forward_cached(self, x_btd, cos_bth, sin_bth, k_cache_lbskh, v_cache_lbskh, layer: int,
-                     cache_index, kv_mask_bs):
-    """Like __call__, but writes this chunk's k/v into the cache and attends to all slots
-    (the configured attention for a chunk of several tokens; the naive path for one token)."""
-    q, k, v = self.attn.qkv(self.input_norm(x_btd), cos_bth, sin_bth)
-    start = (layer, 0, cache_index, 0, 0)
-    k_cache_lbskh = jax.lax.dynamic_update_slice(
-        k_cache_lbskh, k[None].astype(k_cache_lbskh.dtype), start)
-    v_cache_lbskh = jax.lax.dynamic_update_slice(
-        v_cache_lbskh, v[None].astype(v_cache_lbskh.dtype), start)
-    impl = self.attention_impl if x_btd.shape[1] > 1 else "naive"
-    q_slot_t = cache_index + jnp.arange(x_btd.shape[1], dtype=jnp.int32)
-    a = attention(impl, self.attention_chunk, q, k_cache_lbskh[layer].astype(q.dtype),
-                  v_cache_lbskh[layer].astype(q.dtype), q_slot_t, kv_mask_bs)
-    x_btd = x_btd + self.attn.out(a)
-    return x_btd + self.mlp(self.post_attn_norm(x_btd)), k_cache_lbskh, v_cache_lbskh
-
-
 def _layer_apply(layer: DecoderLayer, x_btd, cos_bth, sin_bth, q_slot_t, kv_valid_bt):
   return layer(x_btd, cos_bth, sin_bth, q_slot_t, kv_valid_bt)
 
@@ -347,11 +68,11 @@ class Qwen(nnx.Module):
   def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
     self.config = cfg
     pd = DTYPES[cfg.param_dtype]
-    self.embed = _param(rngs, (cfg.vocab_size, cfg.hidden_size), ("vocab", "embed"), pd)
+    self.embed = logical_param(rngs, (cfg.vocab_size, cfg.hidden_size), ("vocab", "embed"), pd)
     self.layers = nnx.List([DecoderLayer(cfg, rngs) for _ in range(cfg.num_layers)])
     self.final_norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps, "embed", pd)
     if not cfg.tie_word_embeddings:
-      self.lm_head = _param(rngs, (cfg.hidden_size, cfg.vocab_size), ("embed", "vocab"), pd)
+      self.lm_head = logical_param(rngs, (cfg.hidden_size, cfg.vocab_size), ("embed", "vocab"), pd)
 
   @property
   def dtype(self):

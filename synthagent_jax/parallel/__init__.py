@@ -5,7 +5,6 @@ from synthagent_jax.parallel.distributed import DistributedConfig
 from synthagent_jax.parallel.distributed import gather_to_host
 from synthagent_jax.parallel.distributed import initialize
 from synthagent_jax.parallel.distributed import is_process0
-from synthagent_jax.parallel.distributed import process0_log
 from synthagent_jax.parallel.distributed import process0_print
 from synthagent_jax.parallel.mesh import AXES
 from synthagent_jax.parallel.mesh import BATCH_AXES

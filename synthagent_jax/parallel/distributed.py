@@ -100,11 +100,6 @@ def process0_print(*args, **kwargs) -> None:
     print(*args, **kwargs)
 
 
-def process0_log(msg: str, *args, level: int = logging.INFO) -> None:
-  if is_process0():
-    _log.log(level, msg, *args)
-
-
 def broadcast_from_process0(tree):
   """Process 0's value of `tree` (host numpy arrays / scalars) on every process.
 

@@ -1,4 +1,4 @@
-"""Structured rubric checks, evaluated in code on chat messages (format in SPECS.md).
+"""Structured rubric checks, evaluated in code on chat messages (format in docs/SPECS.md).
 
   tool_called {name, arguments}: some assistant tool call has this name and its (normalised)
     arguments contain the check's (normalised) arguments as a subset ({} = any call of the tool);
@@ -25,7 +25,7 @@ right name scores (1 + arguments matched) / (1 + arguments wanted), no such call
 still only *met* when some call matches in full. Every other check scores 1 or 0.
 
 Check types are registered by name (`CHECKS`); a type also needs its field list in the Task
-schema (envs/task.py CHECK_TYPES, Check._FIELDS) to be written in task files.
+schema (envs/rubric_schema.py CHECK_TYPES, Check._FIELDS) to be written in task files.
 """
 
 from __future__ import annotations
@@ -38,7 +38,8 @@ from typing import Any, Callable, Iterator, Sequence
 
 from synthagent_jax.envs import slots as slots_lib
 from synthagent_jax.envs.base import ToolCall
-from synthagent_jax.envs.task import Check, Task
+from synthagent_jax.envs.rubric_schema import Check
+from synthagent_jax.envs.task import Task
 from synthagent_jax.envs.tools import MockToolSystem, normalize
 
 NO_OVER_ASKING = "no_over_asking"

@@ -16,7 +16,8 @@ import json
 import re
 from typing import Any, Protocol, Sequence, runtime_checkable
 
-from synthagent_jax.envs.task import RubricItem, Task
+from synthagent_jax.envs.rubric_schema import RubricItem
+from synthagent_jax.envs.task import Task
 from synthagent_jax.inference.engine import SamplingParams
 from synthagent_jax.llm.base import LLM
 

@@ -50,11 +50,6 @@ PYES_JUDGE_SYSTEM = ("You are a strict grader of customer-support conversations.
 _CRITERION_MARK = "\u2063CRITERION\u2063"
 
 
-def render_item_prompt(request: JudgeRequest, section: str, item, max_chars_per_message: int
-                       ) -> list[dict]:
-  return _messages(request, max_chars_per_message, _criterion_text(section, item))
-
-
 def _criterion_text(section: str, item) -> str:
   return f"Criterion: {SECTION_QUESTIONS[section]} {item.text}\nAnswer yes or no."
 

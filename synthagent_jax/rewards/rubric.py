@@ -49,11 +49,6 @@ class RubricResult:
   judge_failures: int = 0
   num_unjudged: int = 0
 
-  def section_ratio(self, section: str) -> float | None:
-    """Weight-free fraction of a section's items met (for logging)."""
-    vs = [v for v in self.verdicts if v.section == section]
-    return None if not vs else sum(v.met for v in vs) / len(vs)
-
 
 def aggregate(task: Task, verdicts: Sequence[Verdict], aggregation: str = "synthagent") -> float:
   fn = agg_lib.get(aggregation)

@@ -4,8 +4,7 @@ Batch format (a dict of arrays; B sequences of padded length T; build it with `m
   input_ids        int32   [B, T]  full multi-turn token ids (prompt, responses, env turns, pad)
   attention_mask   int32   [B, T]  1 real token, 0 padding (left or right padding both work)
   loss_mask        int32   [B, T]  1 where token t was sampled by the policy (Trajectory.loss_mask)
-  advantages       float32 [B]     one advantage per sequence (rl/advantages.py), or
-                           [B, T]  one per token (turn-level credit, rl/credit.py)
+  advantages       float32 [B, T]  one per token (rewards/credit.py: episode or turn credit)
   sampler_logprobs float32 [B, T]  log-prob the sampler gave token t (0 where loss_mask is 0)
   old_logprobs     float32 [B, T]  optional; log-probs of the pre-update policy. When absent, the
                                    step computes them with the incoming params in a first
@@ -36,19 +35,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from synthagent_jax import parallel
-from synthagent_jax.models import qwen as qwen_lib
 from synthagent_jax.rl import losses
+from synthagent_jax.rl.logprobs import token_logprobs  # re-exported: rl.learner.token_logprobs
 from synthagent_jax.rl.state import StateSpec, TrainState
 
-PER_TOKEN_KEYS = ("input_ids", "attention_mask", "loss_mask", "sampler_logprobs", "old_logprobs",
-                  "ref_logprobs")
-REQUIRED = {"policy": ("input_ids", "attention_mask", "loss_mask", "advantages",
-                       "sampler_logprobs"),
-            "sft": ("input_ids", "attention_mask", "loss_mask")}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,7 +52,7 @@ class LearnerConfig:
     loss: "policy" (PPO-clip, rl/losses.policy_loss) or "sft" (masked cross-entropy).
     clip_low, clip_high: PPO ratio clip range [1 - clip_low, 1 + clip_high].
     clip_ratio_c: dual-clip constant (> 1) for negative advantages (verl's clip_ratio_c); None = off.
-    agg: loss aggregation, see losses.AGGREGATIONS.
+    agg: loss aggregation, see losses.LOSS_AGGREGATIONS.
     loss_norm_tokens: the constant token count seq-mean-token-sum-norm divides each sequence's
       summed loss by (Dr. GRPO's generation budget); required by that aggregation only.
     kl_coef: k3 KL penalty to ref_logprobs (0 = off).
@@ -69,9 +62,12 @@ class LearnerConfig:
       know about groups; `from_config` derives it from the config's `rl.minibatch_tasks` (tasks
       per update, verl's ppo_mini_batch_size) x `rl.num_generations`.
     micro_batch_size: sequences per accumulation micro-step (None: the whole minibatch).
-    temperature: the rollouts' sampling temperature. The policy being trained is the tempered
-      softmax(logits / temperature) the sampler drew from, so old/new log-probs, the ratio and the
-      entropy are all of that distribution (with 1.0 the plain policy). SFT uses 1.0.
+    temperature: the temperature the sampler drew the rollouts with. The policy being trained is
+      the distribution the sampler's log-probs are of, so old/new log-probs, the ratio and the
+      entropy are all of it: softmax(logits / temperature), and for 0 (greedy) the untempered
+      softmax(logits), whose log-probs a greedy sampler reports (inference.SamplingParams);
+      `logprob_temperature` is that scoring temperature. SFT uses 1.0. Greedy rollouts carry no
+      exploration to learn from; launch.train refuses them for RL steps.
   """
 
   loss: str = "policy"
@@ -88,13 +84,13 @@ class LearnerConfig:
   temperature: float = 1.0
 
   def __post_init__(self):
-    if self.loss not in losses.LOSSES:
-      raise ValueError(f"learner loss must be one of {sorted(losses.LOSSES)}, got {self.loss!r}")
-    if self.agg not in losses.AGGREGATIONS:
-      raise ValueError(f"agg must be one of {losses.AGGREGATIONS}, got {self.agg!r}")
-    if not 0 <= self.clip_low < 1 or self.clip_high < 0:
-      raise ValueError(f"need 0 <= clip_low < 1 and clip_high >= 0, got {self.clip_low}, "
-                       f"{self.clip_high}")
+    losses.get_loss(self.loss)
+    if self.agg not in losses.LOSS_AGGREGATIONS:
+      raise ValueError(f"agg must be one of {tuple(losses.LOSS_AGGREGATIONS)}, got {self.agg!r}")
+    if not 0 <= self.clip_low < 1:
+      raise ValueError(f"clip_low must be in [0, 1), got {self.clip_low}")
+    if not self.clip_high >= 0:
+      raise ValueError(f"clip_high must be >= 0, got {self.clip_high}")
     if self.clip_ratio_c is not None and not self.clip_ratio_c > 1:
       raise ValueError(f"clip_ratio_c (dual clip) must be > 1, got {self.clip_ratio_c}")
     if self.loss_norm_tokens is not None and (isinstance(self.loss_norm_tokens, bool) or
@@ -108,34 +104,39 @@ class LearnerConfig:
       raise ValueError(f"kl_coef must be >= 0, got {self.kl_coef}")
     if self.is_cap is not None:
       if self.is_cap < 0:
-        raise ValueError(f"is_cap must be > 0 (or 0 / None = off), got {self.is_cap}")
+        raise ValueError(f"is_cap must be >= 0 (0 or None = off), got {self.is_cap}")
       if self.is_cap == 0:
         object.__setattr__(self, "is_cap", None)
-    if not self.temperature > 0:
-      raise ValueError(f"learner temperature must be > 0 (the rollouts' sampling temperature; "
-                       f"greedy rollouts cannot be trained on), got {self.temperature}")
+    if not self.temperature >= 0:
+      raise ValueError(f"temperature must be >= 0 (the rollouts' sampling temperature, 0 = "
+                       f"greedy), got {self.temperature}")
     if self.ppo_epochs < 1:
       raise ValueError(f"ppo_epochs must be >= 1, got {self.ppo_epochs}")
     for name in ("minibatch_size", "micro_batch_size"):
       v = getattr(self, name)
       if v is not None and v < 1:
-        raise ValueError(f"{name} must be >= 1 or None, got {v}")
+        raise ValueError(f"{name} must be >= 1, got {v}")
+
+  @property
+  def logprob_temperature(self) -> float:
+    """The temperature the learner scores tokens at: the sampler's, or 1.0 for greedy (0)."""
+    return self.temperature if self.temperature > 0 else 1.0
 
   @classmethod
   def from_config(cls, rl_cfg, **overrides) -> "LearnerConfig":
     """From `config.rl`: clip_low, clip_high, dual_clip / clip_ratio_c, agg, loss_norm_tokens,
     kl_coef, is_cap, ppo_epochs, minibatch_tasks (x num_generations = minibatch_size sequences),
-    micro_batch_size (other keys of the section belong to the loop and are ignored).
+    micro_batch_size (other keys of the section belong to the loop and are ignored); the
+    defaults are this dataclass's own.
 
     Raises ValueError naming the config key (`rl.minibatch_tasks`, ...) for a bad value.
     """
     get = rl_cfg.get
-    kw = dict(clip_low=get("clip_low", 0.2), clip_high=get("clip_high", 0.28),
-              agg=get("agg", "token-mean"), kl_coef=get("kl_coef", 0.0),
-              is_cap=get("is_cap", None) or None, ppo_epochs=get("ppo_epochs", 1),
-              minibatch_size=cls._minibatch_sequences(rl_cfg),
-              micro_batch_size=get("micro_batch_size", None),
-              loss_norm_tokens=get("loss_norm_tokens", None) or None)
+    kw = {k: rl_cfg[k] for k in ("clip_low", "clip_high", "agg", "kl_coef", "is_cap", "ppo_epochs",
+                                 "micro_batch_size") if k in rl_cfg}
+    kw["minibatch_size"] = cls._minibatch_sequences(rl_cfg)
+    if get("loss_norm_tokens", None):  # 0 = unset
+      kw["loss_norm_tokens"] = rl_cfg["loss_norm_tokens"]
     if get("dual_clip", False):
       kw["clip_ratio_c"] = get("clip_ratio_c", 3.0)
       if not kw["clip_ratio_c"] > 1:
@@ -146,25 +147,24 @@ class LearnerConfig:
 
   @staticmethod
   def _minibatch_sequences(rl_cfg) -> int | None:
-    """Sequences per optimizer update from `rl.minibatch_tasks` x `rl.num_generations` (verl's
-    ppo_mini_batch_size counts prompts, each with its n rollouts). A config without
-    `minibatch_tasks` may give `minibatch_size` (sequences) directly; one with both must agree."""
+    """Sequences per optimizer update: `rl.minibatch_tasks` x `rl.num_generations` (verl's
+    ppo_mini_batch_size counts prompts, each with its n rollouts); None without minibatch_tasks
+    (the whole batch). The sequence count has no config key of its own: one knob, one name."""
     get = rl_cfg.get
+    if get("minibatch_size", None) is not None:
+      raise ValueError(f"rl.minibatch_size={get('minibatch_size')} is not a config key (sequences "
+                       "per update are derived): set rl.minibatch_tasks, tasks per update, each "
+                       "with its rl.num_generations rollouts")
     tasks = get("minibatch_tasks", None)
     if tasks is None:
-      return get("minibatch_size", None)
+      return None
     if isinstance(tasks, bool) or not isinstance(tasks, int) or tasks < 1:
-      raise ValueError(f"rl.minibatch_tasks must be an integer >= 1 (tasks, each with its "
+      raise ValueError(f"rl.minibatch_tasks must be >= 1 (an integer: tasks, each with its "
                        f"rl.num_generations rollouts, per optimizer update), got {tasks!r}")
     per_step = get("tasks_per_step", None)
     if per_step is not None and per_step % tasks:
       raise ValueError(f"rl.minibatch_tasks={tasks} does not divide rl.tasks_per_step={per_step}")
-    rows = tasks * get("num_generations", 1)
-    given = get("minibatch_size", None)
-    if given is not None and given != rows:
-      raise ValueError(f"rl.minibatch_size={given} disagrees with rl.minibatch_tasks x "
-                       f"rl.num_generations = {rows}: it is derived, set rl.minibatch_tasks instead")
-    return rows
+    return tasks * get("num_generations", 1)
 
   def sizes(self, batch_size: int) -> tuple[int, int, int]:
     """(num_minibatches, minibatch_size, micro_batch_size) for a batch; raises if not divisible."""
@@ -175,120 +175,6 @@ class LearnerConfig:
     if mini % micro:
       raise ValueError(f"minibatch_size {mini} is not divisible by micro_batch_size {micro}")
     return batch_size // mini, mini, micro
-
-
-def token_logprobs(graphdef, params, input_ids_bt, attention_mask_bt, temperature: float = 1.0):
-  """Per-token log-probs and entropies [B, T] (float32), aligned to token positions.
-
-  logp_bt[:, t] = log p(input_ids[:, t] | tokens < t), computed from the logits at t - 1 divided
-  by `temperature`; column 0 is 0. entropy_bt[:, t] is the entropy of that same distribution
-  (it carries no gradient). The [B, T, V] logits are never materialised: the LM head and the
-  log-softmax run over blocks of `ModelConfig.logprob_chunk` positions (see `head_logprobs`).
-  """
-  model = nnx.merge(graphdef, params)
-  x_btd = model.hidden_states(input_ids_bt, attention_mask_bt=attention_mask_bt)
-  layout, kernel = model.head_kernel()
-  # Position t predicts token t + 1; the last position predicts nothing (target 0, dropped).
-  target_bt = jnp.concatenate([input_ids_bt[:, 1:], jnp.zeros_like(input_ids_bt[:, :1])], 1)
-  logp_bt, entropy_bt = head_logprobs(x_btd, layout, kernel, target_bt.astype(jnp.int32),
-                                      float(temperature), model.config.logprob_chunk)
-  pad = jnp.zeros((logp_bt.shape[0], 1), jnp.float32)
-  return (jnp.concatenate([pad, logp_bt[:, :-1]], 1),
-          jnp.concatenate([pad, entropy_bt[:, :-1]], 1))
-
-
-def _to_blocks(x_bt, chunk: int):
-  """[B, T, ...] -> [ceil(T / chunk), B, chunk, ...], zero-padded along T."""
-  b, t = x_bt.shape[:2]
-  pad = -t % chunk
-  if pad:
-    x_bt = jnp.pad(x_bt, [(0, 0), (0, pad)] + [(0, 0)] * (x_bt.ndim - 2))
-  x = x_bt.reshape((b, (t + pad) // chunk, chunk) + x_bt.shape[2:])
-  return jnp.moveaxis(x, 1, 0)
-
-
-def _from_blocks(x_nbc, t: int):
-  n, b, c = x_nbc.shape[:3]
-  return jnp.moveaxis(x_nbc, 0, 1).reshape((b, n * c) + x_nbc.shape[3:])[:, :t]
-
-
-def head_logprobs(x_btd, layout: str, kernel, target_bt, temperature: float, chunk: int):
-  """log softmax(head(x) / temperature)[target] and the entropy, [B, T] float32 each, in blocks.
-
-  Args:
-    x_btd: final-normed hidden states [B, T, D] (`Qwen.hidden_states`).
-    layout, kernel: the LM head (`Qwen.head_kernel`: "vd" [V, D] or "dv" [D, V]).
-    target_bt: int32 [B, T] the token whose log-prob position t gives.
-    temperature: divides the logits (a Python float, static).
-    chunk: positions per block (static); a block's float32 [B, chunk, V] logits are the largest
-      temporaries, forward and backward.
-
-  The gradient (to x and the kernel) is a custom VJP that recomputes each block's logits from
-  the saved log-normaliser, so the backward pass never holds more than one block either; the
-  entropy is returned without gradient (it is a metric).
-  """
-  chunk = max(1, min(int(chunk), x_btd.shape[1]))
-  return _head_logprobs(layout, float(temperature), chunk, x_btd, kernel, target_bt)
-
-
-def _block_logits(x_bcd, layout, kernel_c, temperature):
-  logits_bcv = qwen_lib.head_logits(x_bcd, layout, kernel_c)
-  return logits_bcv / temperature if temperature != 1.0 else logits_bcv
-
-
-@functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1, 2))
-def _head_logprobs(layout, temperature, chunk, x_btd, kernel, target_bt):
-  return _head_logprobs_fwd(layout, temperature, chunk, x_btd, kernel, target_bt)[0]
-
-
-def _head_logprobs_fwd(layout, temperature, chunk, x_btd, kernel, target_bt):
-  t = x_btd.shape[1]
-  kernel_c = kernel.astype(x_btd.dtype)
-
-  def body(_, xs):
-    x_bcd, target_bc = xs
-    logits_bcv = _block_logits(x_bcd, layout, kernel_c, temperature)
-    logz_bc = jax.nn.logsumexp(logits_bcv, axis=-1)
-    picked_bc = jnp.take_along_axis(logits_bcv, target_bc[..., None], axis=-1)[..., 0]
-    probs_bcv = jnp.exp(logits_bcv - logz_bc[..., None])
-    entropy_bc = logz_bc - (probs_bcv * logits_bcv).sum(-1)
-    return None, (picked_bc - logz_bc, entropy_bc, logz_bc)
-
-  _, (logp, entropy, logz) = jax.lax.scan(
-      body, None, (_to_blocks(x_btd, chunk), _to_blocks(target_bt, chunk)))
-  out = (_from_blocks(logp, t), _from_blocks(entropy, t))
-  return out, (x_btd, kernel, target_bt, _from_blocks(logz, t))
-
-
-def _head_logprobs_bwd(layout, temperature, chunk, res, cotangents):
-  x_btd, kernel, target_bt, logz_bt = res
-  g_logp_bt = cotangents[0].astype(jnp.float32)  # the entropy's cotangent is dropped (metric)
-  t = x_btd.shape[1]
-  kernel_c = kernel.astype(x_btd.dtype)
-  vocab = kernel.shape[0] if layout == "vd" else kernel.shape[1]
-  dx_spec, dk_spec = (("bcv,vd->bcd", "bcd,bcv->vd") if layout == "vd"
-                      else ("bcv,dv->bcd", "bcd,bcv->dv"))
-
-  def body(dk, xs):
-    x_bcd, target_bc, g_bc, logz_bc = xs
-    logits_bcv = _block_logits(x_bcd, layout, kernel_c, temperature)
-    probs_bcv = jnp.exp(logits_bcv - logz_bc[..., None])
-    onehot_bcv = target_bc[..., None] == jnp.arange(vocab, dtype=target_bc.dtype)
-    # d logp / d logits = onehot - softmax; the 1 / temperature comes from logits = head / T.
-    dlogits_bcv = ((onehot_bcv - probs_bcv) * (g_bc / temperature)[..., None]).astype(
-        x_bcd.dtype)
-    dx_bcd = jnp.einsum(dx_spec, dlogits_bcv, kernel_c,
-                        preferred_element_type=jnp.float32).astype(x_bcd.dtype)
-    dk = dk + jnp.einsum(dk_spec, x_bcd, dlogits_bcv, preferred_element_type=jnp.float32)
-    return dk, dx_bcd
-
-  xs = (_to_blocks(x_btd, chunk), _to_blocks(target_bt, chunk), _to_blocks(g_logp_bt, chunk),
-        _to_blocks(logz_bt, chunk))
-  dk, dx = jax.lax.scan(body, jnp.zeros(kernel.shape, jnp.float32), xs)
-  return _from_blocks(dx, t), dk.astype(kernel.dtype), None
-
-
-_head_logprobs.defvjp(_head_logprobs_fwd, _head_logprobs_bwd)
 
 
 def _policy_mask(batch) -> jnp.ndarray:
@@ -312,9 +198,9 @@ _MAX_KEYS = ("ratio_max",)
 
 def _micro_loss(params, mb, denom, graphdef, cfg):
   logp_bt, ent_bt = token_logprobs(graphdef, params, mb["input_ids"], mb["attention_mask"],
-                                   cfg.temperature)
+                                   cfg.logprob_temperature)
   mask_bt = _policy_mask(mb)
-  loss, metrics = losses.LOSSES[cfg.loss](logp_bt, mb, mask_bt, cfg, denom)
+  loss, metrics = losses.LOSSES[cfg.loss].fn(logp_bt, mb, mask_bt, cfg, denom)
   metrics = dict(metrics)
   metrics["entropy"] = (ent_bt * mask_bt).sum() / jnp.maximum(mask_bt.sum(), 1.0)
   return loss, metrics
@@ -391,8 +277,8 @@ def train_step(state: TrainState, batch: Mapping[str, jax.Array], *, graphdef,
   bsz = batch["input_ids"].shape[0]
   n_mini, _, micro = cfg.sizes(bsz)
   rng, shuffle_rng = jax.random.split(state.rng)
-  if cfg.loss == "policy" and "old_logprobs" not in batch:
-    old = _logprobs_only(state.params, batch, graphdef, bsz // micro, mesh, cfg.temperature)
+  if losses.LOSSES[cfg.loss].needs_old_logprobs and "old_logprobs" not in batch:
+    old = _logprobs_only(state.params, batch, graphdef, bsz // micro, mesh, cfg.logprob_temperature)
     batch["old_logprobs"] = jax.lax.stop_gradient(old)
 
   def apply(carry, minibatch):
@@ -471,7 +357,7 @@ def make_logprobs_fn(spec: StateSpec, cfg: LearnerConfig, mesh: Mesh):
   def fn(params, batch):
     bsz = batch["input_ids"].shape[0]
     micro = cfg.sizes(bsz)[2]
-    return _logprobs_only(params, batch, spec.graphdef, bsz // micro, mesh, cfg.temperature)
+    return _logprobs_only(params, batch, spec.graphdef, bsz // micro, mesh, cfg.logprob_temperature)
   return jax.jit(fn, in_shardings=(spec.shardings.params, parallel.batch_sharding(mesh)))
 
 
@@ -482,9 +368,10 @@ _DTYPES = {"input_ids": np.int32, "attention_mask": np.int32, "loss_mask": np.in
 
 def validate_batch(batch: Mapping[str, Any], loss: str = "policy") -> dict[str, np.ndarray]:
   """Host-side check of a batch dict; returns numpy arrays in the documented dtypes."""
-  missing = [k for k in REQUIRED[loss] if k not in batch]
+  required = losses.get_loss(loss).batch_keys
+  missing = [k for k in required if k not in batch]
   if missing:
-    raise ValueError(f"batch is missing {missing} (loss={loss!r} needs {list(REQUIRED[loss])})")
+    raise ValueError(f"batch is missing {missing} (loss={loss!r} needs {list(required)})")
   unknown = sorted(set(batch) - set(_DTYPES))
   if unknown:
     raise ValueError(f"batch has unknown keys {unknown}; known: {sorted(_DTYPES)}")
@@ -493,11 +380,9 @@ def validate_batch(batch: Mapping[str, Any], loss: str = "policy") -> dict[str, 
     raise ValueError(f"input_ids must be [B, T], got shape {out['input_ids'].shape}")
   b, t = out["input_ids"].shape
   for k, v in out.items():
-    want = [(b,), (b, t)] if k == "advantages" else [(b, t)]
-    if v.shape not in want:
-      raise ValueError(f"batch[{k!r}] has shape {v.shape}, expected "
-                       f"{' or '.join(map(str, want))}")
-  if loss == "policy" and not np.all(np.isfinite(out["advantages"])):
+    if v.shape != (b, t):
+      raise ValueError(f"batch[{k!r}] has shape {v.shape}, expected {(b, t)}")
+  if "advantages" in required and not np.all(np.isfinite(out["advantages"])):
     raise ValueError("batch['advantages'] contains NaN or inf")
   return out
 

@@ -3,7 +3,7 @@
 All inputs are token-aligned [B, T] arrays: `logp_bt[b, t]` is the learner's log-probability of
 token t of sequence b, `mask_bt[b, t]` is 1 where token t was sampled by the policy (the loss mask).
 
-Aggregation (`agg`, registry AGGREGATIONS) turns masked token losses into a scalar:
+Aggregation (`agg`, registry LOSS_AGGREGATIONS) turns masked token losses into a scalar:
   token-mean               sum(l * m) / sum(m)                       over the whole batch
   seq-mean-token-mean      mean over sequences with >= 1 token of  sum_t(l * m) / sum_t(m)
   seq-mean-token-sum-norm  sum(l * m) / (B * L), L = `norm_tokens`, a constant  (Dr. GRPO)
@@ -18,17 +18,71 @@ compute it once with `agg_denominator(mask_bt_of_minibatch, agg)` and pass it as
 micro-batch call; the micro-batch losses then sum exactly to the minibatch loss.
 """
 
+import dataclasses
 from typing import Callable
 
 import jax
 import jax.numpy as jnp
 
-AGGREGATIONS = ("token-mean", "seq-mean-token-mean", "seq-mean-token-sum-norm")
+
+@dataclasses.dataclass(frozen=True)
+class LossAggregation:
+  """A registered aggregation: `denominator(mask_bt, norm_tokens)` (before the floor at 1) and
+  `numerator(masked_loss_bt, mask_bt)`; the loss is numerator / denominator."""
+
+  denominator: Callable[[jnp.ndarray, int | None], jnp.ndarray]
+  numerator: Callable[[jnp.ndarray, jnp.ndarray], jnp.ndarray]
 
 
-def _check_agg(agg: str) -> None:
-  if agg not in AGGREGATIONS:
-    raise ValueError(f"unknown loss aggregation {agg!r}; known: {list(AGGREGATIONS)}")
+LOSS_AGGREGATIONS: dict[str, LossAggregation] = {}
+
+
+def register_aggregation(name: str, *, numerator):
+  """Decorator: registers a denominator `f(mask_bt, norm_tokens)` and its `numerator` under
+  `name` (duplicates refused)."""
+
+  def deco(fn):
+    if name in LOSS_AGGREGATIONS:
+      raise ValueError(f"loss aggregation {name!r} registered twice")
+    LOSS_AGGREGATIONS[name] = LossAggregation(fn, numerator)
+    return fn
+
+  return deco
+
+
+def get_aggregation(agg: str) -> LossAggregation:
+  if agg not in LOSS_AGGREGATIONS:
+    raise ValueError(f"unknown loss aggregation {agg!r}; known: {list(LOSS_AGGREGATIONS)}")
+  return LOSS_AGGREGATIONS[agg]
+
+
+def _total(masked_bt, mask_bt):
+  del mask_bt
+  return masked_bt.sum()
+
+
+def _sum_of_sequence_means(masked_bt, mask_bt):
+  return (masked_bt.sum(axis=1) / jnp.maximum(mask_bt.sum(axis=1), 1.0)).sum()
+
+
+@register_aggregation("token-mean", numerator=_total)
+def _token_count(mask_bt, norm_tokens):
+  del norm_tokens
+  return mask_bt.sum()
+
+
+@register_aggregation("seq-mean-token-mean", numerator=_sum_of_sequence_means)
+def _sequence_count(mask_bt, norm_tokens):
+  del norm_tokens
+  return (mask_bt.sum(axis=1) > 0).sum().astype(jnp.float32)
+
+
+@register_aggregation("seq-mean-token-sum-norm", numerator=_total)
+def _sequences_times_budget(mask_bt, norm_tokens):
+  if norm_tokens is None or norm_tokens < 1:
+    raise ValueError("agg='seq-mean-token-sum-norm' needs norm_tokens >= 1 (the constant "
+                     f"generation budget Dr. GRPO divides by), got {norm_tokens!r}")
+  return jnp.float32(mask_bt.shape[0] * norm_tokens)
 
 
 def agg_denominator(mask_bt: jnp.ndarray, agg: str,
@@ -37,39 +91,25 @@ def agg_denominator(mask_bt: jnp.ndarray, agg: str,
 
   `norm_tokens` is the constant L of seq-mean-token-sum-norm (required there, unused otherwise).
   """
-  _check_agg(agg)
-  mask_bt = mask_bt.astype(jnp.float32)
-  if agg == "token-mean":
-    denom = mask_bt.sum()
-  elif agg == "seq-mean-token-mean":
-    denom = (mask_bt.sum(axis=1) > 0).sum().astype(jnp.float32)
-  else:
-    if norm_tokens is None or norm_tokens < 1:
-      raise ValueError("agg='seq-mean-token-sum-norm' needs norm_tokens >= 1 (the constant "
-                       f"generation budget Dr. GRPO divides by), got {norm_tokens!r}")
-    denom = jnp.float32(mask_bt.shape[0] * norm_tokens)
-  return jnp.maximum(denom, 1.0)
+  entry = get_aggregation(agg)
+  return jnp.maximum(entry.denominator(mask_bt.astype(jnp.float32), norm_tokens), 1.0)
 
 
 def aggregate(token_loss_bt: jnp.ndarray, mask_bt: jnp.ndarray, agg: str,
               denom: jnp.ndarray | None = None, norm_tokens: int | None = None) -> jnp.ndarray:
   """Scalar loss from token losses [B, T] and mask [B, T]; see the module docstring."""
-  _check_agg(agg)
+  entry = get_aggregation(agg)
   mask_bt = mask_bt.astype(jnp.float32)
   if denom is None:
     denom = agg_denominator(mask_bt, agg, norm_tokens)
-  masked_bt = token_loss_bt * mask_bt
-  if agg == "seq-mean-token-mean":
-    per_seq_b = masked_bt.sum(axis=1) / jnp.maximum(mask_bt.sum(axis=1), 1.0)
-    return per_seq_b.sum() / denom
-  return masked_bt.sum() / denom
+  return entry.numerator(token_loss_bt * mask_bt, mask_bt) / denom
 
 
 def _masked_mean(x_bt: jnp.ndarray, mask_bt: jnp.ndarray) -> jnp.ndarray:
   return (x_bt * mask_bt).sum() / jnp.maximum(mask_bt.sum(), 1.0)
 
 
-def policy_loss(logp_bt, old_logp_bt, adv, mask_bt, *, clip_low: float = 0.2,
+def policy_loss(logp_bt, old_logp_bt, adv_bt, mask_bt, *, clip_low: float = 0.2,
                 clip_high: float = 0.2, agg: str = "token-mean", ref_logp_bt=None,
                 kl_coef: float = 0.0, sampler_logp_bt=None, is_cap: float | None = None,
                 clip_ratio_c: float | None = None, norm_tokens: int | None = None,
@@ -83,10 +123,10 @@ def policy_loss(logp_bt, old_logp_bt, adv, mask_bt, *, clip_low: float = 0.2,
   Args:
     logp_bt: learner log-probs [B, T] (gradients flow through these only).
     old_logp_bt: log-probs [B, T] of the policy that the ratio is taken against.
-    adv: advantages [B] (broadcast over tokens) or [B, T].
+    adv_bt: advantages [B, T] (rewards/credit.py; only their values on the mask matter).
     mask_bt: 1 on policy tokens, 0 elsewhere [B, T].
     clip_low, clip_high: clip range below / above 1 (DAPO's "clip-higher" uses clip_high > clip_low).
-    agg: aggregation name, see AGGREGATIONS.
+    agg: aggregation name, see LOSS_AGGREGATIONS.
     ref_logp_bt: reference-policy log-probs [B, T]; needed when kl_coef > 0. The KL penalty is
       the k3 estimator exp(ref - logp) - (ref - logp) - 1 (Schulman, "Approximating KL").
     sampler_logp_bt: log-probs [B, T] reported by the sampler; with `is_cap` set, the PG term is
@@ -103,7 +143,7 @@ def policy_loss(logp_bt, old_logp_bt, adv, mask_bt, *, clip_low: float = 0.2,
     approx_kl (k3 of old vs new), ratio_mean, ratio_min, ratio_max, and kl_ref / tis_weight_mean /
     tis_clip_frac / dual_clip_frac when enabled; plus num_tokens.
   """
-  _check_agg(agg)
+  get_aggregation(agg)
   if not 0.0 <= clip_low < 1.0:
     raise ValueError(f"clip_low must be in [0, 1), got {clip_low}")
   if clip_high < 0.0:
@@ -117,8 +157,7 @@ def policy_loss(logp_bt, old_logp_bt, adv, mask_bt, *, clip_low: float = 0.2,
   if clip_ratio_c is not None and not clip_ratio_c > 1.0:
     raise ValueError(f"clip_ratio_c (dual clip) must be > 1, got {clip_ratio_c}")
   mask_bt = mask_bt.astype(jnp.float32)
-  adv = jnp.asarray(adv, jnp.float32)
-  adv_bt = adv[:, None] if adv.ndim == 1 else adv
+  adv_bt = jnp.asarray(adv_bt, jnp.float32)
   old_logp_bt = jax.lax.stop_gradient(old_logp_bt)
 
   log_ratio_bt = (logp_bt - old_logp_bt) * mask_bt
@@ -172,6 +211,41 @@ def sft_loss(logp_bt, mask_bt, *, agg: str = "token-mean", norm_tokens: int | No
   return loss, {"nll": _masked_mean(-logp_bt, mask_bt), "num_tokens": mask_bt.sum()}
 
 
+@dataclasses.dataclass(frozen=True)
+class Loss:
+  """A registered learner loss: `fn(logp_bt, batch, mask_bt, learner_cfg, denom) -> (loss,
+  metrics)`, the batch keys it reads, and whether it needs old log-probs (then the learner
+  computes them when the batch lacks them)."""
+
+  fn: Callable[..., tuple[jnp.ndarray, dict[str, jnp.ndarray]]]
+  batch_keys: tuple[str, ...]
+  needs_old_logprobs: bool = False
+
+
+LOSSES: dict[str, Loss] = {}
+
+
+def register_loss(name: str, *, batch_keys: tuple[str, ...], needs_old_logprobs: bool = False):
+  """Decorator: registers a learner loss under `name` (`LearnerConfig.loss`; duplicates refused)."""
+
+  def deco(fn):
+    if name in LOSSES:
+      raise ValueError(f"learner loss {name!r} registered twice")
+    LOSSES[name] = Loss(fn, tuple(batch_keys), needs_old_logprobs)
+    return fn
+
+  return deco
+
+
+def get_loss(name: str) -> Loss:
+  if name not in LOSSES:
+    raise ValueError(f"learner loss must be one of {sorted(LOSSES)}, got {name!r}")
+  return LOSSES[name]
+
+
+@register_loss("policy", needs_old_logprobs=True,
+               batch_keys=("input_ids", "attention_mask", "loss_mask", "advantages",
+                           "sampler_logprobs"))
 def _policy_from_batch(logp_bt, batch, mask_bt, cfg, denom):
   return policy_loss(
       logp_bt, batch["old_logprobs"], batch["advantages"], mask_bt, clip_low=cfg.clip_low,
@@ -181,13 +255,7 @@ def _policy_from_batch(logp_bt, batch, mask_bt, cfg, denom):
       denom=denom)
 
 
+@register_loss("sft", batch_keys=("input_ids", "attention_mask", "loss_mask"))
 def _sft_from_batch(logp_bt, batch, mask_bt, cfg, denom):
   del batch
   return sft_loss(logp_bt, mask_bt, agg=cfg.agg, norm_tokens=cfg.loss_norm_tokens, denom=denom)
-
-
-# name -> f(logp_bt, batch, mask_bt, learner_cfg, denom) -> (loss, metrics); the learner calls this.
-LossFn = Callable[..., tuple[jnp.ndarray, dict[str, jnp.ndarray]]]
-LOSSES: dict[str, LossFn] = {"policy": _policy_from_batch, "sft": _sft_from_batch}
-# Whether a loss needs old log-probs (then the learner computes them when the batch lacks them).
-NEEDS_OLD_LOGPROBS = {"policy": True, "sft": False}

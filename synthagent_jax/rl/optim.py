@@ -47,8 +47,9 @@ class OptimConfig:
                          f"total_steps={self.total_steps}, warmup_steps={self.warmup_steps}")
     if not 0.0 <= self.end_lr_frac <= 1.0:
       raise ValueError(f"optim.end_lr_frac must be in [0, 1], got {self.end_lr_frac}")
-    if self.weight_decay < 0 or self.clip_norm < 0:
-      raise ValueError("optim.weight_decay and optim.clip_norm must be >= 0")
+    for name in ("weight_decay", "clip_norm", "eps"):
+      if not getattr(self, name) >= 0:
+        raise ValueError(f"optim.{name} must be >= 0, got {getattr(self, name)}")
     if not (0 <= self.b1 < 1 and 0 <= self.b2 < 1):
       raise ValueError(f"optim.b1/b2 must be in [0, 1), got {self.b1}, {self.b2}")
 

@@ -36,7 +36,7 @@ def length_buckets(floor: int, cap: int) -> tuple[int, ...]:
   return tuple(out) + (cap,)
 
 
-def to_batch(trajectories: Sequence[Trajectory], advantages: Sequence[float] | None = None, *,
+def to_batch(trajectories: Sequence[Trajectory], advantages: Sequence[np.ndarray] | None = None, *,
              pad_id: int, length_multiple: int = 128, rows_multiple: int = 1,
              max_len: int | None = None, buckets: Sequence[int] | None = None,
              rows: int | None = None) -> dict[str, np.ndarray]:
@@ -44,9 +44,8 @@ def to_batch(trajectories: Sequence[Trajectory], advantages: Sequence[float] | N
 
   Args:
     trajectories: the sequences to train on (their token_ids / loss_mask / sampler_logprobs).
-    advantages: one per trajectory (policy loss): a float (broadcast over its tokens; the batch
-      gets advantages [B]) or, for every trajectory, an array of one per token (the batch gets
-      advantages [B, T]; see rl/credit.py); None for SFT (no `advantages` key).
+    advantages: per trajectory, one advantage per token (`rewards.credit.Credit.token_advantages`;
+      the batch gets advantages [B, T]); None for SFT (no `advantages` key).
     pad_id: token id used for padding (attention_mask is 0 there, so its value never matters).
     length_multiple: T is the longest sequence rounded up to this (bucketing for jit).
     rows_multiple: B is rounded up to this with empty rows (e.g. the minibatch size).
@@ -93,17 +92,10 @@ def to_batch(trajectories: Sequence[Trajectory], advantages: Sequence[float] | N
     batch["loss_mask"][i, :n] = traj.loss_mask
     batch["sampler_logprobs"][i, :n] = traj.sampler_logprobs
   if advantages is not None:
-    per_token = [np.ndim(a) == 1 for a in advantages]
-    if all(per_token):
-      batch["advantages"] = np.zeros((b, t_len), np.float32)
-      for i, (traj, adv) in enumerate(zip(trajectories, advantages)):
-        if len(adv) != len(traj.token_ids):
-          raise ValueError(f"trajectory {i} has {len(traj.token_ids)} tokens but "
-                           f"{len(adv)} per-token advantages")
-        batch["advantages"][i, :len(adv)] = adv
-    elif not any(per_token):
-      batch["advantages"] = np.zeros((b,), np.float32)
-      batch["advantages"][:len(trajectories)] = np.asarray(advantages, np.float32)
-    else:
-      raise ValueError("advantages must be all per-sequence floats or all per-token arrays")
+    batch["advantages"] = np.zeros((b, t_len), np.float32)
+    for i, (traj, adv) in enumerate(zip(trajectories, advantages)):
+      if np.shape(adv) != (len(traj.token_ids),):
+        raise ValueError(f"trajectory {i} has {len(traj.token_ids)} tokens but advantages of "
+                         f"shape {np.shape(adv)} (one per token expected)")
+      batch["advantages"][i, :len(adv)] = adv
   return batch

@@ -48,6 +48,12 @@ class ReplayEngine:
     finish = "stop" if len(ids) == len(self._ids[self._next - 1]) else "length"
     return [Completion(token_ids=list(ids), logprobs=[0.0] * len(ids), finish_reason=finish)]
 
+  def update_weights(self, weights: Any, step: int) -> dict[str, float]:
+    return {}  # replayed text has no weights
+
+  def wait_ready(self) -> None:
+    pass
+
 
 def reference_trajectory(loop: AgentLoop, task: Any) -> Trajectory:
   """Replays `task.reference` through a copy of `loop` (same tokenizer, envs and limits)."""

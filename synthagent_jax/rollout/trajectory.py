@@ -93,10 +93,6 @@ class Trajectory:
     if any(m not in (0, 1) for m in self.loss_mask):
       raise ValueError("Trajectory.loss_mask must hold only 0 and 1")
 
-  @property
-  def response_ids(self) -> list[int]:
-    return self.token_ids[self.prompt_len:]
-
   def to_dict(self) -> dict[str, Any]:
     d = dataclasses.asdict(self)
     d["turns"] = [t.to_dict() for t in self.turns]

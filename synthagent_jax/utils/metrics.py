@@ -5,7 +5,8 @@ Layout written here (everything else in the workdir belongs to other writers):
     <workdir>/metrics.jsonl            one JSON line per `MetricWriter.write`:
                                        {"step": int, "time": float (unix seconds), "<ns>/<name>": float}
     <workdir>/tensorboard/             TensorBoard event files with the same scalars
-    <workdir>/rollouts/step_XXXXXX.jsonl   one line per episode (format in `ROLLOUT_FIELDS`)
+    <workdir>/rollouts/step_XXXXXX.jsonl   one line per episode (format in `ROLLOUT_FIELDS`;
+                                       built by rewards/rollout_log.rollout_record)
 
 Only process 0 writes (`jax.process_index() == 0`); on other processes every writer method is a
 no-op, so the training loop calls them unconditionally.
@@ -25,24 +26,24 @@ with a logged warning; a malformed line anywhere else is an error.
 from __future__ import annotations
 
 import json
-import logging
 import math
 import operator
 import os
 import pathlib
 import re
-import tempfile
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
+
+from synthagent_jax.utils import jsonl
 
 METRICS_FILE = "metrics.jsonl"
 TENSORBOARD_DIR = "tensorboard"
 ROLLOUTS_DIR = "rollouts"
 
-# Keys every rollout log line carries (SPECS.md, "Rollout log line") and their JSON types.
+# Keys every rollout log line carries (docs/SPECS.md, "Rollout log line") and their JSON types.
 ROLLOUT_FIELDS: dict[str, tuple[type, ...]] = {
     "step": (int,),
     "task_id": (str,),
@@ -69,26 +70,10 @@ VERDICT_FIELDS: dict[str, tuple[type, ...]] = {
 _KEY_RE = re.compile(r"^[A-Za-z0-9_.\-^]+(/[A-Za-z0-9_.\-^]+)+$")
 _ROLLOUT_FILE_RE = re.compile(r"^step_(\d+)\.jsonl$")
 
-_log = logging.getLogger(__name__)
-
 
 def _default_process_index() -> int:
   import jax  # Local import: reading metrics must not need jax initialised.
   return jax.process_index()
-
-
-def _atomic_write_text(path: pathlib.Path, text: str) -> None:
-  """Writes `text` to `path` via a temporary file and rename, so readers never see half a file."""
-  path.parent.mkdir(parents=True, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-  try:
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-      f.write(text)
-    os.replace(tmp, path)
-  except BaseException:
-    if os.path.exists(tmp):
-      os.unlink(tmp)
-    raise
 
 
 def _to_float(key: str, value: Any) -> float:
@@ -125,62 +110,6 @@ def _json_number(x: float) -> float | None:
   return x if math.isfinite(x) else None
 
 
-def _finite_json(value: Any) -> Any:
-  """`value` with every non-finite float (anywhere in dicts / lists / tuples) replaced by None.
-
-  Iterative, so a deeply nested record cannot exhaust the Python stack here.
-  """
-  def convert(x):
-    if isinstance(x, float) and not math.isfinite(x):
-      return None, None
-    if isinstance(x, Mapping):
-      out = {}
-      return out, [(out, k, v) for k, v in x.items()]
-    if isinstance(x, (list, tuple)):
-      out = [None] * len(x)
-      return out, [(out, i, v) for i, v in enumerate(x)]
-    return x, None
-
-  root, todo = convert(value)
-  stack = list(todo or ())
-  while stack:
-    parent, key, child = stack.pop()
-    parent[key], todo = convert(child)
-    if todo:
-      stack.extend(todo)
-  return root
-
-
-def _read_jsonl(path: pathlib.Path) -> tuple[list[dict], int]:
-  """Parses a JSONL file -> (records, byte offset where the valid content ends).
-
-  A final line without a newline that does not parse (a write cut short by a kill) is left out
-  with a warning; any other malformed line raises ValueError naming file:line.
-  """
-  data = path.read_bytes()
-  records: list[dict] = []
-  pos = 0
-  lineno = 0
-  while pos < len(data):
-    lineno += 1
-    end = data.find(b"\n", pos)
-    complete = end != -1
-    line = data[pos:end] if complete else data[pos:]
-    try:
-      rec = json.loads(line) if line.strip() else None
-    except json.JSONDecodeError as e:
-      if not complete:
-        _log.warning("%s:%d: dropping half-written last line (%d bytes)", path, lineno, len(line))
-        return records, pos
-      raise ValueError(f"{path}:{lineno}: malformed JSON line: {e}") from None
-    if rec is not None:
-      if not isinstance(rec, dict):
-        raise ValueError(f"{path}:{lineno}: expected a JSON object, got {type(rec).__name__}")
-      records.append(rec)
-    pos = end + 1 if complete else len(data)
-  return records, pos
-
-
 def read_metrics(workdir: str | os.PathLike) -> list[dict]:
   """Reads `<workdir>/metrics.jsonl` -> list of {"step", "time", key: float} in file order.
 
@@ -189,7 +118,7 @@ def read_metrics(workdir: str | os.PathLike) -> list[dict]:
   path = pathlib.Path(workdir) / METRICS_FILE
   if not path.exists():
     return []
-  records, _ = _read_jsonl(path)
+  records, _ = jsonl.read_jsonl(path)
   for i, rec in enumerate(records):
     if not isinstance(rec.get("step"), int):
       raise ValueError(f"{path}: record {i + 1} has no integer 'step': {rec!r:.200}")
@@ -244,7 +173,7 @@ class MetricWriter:
 
   def _drop_partial_tail(self) -> None:
     """Cuts a half-written last line so the next append starts on a fresh line."""
-    _, valid_end = _read_jsonl(self.path)
+    _, valid_end = jsonl.read_jsonl(self.path)
     if valid_end < self.path.stat().st_size:
       with open(self.path, "r+b") as f:
         f.truncate(valid_end)
@@ -259,10 +188,10 @@ class MetricWriter:
     step = _as_step(step)
     dropped = 0
     if self.path.exists():
-      records, _ = _read_jsonl(self.path)
+      records, _ = jsonl.read_jsonl(self.path)
       keep = [r for r in records if int(r.get("step", -1)) <= step]
       dropped = len(records) - len(keep)
-      _atomic_write_text(self.path, "".join(json.dumps(r) + "\n" for r in keep))
+      jsonl.atomic_write_text(self.path, "".join(json.dumps(r) + "\n" for r in keep))
     self._purge_step = step + 1
     if self._tb is not None:  # Reopen so the purge marker is written now.
       self._tb.close()
@@ -336,51 +265,6 @@ def validate_rollout_record(rec: Mapping[str, Any]) -> None:
                          f"{'/'.join(t.__name__ for t in types)}, got {value!r:.80}")
 
 
-def _field(obj: Any, name: str, default: Any = None) -> Any:
-  if isinstance(obj, Mapping):
-    return obj.get(name, default)
-  return getattr(obj, name, default)
-
-
-def verdict_to_dict(verdict: Any) -> dict:
-  """A rubric Verdict (object with section/item_id/... or a dict) -> rollout-log verdict dict."""
-  item_id = _field(verdict, "id", None)
-  if item_id is None:
-    item_id = _field(verdict, "item_id")
-  return {"section": str(_field(verdict, "section")), "id": str(item_id),
-          "text": str(_field(verdict, "text", "")), "met": bool(_field(verdict, "met")),
-          "score": float(_field(verdict, "score")), "source": str(_field(verdict, "source"))}
-
-
-def rollout_record(step: int, trajectory: Any, *, domain: str, reward: float, advantage: float,
-                   verdicts: Iterable[Any] = ()) -> dict:
-  """Builds one rollout log line from a Trajectory (or a dict with the same fields).
-
-  Reads task_id, sample_index, messages, status, num_turns, num_tool_calls and
-  num_response_tokens from `trajectory`; `verdicts` are rubric Verdict objects or dicts.
-  A non-empty `trajectory.error` (status "error") is kept as an extra "error" field.
-  """
-  rec = {
-      "step": int(step),
-      "task_id": str(_field(trajectory, "task_id")),
-      "sample_index": int(_field(trajectory, "sample_index")),
-      "domain": str(domain),
-      "messages": list(_field(trajectory, "messages")),
-      "status": str(_field(trajectory, "status")),
-      "num_turns": int(_field(trajectory, "num_turns")),
-      "num_tool_calls": int(_field(trajectory, "num_tool_calls")),
-      "response_tokens": int(_field(trajectory, "num_response_tokens")),
-      "reward": float(reward),
-      "advantage": float(advantage),
-      "verdicts": [verdict_to_dict(v) for v in verdicts],
-  }
-  error = _field(trajectory, "error")
-  if error:
-    rec["error"] = str(error)
-  validate_rollout_record(rec)
-  return rec
-
-
 def rollout_path(workdir: str | os.PathLike, step: int) -> pathlib.Path:
   return pathlib.Path(workdir) / ROLLOUTS_DIR / f"step_{step:06d}.jsonl"
 
@@ -400,7 +284,7 @@ def read_rollouts(workdir: str | os.PathLike, step: int) -> list[dict]:
   if not path.exists():
     raise FileNotFoundError(f"no rollout log for step {step}: {path} "
                             f"(steps logged: {list_rollout_steps(workdir)})")
-  records, _ = _read_jsonl(path)
+  records, _ = jsonl.read_jsonl(path)
   for i, rec in enumerate(records):
     for key in ("reward", "advantage"):  # written as null when non-finite
       if key in rec and rec[key] is None:
@@ -427,7 +311,7 @@ class RolloutLogger:
     self.active = (_default_process_index() if process_index is None else process_index) == 0
 
   def write(self, step: int, records: Sequence[Mapping[str, Any]]) -> pathlib.Path | None:
-    """Validates and writes `records` (rollout log lines, see `rollout_record`) for `step`."""
+    """Validates and writes `records` (rollout log lines, see rewards/rollout_log) for `step`."""
     if not self.active:
       return None
     step = _as_step(step)
@@ -439,7 +323,7 @@ class RolloutLogger:
       if rec["step"] != step:
         raise ValueError(f"step {step} record {i} has step {rec['step']}")
     path = rollout_path(self.workdir, step)
-    _atomic_write_text(path, "".join(json.dumps(_finite_json(r), allow_nan=False) + "\n"
+    jsonl.atomic_write_text(path, "".join(json.dumps(jsonl.finite_json(r), allow_nan=False) + "\n"
                                      for r in records))
     return path
 

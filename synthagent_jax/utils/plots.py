@@ -17,6 +17,7 @@ import math
 import os
 import pathlib
 import tempfile
+import time
 
 from matplotlib.figure import Figure
 
@@ -92,17 +93,43 @@ def curves_figure(records, panels=PANELS, title: str = ""):
   return fig
 
 
-def plot_curves(workdir: str | os.PathLike, out_path: str | os.PathLike | None = None) -> pathlib.Path:
+# out path -> (metrics.jsonl signature, PNG signature, monotonic time) of its last drawing.
+_LAST_DRAWN: dict[str, tuple[tuple | None, tuple | None, float]] = {}
+
+
+def _signature(path: pathlib.Path) -> tuple | None:
+  """(size, mtime_ns) of a file, None when absent: changes whenever the file is rewritten."""
+  try:
+    st = path.stat()
+  except FileNotFoundError:
+    return None
+  return st.st_size, st.st_mtime_ns
+
+
+def plot_curves(workdir: str | os.PathLike, out_path: str | os.PathLike | None = None, *,
+                every_s: float = 0.0, force: bool = False) -> pathlib.Path:
   """Renders `<workdir>/metrics.jsonl` to `<workdir>/plots/curves.png` (or `out_path`).
 
   Written atomically (temp file + rename) so a viewer refreshing during training never sees
   half a PNG. Works with a missing or empty metrics file (all panels say "no data").
+
+  Cheap to call every step: the figure is redrawn only when metrics.jsonl changed since this
+  process last drew `out` (or `out` was changed or removed meanwhile), and, with `every_s` > 0,
+  at most once per `every_s` seconds. `force=True` redraws regardless (use it for the final
+  call of a run that throttles with `every_s`). A skipped call leaves the file as the last
+  drawing made it; a drawing is a pure function of metrics.jsonl, so the bytes written are
+  the same as with a redraw on every call.
   """
   workdir = pathlib.Path(workdir)
   out = pathlib.Path(out_path) if out_path is not None else workdir / PLOTS_DIR / CURVES_FILE
+  metrics_sig = _signature(workdir / metrics_lib.METRICS_FILE)
+  last = _LAST_DRAWN.get(str(out))
+  if not force and last is not None and last[1] is not None and last[1] == _signature(out):
+    if last[0] == metrics_sig or time.monotonic() - last[2] < every_s:
+      return out
   records = metrics_lib.read_metrics(workdir)
-  last = f" (last step {records[-1]['step']})" if records else " (no metrics yet)"
-  fig = curves_figure(records, title=f"{workdir.name}{last}")
+  title = f" (last step {records[-1]['step']})" if records else " (no metrics yet)"
+  fig = curves_figure(records, title=f"{workdir.name}{title}")
   out.parent.mkdir(parents=True, exist_ok=True)
   fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.stem}.", suffix=".png")
   os.close(fd)
@@ -112,4 +139,5 @@ def plot_curves(workdir: str | os.PathLike, out_path: str | os.PathLike | None =
   finally:
     if os.path.exists(tmp):
       os.unlink(tmp)
+  _LAST_DRAWN[str(out)] = (metrics_sig, _signature(out), time.monotonic())
   return out

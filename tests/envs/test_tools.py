@@ -6,7 +6,8 @@ import sys
 import textwrap
 
 from synthagent_jax.envs import base
-from synthagent_jax.envs.tools import MockToolSystem, ToolCache, canonical_arguments
+from synthagent_jax.envs.tool_sim import ToolCache
+from synthagent_jax.envs.tools import MockToolSystem, canonical_arguments
 from synthagent_jax.llm.scripted import ScriptedLLM
 from tests.envs.fixtures import make_task
 

@@ -23,6 +23,12 @@ class RecordingEngine:
       raise RuntimeError("engine broke")
     return [engine_lib.Completion([p[-1] + 1], [-1.0], "length") for p in prompt_ids]
 
+  def update_weights(self, weights, step):
+    return {}  # echoes: no weights
+
+  def wait_ready(self):
+    pass
+
 
 def test_requests_are_grouped_by_sampling_params():
   engine = RecordingEngine()

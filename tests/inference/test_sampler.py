@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
+from synthagent_jax.inference import decode
 from synthagent_jax.inference import engine as engine_lib
 from synthagent_jax.inference import sampler
 from synthagent_jax.models import config as config_lib
@@ -94,16 +95,16 @@ def test_repeated_calls_reuse_compiled_code(model):
   # KV reuse off: a reused prefix makes its own (bucketed) prefill-window shape.
   eng = sampler.JaxEngine(model, buckets=BUCKETS, prefix_cache_bytes=0)
   eng.generate(PROMPTS, _greedy(8))
-  before = sampler.trace_count()
+  before = decode.trace_count()
   # Other lengths, batch sizes, max_new_tokens and stop ids inside the same buckets.
   eng.generate(PROMPTS[:2], _greedy(5, stop=(3, 4)))
   eng.generate([[1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13]], _greedy(16))
   sampler.generate(model, [[7]] * 4, 3)  # a fresh engine on the same model shares the cache
-  assert sampler.trace_count() == before
+  assert decode.trace_count() == before
   eng.generate([[1] * 17], _greedy(8))  # a longer prompt bucket compiles once more
-  assert sampler.trace_count() == before + 1
+  assert decode.trace_count() == before + 1
   eng.generate([[1] * 20], _greedy(8))
-  assert sampler.trace_count() == before + 1
+  assert decode.trace_count() == before + 1
 
 
 def test_sampling_is_seeded_and_logprobs_are_tempered(model):
@@ -199,9 +200,9 @@ def test_chunked_prefill_matches_uncached_forward(model):
   prompts = [list(range(1, 25)), [7, 8, 9]]  # 32 prompt slots, prefilled as 2 chunks of 16
   # 4 rows x 16 query slots x 4 heads x 64 cache slots of float32 scores are 64 KiB (the MLP's
   # 4 x 16 x 128 activations are smaller).
-  assert sampler.prefill_chunk_size(4, 32, 64, 4, 128, 64 * 1024) == 16
-  assert sampler.prefill_chunk_size(4, 32, 64, 4, 128, 64 * 1024 * 2) == 32
-  assert sampler.prefill_chunk_size(4, 32, 64, 1, 1024, 4 * 16 * 1024 * 4) == 16  # MLP-bound
+  assert decode.prefill_chunk_size(4, 32, 64, 4, 128, 64 * 1024) == 16
+  assert decode.prefill_chunk_size(4, 32, 64, 4, 128, 64 * 1024 * 2) == 32
+  assert decode.prefill_chunk_size(4, 32, 64, 1, 1024, 4 * 16 * 1024 * 4) == 16  # MLP-bound
   chunked = sampler.JaxEngine(model, buckets=BUCKETS, prefill_bytes=1)  # the smallest chunks
   out = chunked.generate(prompts, _greedy(4))
   for prompt, completion in zip(prompts, out):

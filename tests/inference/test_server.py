@@ -43,6 +43,12 @@ class FakeEngine:
   def prompts(self):
     return [p for call in self.calls for p in call]
 
+  def update_weights(self, weights, step):
+    return {}  # no weights
+
+  def wait_ready(self):
+    pass
+
 
 def _serve(engine, limits=None, **config):
   config = server.ServerConfig(limits=limits or server.Limits(), **config)

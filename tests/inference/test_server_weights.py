@@ -113,6 +113,33 @@ def test_a_good_update_still_works(served, dirs):
   assert r.json()["success"] is True and _version(served) == "2"
 
 
+def test_updates_reach_any_engine_through_the_protocol(dirs, tokenizer):
+  """The endpoint hands the loaded model to `Engine.update_weights` with the new version, whatever
+  the engine is (here one that only records what it got)."""
+
+  class Recording:
+    def __init__(self):
+      self.updates = []
+
+    def generate(self, prompt_ids, sampling):
+      raise AssertionError("not called")
+
+    def update_weights(self, weights, step):
+      self.updates.append((type(weights).__name__, weights.config.vocab_size, step))
+      return {}
+
+    def wait_ready(self):
+      pass
+
+  engine = Recording()
+  api = server.create_app(engine, tokenizer, config=server.ServerConfig(api_key=KEY),
+                          model_path=str(dirs / "a"), vocab_size=len(tokenizer))
+  with server.BackgroundServer(api) as bg:
+    assert _update(bg, dirs / "b").json()["success"] is True
+    assert _update(bg, dirs / "a").json()["weight_version"] == "2"
+  assert engine.updates == [("Qwen", len(tokenizer), 1), ("Qwen", len(tokenizer), 2)]
+
+
 def test_from_pretrained_refuses_shards_outside_the_directory(dirs):
   with pytest.raises(ValueError, match="outside the checkpoint directory"):
     models.from_pretrained(str(dirs / "escape"))

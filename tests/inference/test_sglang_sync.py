@@ -89,7 +89,10 @@ def test_sync_of_sharded_params_reaches_a_real_server(served):
     after = eng.generate(PROMPTS, GREEDY)
     info = httpx.get(f"{url}/get_model_info", headers={"Authorization": f"Bearer {KEY}"}).json()
     exported = models.from_pretrained(stats.path)
-    second = eng.sync_weights((graphdef, params), step=2)
+    synced = eng.update_weights((graphdef, params), step=2)  # the Engine protocol's sync
+    second = eng.last_sync_stats
+  assert synced == second.metrics() and set(synced) == {"perf/sync_bytes", "perf/sync_s"}
+  assert second.step == eng.weight_version == 2
   assert info["model_path"] == stats.path and stats.dtype == "bfloat16"
   assert stats.bytes_written == 2 * sum(p.size for p in jax.tree.leaves(host))
   assert not os.path.exists(stats.path) and os.path.isdir(second.path)  # keep_exports=1

@@ -7,6 +7,7 @@ import pytest
 
 from configs import base
 from launch import builders
+from launch import plan
 from synthagent_jax.synthesis import offline
 
 
@@ -58,3 +59,24 @@ def test_config_key_overridable_from_the_command_line():
   locked.lock()
   locked.data.holdout_domains = "clinic,weather"  # what --config.data.holdout_domains=... sets
   assert builders.holdout_domain_names(locked.data.holdout_domains) == ("clinic", "weather")
+
+
+@pytest.mark.parametrize("from_scratch", [True, False])
+def test_train_plan_and_eval_build_one_model_config(tmp_path, from_scratch):
+  """launch.train, launch.plan and the eval of a training workdir (its saved config.json) build
+  the same ModelConfig: one builder, models.ModelConfig.from_config."""
+  import transformers  # pylint: disable=g-import-not-at-top
+  from configs import tiny  # pylint: disable=g-import-not-at-top
+  from synthagent_jax import models  # pylint: disable=g-import-not-at-top
+  from synthagent_jax.evals import policies  # pylint: disable=g-import-not-at-top
+  c = tiny.get_config()
+  tok = transformers.AutoTokenizer.from_pretrained(c.tokenizer)
+  if not from_scratch:  # a checkpoint's config.json gives the dims; the section its numerics
+    (tmp_path / "config.json").write_text(json.dumps(
+        models.ModelConfig.from_config(c.model, tok).replace(num_layers=3).to_hf_dict()))
+    c.model.update(dict(from_scratch=False, checkpoint=str(tmp_path), remat="full"))
+  built = builders.model_config(c, tok)
+  assert built.num_layers == (4 if from_scratch else 3) and built.attention == "naive"
+  assert built.remat == ("none" if from_scratch else "full")
+  assert plan.model_config(c) == built
+  assert policies.run_model_config(json.loads(json.dumps(c.to_dict())), tok) == built

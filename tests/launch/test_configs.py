@@ -32,6 +32,89 @@ def test_config_parses(path):
   assert "python -m launch." in module.__doc__, "docstring must hold the launch command"
 
 
+def _flat(node, prefix=""):
+  out = {}
+  for k, v in node.items():
+    out.update(_flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
+  return out
+
+
+# The keys base.smoke sets: a smoke variant differs from its config in these only.
+SMOKE_KEYS = {
+    "model.checkpoint", "model.from_scratch", "model.vocab_size", "model.hidden_size",
+    "model.intermediate_size", "model.num_layers", "model.num_heads", "model.num_kv_heads",
+    "model.head_dim", "tokenizer", "mesh.shape", "data.train_file", "data.eval_file",
+    "rollout.max_turns", "rollout.max_new_tokens", "rollout.max_total_tokens", "rl.num_steps",
+    "rl.tasks_per_step", "rl.num_generations", "rl.minibatch_tasks", "rl.micro_batch_size",
+    "sft.num_steps", "sft.batch_size", "eval.num_tasks", "eval.k", "eval.suites_limit",
+    "checkpoint.every_steps",
+}
+TRAIN_CONFIGS = [p for p in CONFIG_FILES if "base" not in p and "synth_" not in p]
+
+
+@pytest.mark.parametrize("path", CONFIG_FILES, ids=os.path.basename)
+def test_smoke_variant_is_the_same_recipe_small(path):
+  module = _load(path)
+  if not hasattr(module, "get_config"):
+    return
+  full, small = module.get_config().to_dict(), module.get_config("smoke").to_dict()
+  assert module.get_config(None).to_dict() == full
+  full, small = _flat(full), _flat(small)
+  assert set(full) == set(small)
+  changed = {k for k in full if full[k] != small[k]}
+  assert changed, "the smoke variant changes nothing"
+  if path in TRAIN_CONFIGS:
+    assert changed <= SMOKE_KEYS, changed - SMOKE_KEYS
+  with pytest.raises(ValueError, match="unknown config variant 'huge'"):
+    module.get_config("huge")
+
+
+@pytest.mark.parametrize("path", TRAIN_CONFIGS, ids=os.path.basename)
+def test_smoke_variant_builds_on_one_cpu_device(path):
+  """The smoke variant passes launch.train's checks (given endpoints) and every room's section
+  builds: model, learner, loop, optimizer, tasks."""
+  import transformers  # pylint: disable=g-import-not-at-top
+  from launch import builders  # pylint: disable=g-import-not-at-top
+  from launch import train  # pylint: disable=g-import-not-at-top
+  config = _load(path).get_config("smoke")
+  for section in (config.env.llm, config.reward.judge_llm):  # endpoints are the user's to give
+    section.base_url, section.model = "http://127.0.0.1:1/v1", "m"
+  config.engine.weights_dir = "/tmp/unused"
+  cwd = os.getcwd()
+  os.chdir(ROOT)
+  try:
+    train.check_config(config)  # every section, the task files, the prompt fits the context
+    tok = transformers.AutoTokenizer.from_pretrained(config.tokenizer)
+    model_cfg = builders.model_config(config, tok)
+    train, evals = builders.task_splits(config)
+  finally:
+    os.chdir(cwd)
+  assert (model_cfg.num_layers, model_cfg.hidden_size, model_cfg.vocab_size) == (1, 32, len(tok))
+  assert builders.rl_learner_config(config).minibatch_size == 4
+  assert builders.agent_loop_config(config).max_turns == 2
+  builders.optimizer(config.optim, 2)
+  assert train and evals
+
+
+def test_smoke_variants_plan_on_one_cpu_device():
+  """The real `launch.train --config=X.py:smoke --dry_run` for tiny, and the memory plan of every
+  training config's smoke variant, in one process with one CPU device (as a user's run)."""
+  env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+  names = [os.path.basename(p)[:-3] for p in TRAIN_CONFIGS]
+  script = ("import sys, importlib; from launch import plan\n"
+            "for name in sys.argv[1:]:\n"
+            "  p = plan.plan(importlib.import_module('configs.' + name).get_config('smoke'))\n"
+            "  print(name, p['model'].num_layers, p['model'].hidden_size, p['fits'])\n")
+  proc = subprocess.run([sys.executable, "-c", script, *names], cwd=ROOT, capture_output=True,
+                        text=True, timeout=300, env=env)
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  assert proc.stdout.split("\n")[:-1] == [f"{n} 1 32 True" for n in names], proc.stdout
+  proc = subprocess.run([sys.executable, "-m", "launch.train", "--config=configs/tiny.py:smoke",
+                         "--dry_run"], cwd=ROOT, capture_output=True, text=True, timeout=120,
+                        env=env)
+  assert proc.returncode == 0 and "L=1 D=32" in proc.stdout, proc.stderr[-2000:]
+
+
 def _run_train(*args):
   return subprocess.run([sys.executable, "-m", "launch.train", *args], cwd=ROOT,
                         capture_output=True, text=True, timeout=120)
@@ -49,7 +132,19 @@ def test_qwen_3b_without_checkpoint_fails_in_one_line(tmp_path):
 def test_mistyped_override_fails(tmp_path):
   proc = _run_train("--config=configs/tiny.py", f"--workdir={tmp_path}", "--config.rl.lrr=1")
   assert proc.returncode != 0
-  assert "lrr" in proc.stderr
+  lines = [l for l in proc.stderr.strip().splitlines() if l.strip()]
+  assert len(lines) == 1 and lines[0].startswith("error: --config.rl.lrr: the config has no such "
+                                                 "key"), proc.stderr
+
+
+def test_derived_minibatch_size_is_not_a_second_key(tmp_path):
+  # Sequences per update are rl.minibatch_tasks x rl.num_generations: one knob, one name.
+  proc = _run_train("--config=configs/tiny.py", f"--workdir={tmp_path}",
+                    "--config.rl.minibatch_size=16")
+  assert proc.returncode != 0
+  lines = [l for l in proc.stderr.strip().splitlines() if l.strip()]
+  assert len(lines) == 1 and lines[0].startswith(
+      "error: --config.rl.minibatch_size: the config has no such key"), proc.stderr
 
 
 def test_override_reaches_config(tmp_path):
@@ -88,9 +183,39 @@ def test_learner_trains_the_rollout_temperature():
   from launch import builders  # pylint: disable=g-import-not-at-top
   config = tiny.get_config()
   config.rollout.temperature = 0.7
-  assert builders.rl_learner_config(config).temperature == 0.7
-  config.rollout.temperature = 0.0  # evaluation-only greedy runs still build the (unused) learner
-  assert builders.rl_learner_config(config).temperature == 1.0
+  learner_cfg = builders.rl_learner_config(config)
+  assert (learner_cfg.temperature, learner_cfg.logprob_temperature) == (0.7, 0.7)
+  config.rollout.temperature = 0.0  # greedy: the sampler's temperature, passed through as is
+  learner_cfg = builders.rl_learner_config(config)
+  assert (learner_cfg.temperature, learner_cfg.logprob_temperature) == (0.0, 1.0)
+
+
+def test_greedy_sampler_logprobs_are_what_the_learner_scores_at_temperature_0():
+  """A greedy sampler reports log-probs of the untempered softmax; LearnerConfig(temperature=0)
+  scores exactly those (so old/sampler log-prob ratios of greedy rollouts are 1)."""
+  import jax  # pylint: disable=g-import-not-at-top
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  from flax import nnx  # pylint: disable=g-import-not-at-top
+  from synthagent_jax import models  # pylint: disable=g-import-not-at-top
+  from synthagent_jax.inference import engine as engine_lib  # pylint: disable=g-import-not-at-top
+  from synthagent_jax.inference import sampler  # pylint: disable=g-import-not-at-top
+  from synthagent_jax.rl import learner  # pylint: disable=g-import-not-at-top
+  from synthagent_jax.rl import state as state_lib  # pylint: disable=g-import-not-at-top
+  model = models.init_model(models.ModelConfig.tiny(vocab_size=128), seed=0)
+  state = nnx.state(model, nnx.Param)  # sharper than the init: greedy far from ties
+  nnx.update(model, jax.tree.map(lambda p: p * 10.0 if p.ndim >= 2 else p, state))
+  prompt = [5, 17, 3, 9]
+  out = sampler.JaxEngine(model).generate(
+      [prompt], engine_lib.SamplingParams(max_new_tokens=6, temperature=0.0))[0]
+  ids = jnp.asarray([prompt + out.token_ids], jnp.int32)
+  graphdef, params = state_lib.split_params(model)
+  cfg = learner.LearnerConfig(temperature=0.0)
+  logp_bt, _ = learner.token_logprobs(graphdef, params, ids, jnp.ones_like(ids),
+                                      cfg.logprob_temperature)
+  np.testing.assert_allclose(np.asarray(logp_bt[0, len(prompt):]), out.logprobs, atol=1e-4)
+  tempered, _ = learner.token_logprobs(graphdef, params, ids, jnp.ones_like(ids), 0.5)
+  assert not np.allclose(np.asarray(tempered[0, len(prompt):]), out.logprobs, atol=1e-3)
 
 
 def test_adversarial_user_is_an_llm_user_switch():
@@ -123,7 +248,7 @@ def test_bad_minibatch_tasks_fails_in_one_line(tmp_path):
 
 BAD_OVERRIDES = [
     ("rl.micro_batch_size=0", "rl.micro_batch_size must be >= 1"),
-    ("rl.minibatch_size=0", "rl.minibatch_size must be >= 1"),
+    ("rl.minibatch_tasks=3", "rl.minibatch_tasks=3 does not divide rl.tasks_per_step=4"),
     ("rl.num_steps=-5", "rl.num_steps must be >= 0"),
     ("rl.tasks_per_step=0", "rl.tasks_per_step must be >= 1"),
     ("rl.num_generations=0", "rl.num_generations must be >= 1"),

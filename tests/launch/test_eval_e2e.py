@@ -26,8 +26,7 @@ SUITES = [
     ("bfcl_multi_turn", ["--category=base", "--limit=2"]),
     ("tau2_airline", ["--limit=2", "--user=scripted:I want to change my flight."]),
 ]
-SHORT = ["--config=configs/tiny.py", "--config.rollout.max_new_tokens=8",
-         "--config.rollout.max_turns=2"]
+SHORT = ["--config=configs/tiny.py:smoke"]  # its rollout section: 2 turns of 8 new tokens
 
 
 def _env():

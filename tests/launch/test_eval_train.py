@@ -7,14 +7,7 @@ import subprocess
 import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-TINY = [
-    "--config=configs/tiny.py", "--config.model.hidden_size=32",
-    "--config.model.intermediate_size=64", "--config.model.num_layers=1",
-    "--config.model.head_dim=8", "--config.rl.tasks_per_step=2", "--config.rl.num_generations=2",
-    "--config.rl.minibatch_tasks=2", "--config.rl.micro_batch_size=4", "--config.sft.num_steps=0",
-    "--config.eval.num_tasks=2", "--config.eval.k=1", "--config.rollout.max_turns=2",
-    "--config.rollout.max_new_tokens=8", "--config.checkpoint.every_steps=1",
-]
+TINY = ["--config=configs/tiny.py:smoke", "--config.sft.num_steps=0"]  # RL only
 
 
 def _train(workdir, *extra):

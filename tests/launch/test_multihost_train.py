@@ -20,14 +20,8 @@ import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 ARGS = [
-    "--config=configs/tiny.py", "--config.model.hidden_size=32",
-    "--config.model.intermediate_size=64", "--config.model.num_layers=1",
-    "--config.model.head_dim=8", "--config.rl.tasks_per_step=2", "--config.rl.num_generations=2",
-    "--config.rl.minibatch_tasks=2", "--config.rl.micro_batch_size=2", "--config.sft.num_steps=2",
-    "--config.sft.batch_size=4",
-    "--config.eval.num_tasks=1", "--config.eval.k=1", "--config.rollout.max_turns=2",
-    "--config.rollout.max_new_tokens=8", "--config.checkpoint.every_steps=1",
-    "--config.rl.drop_zero_variance=False", "--config.rl.num_steps=2", "--config.optim.lr=1e-2",
+    "--config=configs/tiny.py:smoke", "--config.rl.micro_batch_size=2",
+    "--config.eval.num_tasks=1", "--config.rl.drop_zero_variance=False", "--config.optim.lr=1e-2",
     "--config.mesh.shape=(1,-1,1)",
 ]
 

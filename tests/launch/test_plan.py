@@ -67,14 +67,14 @@ def test_qwen_3b_recipe_fits_80gb_with_sglang_colocated():
   assert p["sglang_reserved_bytes_per_device"] == int(0.3 * 80 * 2**30)
   assert p["sampler_kv_bytes_per_device"] == 0  # engine.kind=sglang
   assert p["total_bytes_per_device"] < 80 * 2**30
-  c.rl.minibatch_size = c.rl.micro_batch_size = 64
+  c.rl.micro_batch_size = 64
   assert plan.plan(c)["fits"]
   c.model.attention, c.model.logprob_chunk = "naive", 10240
   old = plan.plan(c)
   assert not old["fits"]
   with pytest.raises(plan.PlanError, match=r"largest parts: activations"):
     plan.check_fits(old)
-  c.rl.minibatch_size = c.rl.micro_batch_size = 8
+  c.rl.micro_batch_size = 8
   assert plan.plan(c)["activation_bytes_per_device"] > 5 * p["activation_bytes_per_device"]
 
 

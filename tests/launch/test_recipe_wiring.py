@@ -25,8 +25,6 @@ from launch import builders
 from synthagent_jax import models
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-DIMS = dict(hidden_size=32, intermediate_size=64, num_layers=1, num_heads=4, num_kv_heads=2,
-            head_dim=8)
 
 
 def _free_port() -> int:
@@ -36,8 +34,7 @@ def _free_port() -> int:
 
 
 def _write_checkpoint(path: str) -> None:
-  config = tiny.get_config()
-  config.model.update(DIMS)
+  config = tiny.get_config("smoke")
   tok = transformers.AutoTokenizer.from_pretrained(os.path.join(ROOT, "data", "tokenizer"))
   models.save_pretrained(models.init_model(builders.model_config(config, tok), seed=0), path)
 
@@ -73,16 +70,12 @@ def _serve(checkpoint: str, port: int, log_path: str):
 def _train_cmd(workdir, ckpt, policy_url, llm_url, weights_dir):
   llm = [f"--config.{s}.base_url={llm_url}/v1" for s in ("env.llm", "reward.judge_llm")]
   llm += [f"--config.{s}.model=synthagent_jax" for s in ("env.llm", "reward.judge_llm")]
-  return [sys.executable, "-m", "launch.train", "--config=configs/tiny.py",
+  return [sys.executable, "-m", "launch.train", "--config=configs/tiny.py:smoke",
           f"--workdir={workdir}", "--config.model.from_scratch=False",
           f"--config.model.checkpoint={ckpt}", "--config.engine.kind=sglang",
           f"--config.engine.urls=('{policy_url}',)", f"--config.engine.weights_dir={weights_dir}",
           "--config.env.user=llm", "--config.env.tool_llm=True", "--config.reward.judge=http",
-          *llm, "--config.rl.num_steps=2", "--config.rl.tasks_per_step=2",
-          "--config.rl.num_generations=2", "--config.rl.minibatch_tasks=2",
-          "--config.rl.micro_batch_size=4", "--config.sft.num_steps=0",
-          "--config.eval.num_tasks=1", "--config.eval.k=1", "--config.rollout.max_turns=2",
-          "--config.rollout.max_new_tokens=8", "--config.checkpoint.every_steps=1",
+          *llm, "--config.sft.num_steps=0", "--config.eval.num_tasks=1",
           "--config.rl.drop_zero_variance=False"]
 
 

@@ -70,7 +70,8 @@ def test_a_run_of_varying_lengths_and_dropped_groups_compiles_once_per_bucket(mo
   for kept, longest in steps:
     trajs = [_traj(int(rng.integers(4, longest + 1)), rng) for _ in range(kept - 1)]
     trajs.append(_traj(longest, rng))
-    batch = batching.to_batch(trajs, list(rng.normal(size=kept)), pad_id=0, **shapes)
+    advs = [np.full(len(t.token_ids), a, np.float32) for t, a in zip(trajs, rng.normal(size=kept))]
+    batch = batching.to_batch(trajs, advs, pad_id=0, **shapes)
     assert batch["input_ids"].shape == (8, min(b for b in shapes["buckets"] if b >= longest))
     state, _ = env.step(state, learner.make_batch(batch, env.mesh))
   got = train_loop.compile_metrics(env.step)

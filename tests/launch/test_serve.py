@@ -44,6 +44,12 @@ class ScriptedEngine:
       out.append(engine_lib.Completion(ids, [-0.1] * len(ids), "stop"))
     return out
 
+  def update_weights(self, weights, step):
+    return {}  # a script: no weights
+
+  def wait_ready(self):
+    pass
+
 
 @pytest.fixture(scope="module")
 def tokenizer():

@@ -15,13 +15,7 @@ import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TINY = [
-    "--config=configs/tiny.py", "--config.model.hidden_size=32",
-    "--config.model.intermediate_size=64", "--config.model.num_layers=1",
-    "--config.model.head_dim=8", "--config.rl.tasks_per_step=2", "--config.rl.num_generations=2",
-    "--config.rl.minibatch_tasks=2", "--config.rl.micro_batch_size=4", "--config.sft.num_steps=2",
-    "--config.sft.batch_size=4", "--config.eval.num_tasks=2", "--config.eval.k=1",
-    "--config.rollout.max_turns=2", "--config.rollout.max_new_tokens=8",
-    "--config.rollout.temperature=1.0", "--config.checkpoint.every_steps=1",
+    "--config=configs/tiny.py:smoke",  # 2 tasks x 2 rollouts, 2 SFT steps, 2 eval tasks
     # KL to the post-SFT policy (its reference must survive a resume); every group is trained
     # even when its rewards tie, so the learner runs on every step of this tiny model.
     "--config.rl.kl_coef=0.05", "--config.rl.drop_zero_variance=False",

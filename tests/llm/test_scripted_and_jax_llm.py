@@ -44,6 +44,12 @@ class _EchoEngine:
     return [Completion(self.reply_ids + [stop], [0.0] * (len(self.reply_ids) + 1), "stop")
             for _ in prompt_ids]
 
+  def update_weights(self, weights, step):
+    return {}  # a fixed reply: no weights
+
+  def wait_ready(self):
+    pass
+
 
 def test_jax_llm_renders_template_and_strips_stop():
   tok = transformers.AutoTokenizer.from_pretrained("data/tokenizer")

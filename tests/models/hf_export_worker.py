@@ -4,7 +4,7 @@
 
 Joins the run with jax.distributed.initialize (CPU, gloo collectives), creates the toy params
 sharded over a (1, 4, 1) mesh spanning both processes' devices, and calls
-`hf_io.save_pretrained_streaming` into OUT_DIR from every process. Writes, beside OUT_DIR,
+`hf_export.save_pretrained_streaming` into OUT_DIR from every process. Writes, beside OUT_DIR,
 stats_<process>.json and (process 0) params.npz: the params gathered, for the one-process export.
 """
 
@@ -18,7 +18,7 @@ import numpy as np
 from jax.experimental import multihost_utils
 
 from synthagent_jax import parallel
-from synthagent_jax.models import hf_io
+from synthagent_jax.models import hf_export
 from synthagent_jax.rl import optim
 from synthagent_jax.rl import state as state_lib
 from tests import toys
@@ -34,7 +34,7 @@ def main(port: int, process_id: int, num_processes: int, out: str) -> None:
   state, spec = state_lib.create_train_state(toys.tiny_model_config(tie_word_embeddings=False),
                                              tx, mesh, parallel.DEFAULT_RULES, seed=0)
   across = sum(not p.is_fully_addressable for p in jax.tree.leaves(state.params))
-  stats = hf_io.save_pretrained_streaming((spec.graphdef, state.params), out,
+  stats = hf_export.save_pretrained_streaming((spec.graphdef, state.params), out,
                                           max_shard_bytes=20_000)
   parent = os.path.dirname(out)
   with open(os.path.join(parent, f"stats_{process_id}.json"), "w") as f:

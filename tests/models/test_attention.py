@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from synthagent_jax.models import config as config_lib
+from synthagent_jax.models import attention as attention_lib
 from synthagent_jax.models import qwen
 from tests import toys
 
@@ -45,9 +46,9 @@ def test_attention_matches_naive_values_and_grads(impl, n, k, chunk):
                                                                                         None]
 
   def loss(impl_, q, kk, v):
-    return (qwen.attention(impl_, chunk, q, kk, v, q_slot_t, valid) * w).sum()
+    return (attention_lib.attention(impl_, chunk, q, kk, v, q_slot_t, valid) * w).sum()
 
-  fwd = jax.jit(qwen.attention, static_argnums=(0, 1))
+  fwd = jax.jit(attention_lib.attention, static_argnums=(0, 1))
   want = fwd("naive", chunk, q, kk, v, q_slot_t, valid)
   got = fwd(impl, chunk, q, kk, v, q_slot_t, valid)
   np.testing.assert_allclose(np.asarray(got)[real_bt], np.asarray(want)[real_bt], atol=ATOL)
@@ -64,9 +65,9 @@ def test_chunked_prefill_against_a_cache_matches_naive():
   valid = np.ones((2, 24), bool)
   valid[:, :2] = False
   valid = jnp.asarray(valid)
-  want = qwen.attention("naive", 0, q, kk, v, q_slot_t, valid)
+  want = attention_lib.attention("naive", 0, q, kk, v, q_slot_t, valid)
   for impl in ("chunked", "xla"):
-    got = qwen.attention(impl, 5, q, kk, v, q_slot_t, valid)
+    got = attention_lib.attention(impl, 5, q, kk, v, q_slot_t, valid)
     np.testing.assert_allclose(np.asarray(got), np.asarray(want), atol=ATOL)
 
 
@@ -118,7 +119,7 @@ def _grad_temp_bytes(impl, t, n=2, k=1, h=16):
   valid = jnp.ones((1, t), bool)
 
   def loss(q, kk, v):
-    return qwen.attention(impl, 128, q, kk, v, q_slot_t, valid).sum()
+    return attention_lib.attention(impl, 128, q, kk, v, q_slot_t, valid).sum()
 
   compiled = jax.jit(jax.grad(loss, argnums=(0, 1, 2))).lower(q, kv, kv).compile()
   return compiled.memory_analysis().temp_size_in_bytes

@@ -101,3 +101,53 @@ def test_config_is_hashable_with_token_id_lists():
   assert cfg.eos_token_id == (151645, 151643)
   hash(cfg)
   assert cfg.to_hf_dict()["eos_token_id"] == [151645, 151643]
+
+
+class _Tok:
+  """The three things ModelConfig.from_config reads of a tokenizer."""
+  pad_token_id = 7
+
+  def __len__(self):
+    return 300
+
+  def convert_tokens_to_ids(self, token):
+    assert token == "<|im_end|>"
+    return 11
+
+
+def _section(**changes):
+  section = dict(checkpoint="", from_scratch=True, family="qwen3", vocab_size=0, hidden_size=32,
+                 intermediate_size=64, num_layers=1, num_heads=4, num_kv_heads=2, head_dim=8,
+                 rope_theta=10000.0, tie_word_embeddings=False, max_position_embeddings=512,
+                 dtype="bfloat16", remat="full", attention="chunked", attention_chunk=64,
+                 logprob_chunk=32)
+  section.update(changes)
+  return section
+
+
+def test_from_config_dims_and_tokenizer():
+  cfg = ModelConfig.from_config(_section(), _Tok())
+  assert (cfg.family, cfg.vocab_size, cfg.hidden_size, cfg.num_layers, cfg.head_dim) == (
+      "qwen3", 300, 32, 1, 8)
+  assert (cfg.eos_token_id, cfg.pad_token_id, cfg.max_position_embeddings) == (11, 7, 512)
+  assert (cfg.dtype, cfg.remat, cfg.attention, cfg.attention_chunk, cfg.logprob_chunk) == (
+      "bfloat16", "full", "chunked", 64, 32)
+  assert ModelConfig.from_config(_section(vocab_size=500), _Tok()).vocab_size == 500
+  assert ModelConfig.from_config(_section(vocab_size=500)).eos_token_id is None  # no tokenizer
+  with pytest.raises(ValueError, match="vocab_size is 0"):
+    ModelConfig.from_config(_section())
+  with pytest.raises(ValueError, match="ModelConfig.num_layers must be a positive int"):
+    ModelConfig.from_config(_section(num_layers=0), _Tok())
+
+
+def test_from_config_checkpoint_dims_with_the_sections_numerics(tmp_path):
+  import json  # pylint: disable=g-import-not-at-top
+  (tmp_path / "config.json").write_text(json.dumps(QWEN25_3B))
+  cfg = ModelConfig.from_config(_section(checkpoint=str(tmp_path), from_scratch=False), _Tok())
+  assert (cfg.family, cfg.vocab_size, cfg.hidden_size, cfg.num_layers) == (
+      "qwen2", 151936, 2048, 36)
+  assert (cfg.eos_token_id, cfg.dtype, cfg.remat, cfg.attention) == (
+      151645, "bfloat16", "full", "chunked")
+  # from_scratch wins over a checkpoint: the section's own dims.
+  scratch = ModelConfig.from_config(_section(checkpoint=str(tmp_path)), _Tok())
+  assert (scratch.hidden_size, scratch.vocab_size) == (32, 300)

@@ -1,4 +1,4 @@
-"""`hf_io.save_pretrained_streaming`: the weight-sync export, checked against transformers.
+"""`hf_export.save_pretrained_streaming`: the weight-sync export, checked against transformers.
 
 The reference is transformers itself (torch, fp32, eager attention): a streamed export must load
 there to our model's logits (exactly, in fp32: the same tensors as `save_pretrained` writes;
@@ -24,7 +24,7 @@ from safetensors import safe_open
 
 from synthagent_jax import models
 from synthagent_jax import parallel
-from synthagent_jax.models import hf_io
+from synthagent_jax.models import hf_export
 from synthagent_jax.rl import state as state_lib
 from tests import toys
 
@@ -68,7 +68,7 @@ def test_fp32_export_equals_save_pretrained(tmp_path, family, overrides):
   model = models.from_pretrained(toys.write_hf_checkpoint(tmp_path, family, **overrides))
   old, new = str(tmp_path / "old"), str(tmp_path / "new")
   models.save_pretrained(model, old)
-  stats = hf_io.save_pretrained_streaming(model, new, dtype="float32")
+  stats = hf_export.save_pretrained_streaming(model, new, dtype="float32")
   want, got = _tensors(old), _tensors(new)
   assert sorted(want) == sorted(got)
   for name in want:
@@ -85,7 +85,7 @@ def test_fp32_export_equals_save_pretrained(tmp_path, family, overrides):
 def test_bf16_export_loads_in_transformers(tmp_path, family, overrides):
   model = models.from_pretrained(toys.write_hf_checkpoint(tmp_path, family, **overrides))
   path = str(tmp_path / "bf16")
-  stats = hf_io.save_pretrained_streaming(model, path)
+  stats = hf_export.save_pretrained_streaming(model, path)
   tensors = _tensors(path)
   assert {w.dtype for w in tensors.values()} == {np.dtype(ml_dtypes.bfloat16)}
   assert stats.total_bytes == sum(w.nbytes for w in tensors.values())
@@ -107,7 +107,7 @@ def test_bf16_bytes_equal_save_pretrained_bf16(tmp_path):
   # The device-side cast (round to nearest even) matches ml_dtypes' host cast bit for bit.
   model = toys.tiny_model(seed=3, tie_word_embeddings=False)
   models.save_pretrained(model, str(tmp_path / "old"), dtype="bfloat16")
-  hf_io.save_pretrained_streaming(model, str(tmp_path / "new"))
+  hf_export.save_pretrained_streaming(model, str(tmp_path / "new"))
   want, got = _tensors(str(tmp_path / "old")), _tensors(str(tmp_path / "new"))
   assert sorted(want) == sorted(got)
   for name in want:
@@ -117,7 +117,7 @@ def test_bf16_bytes_equal_save_pretrained_bf16(tmp_path):
 def test_files_index_and_simulated_processes(tmp_path):
   model = toys.tiny_model(seed=1, tie_word_embeddings=False)
   one = str(tmp_path / "one")
-  stats = hf_io.save_pretrained_streaming(model, one, max_shard_bytes=20_000)
+  stats = hf_export.save_pretrained_streaming(model, one, max_shard_bytes=20_000)
   index = json.load(open(os.path.join(one, "model.safetensors.index.json")))
   files = sorted(f for f in os.listdir(one) if f.endswith(".safetensors"))
   assert len(files) > 2 and files == sorted(set(index["weight_map"].values()))
@@ -129,7 +129,7 @@ def test_files_index_and_simulated_processes(tmp_path):
 
   # Three processes, run one after the other (process 0 first: it clears the directory).
   three = str(tmp_path / "three")
-  per_process = [hf_io.save_pretrained_streaming(model, three, max_shard_bytes=20_000,
+  per_process = [hf_export.save_pretrained_streaming(model, three, max_shard_bytes=20_000,
                                                  process_index=i, process_count=3)
                  for i in range(3)]
   assert all(s.files for s in per_process)  # every process wrote a file of its own
@@ -149,8 +149,8 @@ def test_files_index_and_simulated_processes(tmp_path):
 
 def test_a_second_export_replaces_the_first(tmp_path):
   path = str(tmp_path / "x")
-  hf_io.save_pretrained_streaming(toys.tiny_model(seed=0), path, max_shard_bytes=10_000)
-  hf_io.save_pretrained_streaming(toys.tiny_model(seed=1), path)
+  hf_export.save_pretrained_streaming(toys.tiny_model(seed=0), path, max_shard_bytes=10_000)
+  hf_export.save_pretrained_streaming(toys.tiny_model(seed=1), path)
   assert sorted(os.listdir(path)) == ["config.json", "model-00001-of-00001.safetensors",
                                       "model.safetensors.index.json"]
 
@@ -169,13 +169,13 @@ def test_peak_host_memory_is_about_one_tensor(tmp_path):
     finally:
       tracemalloc.stop()
 
-  streamed = peak(lambda: hf_io.save_pretrained_streaming(model, str(tmp_path / "s"),
+  streamed = peak(lambda: hf_export.save_pretrained_streaming(model, str(tmp_path / "s"),
                                                           dtype="float32"))
   gathered = peak(lambda: models.save_pretrained(model, str(tmp_path / "g")))
   # Host (numpy) params: every copy the export makes is a numpy array that tracemalloc sees (the
   # jax path's converted copy lives in an XLA buffer; benchmarks/weight_sync measures its RSS).
   graphdef, params = nnx.split(model, nnx.Param)
-  on_host = peak(lambda: hf_io.save_pretrained_streaming(
+  on_host = peak(lambda: hf_export.save_pretrained_streaming(
       (graphdef, jax.device_get(params)), str(tmp_path / "h"), dtype="float32"))
   # The control shows the measure sees a whole-model gather; the streamed export holds about one
   # tensor (read + transposed copy).
@@ -197,8 +197,8 @@ def test_sharded_params_export_the_same_bytes(tmp_path):
           and not p.sharding.is_fully_replicated], "the mesh rules should shard some params"
   for dtype in ("bfloat16", "float32"):
     a, b = str(tmp_path / f"sharded_{dtype}"), str(tmp_path / f"host_{dtype}")
-    hf_io.save_pretrained_streaming((graphdef, sharded), a, dtype=dtype, max_shard_bytes=30_000)
-    hf_io.save_pretrained_streaming((graphdef, host), b, dtype=dtype, max_shard_bytes=30_000)
+    hf_export.save_pretrained_streaming((graphdef, sharded), a, dtype=dtype, max_shard_bytes=30_000)
+    hf_export.save_pretrained_streaming((graphdef, host), b, dtype=dtype, max_shard_bytes=30_000)
     assert _file_bytes(a) == _file_bytes(b)
 
 
@@ -237,9 +237,9 @@ def test_two_processes_write_the_same_bytes_as_one(tmp_path):
   flat = [params[f"p{i}"] for i in range(len(jax.tree.leaves(abstract)))]
   host = jax.tree.unflatten(jax.tree.structure(abstract), flat)
   one = str(tmp_path / "one")
-  hf_io.save_pretrained_streaming((graphdef, host), one, max_shard_bytes=20_000,
+  hf_export.save_pretrained_streaming((graphdef, host), one, max_shard_bytes=20_000,
                                   process_count=2)  # the same file plan as two processes
-  hf_io.save_pretrained_streaming((graphdef, host), one, max_shard_bytes=20_000,
+  hf_export.save_pretrained_streaming((graphdef, host), one, max_shard_bytes=20_000,
                                   process_index=1, process_count=2)
   assert cfg.vocab_size == 128 and _file_bytes(out) == _file_bytes(one)
 
@@ -247,18 +247,18 @@ def test_two_processes_write_the_same_bytes_as_one(tmp_path):
 def test_bad_arguments_are_named(tmp_path):
   model = toys.tiny_model()
   with pytest.raises(ValueError, match="dtype must be one of"):
-    hf_io.save_pretrained_streaming(model, str(tmp_path), dtype="int8")
+    hf_export.save_pretrained_streaming(model, str(tmp_path), dtype="int8")
   with pytest.raises(ValueError, match="process_index < process_count"):
-    hf_io.save_pretrained_streaming(model, str(tmp_path), process_index=2, process_count=2)
+    hf_export.save_pretrained_streaming(model, str(tmp_path), process_index=2, process_count=2)
   with pytest.raises(ValueError, match="max_shard_bytes"):
-    hf_io.save_pretrained_streaming(model, str(tmp_path), max_shard_bytes=0)
+    hf_export.save_pretrained_streaming(model, str(tmp_path), max_shard_bytes=0)
   with pytest.raises(TypeError, match="Qwen model"):
-    hf_io.save_pretrained_streaming({"a": np.zeros(3)}, str(tmp_path))
+    hf_export.save_pretrained_streaming({"a": np.zeros(3)}, str(tmp_path))
 
 
 def test_a_failed_export_leaves_no_partial_file(tmp_path, monkeypatch):
   calls = []
-  real = hf_io._hf_tensor  # pylint: disable=protected-access
+  real = hf_export._hf_tensor  # pylint: disable=protected-access
 
   def failing(value, entry, dtype):
     calls.append(entry.hf_name)
@@ -266,8 +266,8 @@ def test_a_failed_export_leaves_no_partial_file(tmp_path, monkeypatch):
       raise OSError("disk full (injected)")
     return real(value, entry, dtype)
 
-  monkeypatch.setattr(hf_io, "_hf_tensor", failing)
+  monkeypatch.setattr(hf_export, "_hf_tensor", failing)
   path = str(tmp_path / "x")
   with pytest.raises(OSError, match="disk full"):
-    hf_io.save_pretrained_streaming(toys.tiny_model(), path)
+    hf_export.save_pretrained_streaming(toys.tiny_model(), path)
   assert os.listdir(path) == ["config.json"]  # no index, no half-written tensor file

@@ -164,6 +164,21 @@ def test_bfloat16_checkpoint_loads(tmp_path):
   assert model(jnp.asarray(_ids(128))).dtype == jnp.float32
 
 
+def test_dtypes_are_accepted_as_names_or_jax_dtypes(tmp_path):
+  path = str(tmp_path / "ckpt")
+  models.save_pretrained(toys.tiny_model(), path, dtype=jnp.float32)
+  by_name = models.from_pretrained(path, dtype="bfloat16", param_dtype="float32")
+  by_dtype = models.from_pretrained(path, dtype=jnp.bfloat16, param_dtype=np.float32)
+  assert by_dtype.config == by_name.config
+  assert by_dtype.embed.get_value().dtype == jnp.float32
+  ids = jnp.asarray(_ids(by_name.config.vocab_size))
+  np.testing.assert_array_equal(np.asarray(by_dtype(ids)), np.asarray(by_name(ids)))
+  with pytest.raises(ValueError, match="dtype must be one of"):
+    models.from_pretrained(path, dtype=jnp.int32)
+  with pytest.raises(ValueError, match="not a dtype"):
+    models.from_pretrained(path, dtype=object())
+
+
 def _rewrite(path, edit):
   file_path = os.path.join(path, "model.safetensors")
   tensors = load_file(file_path)

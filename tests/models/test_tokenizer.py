@@ -131,3 +131,23 @@ def test_shipped_files_are_what_the_script_produces(tmp_path):
                  check=True, capture_output=True)
   for name in ("tokenizer.json", "tokenizer_config.json"):
     assert (tmp_path / name).read_bytes() == (TOKENIZER_DIR / name).read_bytes(), name
+
+
+def _stderr_without_torch(code: str) -> str:
+  """stderr of `code` in a fresh interpreter where torch cannot be found (as on a JAX-only
+  machine: transformers then logs its "PyTorch was not found" advisory at import)."""
+  root = pathlib.Path(__file__).resolve().parents[2]
+  done = subprocess.run([sys.executable, "-c", "import sys; sys.modules['torch'] = None\n" + code],
+                        cwd=root, capture_output=True, text=True, timeout=300, check=True)
+  return done.stderr
+
+
+def test_no_pytorch_advisory_once_the_package_is_imported():
+  # The control: transformers alone prints it (so the check below can fail).
+  assert "PyTorch was not found" in _stderr_without_torch("import transformers")
+  # The training path: launch.train imports the package before launch/builders' transformers.
+  err = _stderr_without_torch(
+      "import synthagent_jax.evals.policies as p\n"
+      "from launch import builders\n"
+      "assert p.load_tokenizer(p.DEFAULT_TOKENIZER).chat_template\n")
+  assert "PyTorch was not found" not in err, err

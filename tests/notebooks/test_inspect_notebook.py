@@ -32,7 +32,7 @@ def _episode(step, task_id, sample_index, reward, cancel_met, ask_met, answer):
       {"role": "tool", "name": "cancel_order", "content": '{"status": "cancelled"}'},
       {"role": "assistant", "content": f"<answer>{answer}</answer>"},
   ]
-  # Written by hand in the SPECS.md rollout-log format, independent of our writer.
+  # Written by hand in the docs/SPECS.md rollout-log format, independent of our writer.
   return {"step": step, "task_id": task_id, "sample_index": sample_index, "domain": "retail",
           "messages": messages, "status": "answered", "num_turns": 3, "num_tool_calls": 1,
           "response_tokens": 30 + sample_index, "reward": reward, "advantage": reward - 0.5,

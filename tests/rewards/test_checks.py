@@ -11,7 +11,7 @@ import dataclasses
 import pytest
 
 from synthagent_jax.envs import user as user_lib
-from synthagent_jax.envs.task import Check, Rubric, RubricItem
+from synthagent_jax.envs.rubric_schema import Check, Rubric, RubricItem
 from synthagent_jax.rewards import checks, rubric
 from tests.envs.fixtures import make_task
 

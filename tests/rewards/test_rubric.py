@@ -4,7 +4,7 @@ import pytest
 
 from synthagent_jax.envs.task import Task
 from synthagent_jax.rewards import aggregation, rubric
-from synthagent_jax.envs.task import Check
+from synthagent_jax.envs.rubric_schema import Check
 from synthagent_jax.rewards.checks import check_score, evaluate_check, final_answer
 from synthagent_jax.rewards.judge import HTTPJudge, ItemScore, parse_json_verdicts
 from synthagent_jax.rewards.math_answers import verify_math

@@ -24,7 +24,8 @@ def make_host_batch(seed: int = 0, b: int = B, t: int = T, vocab: int = 128) -> 
   loss_mask[:, :3] = 0
   loss_mask &= (rng.random((b, t)) < 0.8).astype(np.int32)
   return dict(input_ids=rng.integers(0, vocab, (b, t)) * attn, attention_mask=attn,
-              loss_mask=loss_mask, advantages=rng.normal(size=b).astype(np.float32),
+              loss_mask=loss_mask,
+              advantages=np.repeat(rng.normal(size=(b, 1)).astype(np.float32), t, axis=1),
               sampler_logprobs=(np.log(rng.uniform(0.01, 0.05, (b, t))) * loss_mask))
 
 

@@ -14,7 +14,8 @@ import numpy as np
 from synthagent_jax import parallel
 from synthagent_jax.inference import engine as engine_lib
 from synthagent_jax.inference import sampler
-from synthagent_jax.rl import advantages, learner, optim
+from synthagent_jax.rewards import advantages
+from synthagent_jax.rl import learner, optim
 from synthagent_jax.rl import state as state_lib
 from synthagent_jax.rollout import batching
 from synthagent_jax.rollout.trajectory import Trajectory
@@ -51,7 +52,8 @@ def test_grpo_raises_a_toy_reward():
     mean_rewards.append(float(rewards.mean()))
     adv = np.asarray(advantages.group_advantages(rewards.reshape(PROMPTS, G), "grpo")).reshape(-1)
     trajs = [_trajectory(p, c) for p, c in zip(batch_prompts, outs)]
-    host = batching.to_batch(trajs, adv, pad_id=0, length_multiple=16, rows_multiple=16)
+    token_advs = [a * np.asarray(t.loss_mask, np.float32) for t, a in zip(trajs, adv)]
+    host = batching.to_batch(trajs, token_advs, pad_id=0, length_multiple=16, rows_multiple=16)
     state, metrics = step_fn(state, learner.make_batch(host, mesh))
     if step == 0:  # on-policy first minibatch: learner and sampler logprobs agree
       assert abs(float(metrics["learner/ratio_mean"]) - 1.0) < 0.05
@@ -74,7 +76,9 @@ def test_learner_scores_the_tempered_policy_the_sampler_drew_from():
   outs = eng.generate(prompts, engine_lib.SamplingParams(max_new_tokens=NEW, temperature=0.7,
                                                          seed=3))
   trajs = [_trajectory(p, c) for p, c in zip(prompts, outs)]
-  host = batching.to_batch(trajs, np.linspace(-1, 1, len(trajs)), pad_id=0, length_multiple=16)
+  host = batching.to_batch(trajs, [np.full(len(t.token_ids), a, np.float32) for t, a in
+                                   zip(trajs, np.linspace(-1, 1, len(trajs)))],
+                           pad_id=0, length_multiple=16)
   mask = host["loss_mask"].astype(bool)
   for temperature, agrees in ((0.7, True), (1.0, False)):
     logp, _ = jax.jit(learner.token_logprobs, static_argnums=(0, 4))(

@@ -140,24 +140,26 @@ def test_batch_validation():
     learner.make_train_step(None, None, learner.LearnerConfig(micro_batch_size=2), mesh)
 
 
-def test_per_token_advantages(learner_env):
-  """[B, T] advantages (turn credit) that repeat each row's advantage train exactly like [B]
-  ones; zeroing them on half the tokens changes the update."""
+def test_advantages_count_on_the_loss_mask_only(learner_env):
+  """[B, T] advantages matter only where the loss mask is 1: a row's advantage broadcast over all
+  its tokens (what episode credit was before the stage gave [B, T] always) trains exactly like
+  the same advantage on its loss mask alone (what rewards.credit gives); zeroing it on half of
+  the tokens changes the update. A [B] advantage is refused."""
   env = learner_env()
   host = make_host_batch(3)
-  per_token = dict(host, advantages=np.repeat(host["advantages"][:, None], T, axis=1))
-  s_seq, m_seq = env.step(env.fresh_state(), learner.make_batch(host, env.mesh))
-  s_tok, m_tok = env.step(env.fresh_state(), learner.make_batch(per_token, env.mesh))
-  np.testing.assert_allclose(float(m_tok["learner/loss"]), float(m_seq["learner/loss"]),
+  on_mask = dict(host, advantages=host["advantages"] * host["loss_mask"])
+  s_all, m_all = env.step(env.fresh_state(), learner.make_batch(host, env.mesh))
+  s_mask, m_mask = env.step(env.fresh_state(), learner.make_batch(on_mask, env.mesh))
+  np.testing.assert_allclose(float(m_mask["learner/loss"]), float(m_all["learner/loss"]),
                              rtol=LOSS_RTOL)
-  for a, b in zip(jax.tree.leaves(jax.device_get(s_seq.params)),
-                  jax.tree.leaves(jax.device_get(s_tok.params))):
+  for a, b in zip(jax.tree.leaves(jax.device_get(s_all.params)),
+                  jax.tree.leaves(jax.device_get(s_mask.params))):
     np.testing.assert_allclose(a, b, atol=PARAM_ATOL)
-  half = dict(per_token, advantages=per_token["advantages"] * (np.arange(T) % 2 == 0))
+  half = dict(host, advantages=host["advantages"] * (np.arange(T) % 2 == 0))
   _, m_half = env.step(env.fresh_state(), learner.make_batch(half, env.mesh))
-  assert abs(float(m_half["learner/loss"]) - float(m_seq["learner/loss"])) > 1e-4
-  with pytest.raises(ValueError, match=r"expected \(16,\) or \(16, 10\)"):
-    learner.validate_batch(dict(host, advantages=np.zeros((16, 9), np.float32)))
+  assert abs(float(m_half["learner/loss"]) - float(m_all["learner/loss"])) > 1e-4
+  with pytest.raises(ValueError, match=r"expected \(16, 10\)"):
+    learner.validate_batch(dict(host, advantages=np.zeros((16,), np.float32)))
 
 
 @pytest.mark.slow  # two compiled shapes (~1 min on the shared CPU); tests/rl/test_losses.py has

@@ -21,7 +21,7 @@ RATIOS = np.array([[1.0, 1.5, 0.5], [1.1, 0.9, 0.7]], np.float32)
 LOGP = np.log(RATIOS)
 OLD = np.zeros_like(LOGP)
 MASK = np.array([[1, 1, 1], [0, 1, 1]], np.float32)
-ADV = np.array([1.0, -2.0], np.float32)
+ADV = np.repeat(np.array([[1.0], [-2.0]], np.float32), 3, axis=1)  # [B, T]: one A per sequence
 CLIP = dict(clip_low=0.2, clip_high=0.28)
 
 
@@ -79,7 +79,7 @@ def test_sft_loss_hand_derived():
   np.testing.assert_allclose(float(m["nll"]), want, rtol=1e-6)
 
 
-@pytest.mark.parametrize("agg", losses.AGGREGATIONS)
+@pytest.mark.parametrize("agg", list(losses.LOSS_AGGREGATIONS))
 def test_global_denominator_splits_exactly(agg):
   # Micro-batches with the minibatch's denominator sum to the minibatch loss.
   denom = losses.agg_denominator(jnp.asarray(MASK), agg, norm_tokens=7)
@@ -98,7 +98,8 @@ def test_drgrpo_normaliser_is_the_constant_budget():
   # 0.62 / (2 * 10) = 0.031, whatever the batch's padded length.
   want = 0.62 / (2 * 10)
   for extra in (0, 4, 13):  # T = 3, 7, 16: padding columns have mask 0
-    loss, _ = losses.policy_loss(_pad_columns(LOGP, extra), _pad_columns(OLD, extra), ADV,
+    loss, _ = losses.policy_loss(_pad_columns(LOGP, extra), _pad_columns(OLD, extra),
+                                 _pad_columns(ADV, extra),
                                  _pad_columns(MASK, extra), agg="seq-mean-token-sum-norm",
                                  norm_tokens=10, **CLIP)
     np.testing.assert_allclose(float(loss), want, rtol=1e-5)

@@ -67,17 +67,18 @@ def test_minibatch_counts_tasks_like_verl():
   assert _updates_per_step(base.base_config()) == 1
   assert _updates_per_step(tiny.get_config()) == 1
   assert _updates_per_step(qwen_0_5b.get_config()) == 4
-  # The sequence count follows overrides of either factor (a derived config field).
+  # The sequence count follows overrides of either factor (derived by the learner, no key).
+  assert "minibatch_size" not in c.rl
   c.rl.num_generations = 8
-  assert c.rl.minibatch_size == 16 * 8
+  assert learner.LearnerConfig.from_config(c.rl).minibatch_size == 16 * 8
   c.rl.minibatch_tasks = 32
-  assert (c.rl.minibatch_size, _updates_per_step(c)) == (256, 2)
+  assert (learner.LearnerConfig.from_config(c.rl).minibatch_size, _updates_per_step(c)) == (256, 2)
 
 
 @pytest.mark.parametrize("key,value,match", [
-    ("minibatch_tasks", 0, r"rl\.minibatch_tasks must be an integer >= 1"),
+    ("minibatch_tasks", 0, r"rl\.minibatch_tasks must be >= 1 \(an integer"),
     ("minibatch_tasks", 3, r"rl\.minibatch_tasks=3 does not divide rl\.tasks_per_step=4"),
-    ("minibatch_size", 32, r"rl\.minibatch_size=32 disagrees .* set rl\.minibatch_tasks"),
+    ("minibatch_size", 32, r"rl\.minibatch_size=32 is not a config key .* set rl\.minibatch_tasks"),
     ("clip_ratio_c", 0.5, r"rl\.clip_ratio_c must be > 1"),
 ])
 def test_bad_rl_values_name_the_key(key, value, match):

@@ -68,6 +68,12 @@ class ScriptedEngine:
                             finish))
     return out
 
+  def update_weights(self, weights, step):
+    return {}  # a script has no weights
+
+  def wait_ready(self):
+    pass
+
 
 class RecordingTools:
 

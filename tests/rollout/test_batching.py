@@ -13,13 +13,18 @@ def _traj(ids, mask, lps):
 def test_to_batch_pads_rows_and_length():
   a = _traj([5, 6, 7], [0, 1, 1], [0.0, -0.5, -0.25])
   b = _traj([5, 9], [0, 1], [0.0, -1.0])
-  batch = to_batch([a, b], [1.5, -2.0], pad_id=0, length_multiple=4, rows_multiple=4)
+  batch = to_batch([a, b], [np.full(3, 1.5), np.full(2, -2.0)], pad_id=0, length_multiple=4,
+                   rows_multiple=4)
   assert batch["input_ids"].shape == (4, 4)
   np.testing.assert_array_equal(batch["input_ids"][0], [5, 6, 7, 0])
   np.testing.assert_array_equal(batch["attention_mask"][1], [1, 1, 0, 0])
   np.testing.assert_array_equal(batch["loss_mask"][2], [0, 0, 0, 0])  # empty padding row
   np.testing.assert_allclose(batch["sampler_logprobs"][0], [0.0, -0.5, -0.25, 0.0])
-  np.testing.assert_allclose(batch["advantages"], [1.5, -2.0, 0.0, 0.0])
+  np.testing.assert_allclose(batch["advantages"][:, :3], [[1.5] * 3, [-2.0] * 2 + [0.0], [0.0] * 3,
+                                                       [0.0] * 3])
+  assert batch["advantages"].shape == (4, 4) and not batch["advantages"][:, 3].any()
+  with pytest.raises(ValueError, match="has 3 tokens but advantages of shape"):
+    to_batch([a], [1.5], pad_id=0)
 
 
 def test_to_batch_sft_has_no_advantages_and_rejects_overlong():
@@ -41,13 +46,13 @@ def test_length_buckets_are_powers_of_two_then_the_cap():
 
 def test_to_batch_fixed_rows_and_length_buckets():
   a = _traj(list(range(1, 6)), [0, 1, 1, 1, 1], [0.0] * 5)
-  batch = to_batch([a], [1.0], pad_id=0, buckets=(4, 8, 12), rows=6, rows_multiple=2)
+  batch = to_batch([a], [np.ones(5)], pad_id=0, buckets=(4, 8, 12), rows=6, rows_multiple=2)
   assert batch["input_ids"].shape == (6, 8)
   assert batch["attention_mask"][1:].sum() == 0  # five empty rows
-  assert to_batch([a], [1.0], pad_id=0, buckets=(5, 8))["input_ids"].shape == (1, 5)
+  assert to_batch([a], [np.ones(5)], pad_id=0, buckets=(5, 8))["input_ids"].shape == (1, 5)
   with pytest.raises(ValueError, match="largest length bucket 4"):
-    to_batch([a], [1.0], pad_id=0, buckets=(2, 4))
+    to_batch([a], [np.ones(5)], pad_id=0, buckets=(2, 4))
   with pytest.raises(ValueError, match="rows=3 must be"):
-    to_batch([a], [1.0], pad_id=0, rows=3, rows_multiple=2)
+    to_batch([a], [np.ones(5)], pad_id=0, rows=3, rows_multiple=2)
   with pytest.raises(ValueError, match="rows=0 must be"):
-    to_batch([a], [1.0], pad_id=0, rows=0)
+    to_batch([a], [np.ones(5)], pad_id=0, rows=0)

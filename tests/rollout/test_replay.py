@@ -49,3 +49,13 @@ def test_replay_engine_refuses_running_past_the_reference(tokenizer):
   engine.generate([[1]], SamplingParams(max_new_tokens=8))
   with pytest.raises(ValueError, match="no assistant turn left"):
     engine.generate([[1]], SamplingParams(max_new_tokens=8))
+
+
+def test_replay_engines_satisfy_the_engine_protocol(tokenizer):
+  """Both replaying engines take (and ignore) weight updates, so any caller may sync them."""
+  from synthagent_jax.evals import replay as evals_replay
+  from synthagent_jax.inference.engine import Engine
+  for engine in (ReplayEngine(tokenizer, ["hi"]), evals_replay.ReplayEngine(tokenizer, ["hi"])):
+    assert isinstance(engine, Engine)
+    assert engine.update_weights(None, 3) == {}
+    engine.wait_ready()

@@ -224,6 +224,7 @@ def test_episode_with_non_finite_call_runs_on_and_logs_as_json(tmp_path):
   trajectory is written by the real rollout logger and read back."""
   import transformers  # pylint: disable=g-import-not-at-top
   from synthagent_jax.rollout.agent_loop import INVALID_CALL_NAME, AgentLoop, AgentLoopConfig
+  from synthagent_jax.rewards import rollout_log
   from synthagent_jax.utils import metrics
   from tests.rollout.test_agent_loop import (TOKENIZER_DIR, FakeTask, RecordingTools,
                                              ScriptedEngine, ScriptedUser)
@@ -242,7 +243,7 @@ def test_episode_with_non_finite_call_runs_on_and_logs_as_json(tmp_path):
   assert [m["name"] for m in observations[:3]] == [INVALID_CALL_NAME] * 3
   assert all(m["content"].startswith("Error: tool call is not valid JSON")
              for m in observations[:3])
-  rec = metrics.rollout_record(5, traj, domain="d", reward=float("nan"), advantage=0.0)
+  rec = rollout_log.rollout_record(5, traj, domain="d", reward=float("nan"), advantage=0.0)
   metrics.RolloutLogger(tmp_path, process_index=0).write(5, [rec])
   (back,) = metrics.read_rollouts(tmp_path, 5)
   assert back["messages"] == json.loads(json.dumps(traj.messages))

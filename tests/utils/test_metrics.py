@@ -220,39 +220,6 @@ def test_rollout_logger_rejects_bad_records(tmp_path):
     logger.write(1, [bad])
 
 
-def test_rollout_record_from_trajectory_like_objects():
-  class Traj:
-    task_id, sample_index, status = "t3", 2, "max_turns"
-    messages = [{"role": "user", "content": "x"}]
-    num_turns, num_tool_calls, num_response_tokens = 4, 2, 33
-
-  class Verdict:
-    section, item_id, text, met, score, source = "forbidden", "f1", "no refunds", False, 0.0, "judge"
-
-  rec = metrics.rollout_record(5, Traj(), domain="airline", reward=np.float32(0.25),
-                               advantage=-0.5, verdicts=[Verdict(), make_verdict("s2")])
-  assert rec["response_tokens"] == 33 and rec["reward"] == 0.25 and rec["status"] == "max_turns"
-  assert rec["verdicts"][0] == {"section": "forbidden", "id": "f1", "text": "no refunds",
-                                "met": False, "score": 0.0, "source": "judge"}
-  assert rec["verdicts"][1]["id"] == "s2"
-  json.dumps(rec)
-
-
-def test_rollout_record_from_real_trajectory_and_verdict():
-  from synthagent_jax.rewards.rubric import Verdict  # pylint: disable=g-import-not-at-top
-  from synthagent_jax.rollout.trajectory import Trajectory  # pylint: disable=g-import-not-at-top
-  traj = Trajectory(task_id="t1", sample_index=3, token_ids=[1, 2, 3], loss_mask=[0, 1, 1],
-                    sampler_logprobs=[0.0, -0.5, -0.25], prompt_len=1,
-                    messages=[{"role": "user", "content": "q"}], turns=[], status="error",
-                    num_turns=1, num_tool_calls=0, num_response_tokens=2, error="tool crashed")
-  verdict = Verdict(section="subgoals", item_id="s1", text="t", met=True, score=1.0, source="check")
-  rec = metrics.rollout_record(2, traj, domain="d", reward=0.0, advantage=0.0, verdicts=[verdict])
-  assert rec["verdicts"] == [verdict.to_dict()]
-  assert rec["response_tokens"] == 2 and rec["sample_index"] == 3 and rec["error"] == "tool crashed"
-  assert "error" not in metrics.rollout_record(
-      2, {**traj.to_dict(), "error": None}, domain="d", reward=0.0, advantage=0.0)
-
-
 def test_rollout_logger_writes_non_finite_values_as_null(tmp_path):
   """Whatever reaches the rollout log is written (issue 19 item 5): non-finite floats anywhere in
   a record become null; reward / advantage / verdict score read back as NaN."""

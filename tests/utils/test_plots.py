@@ -85,3 +85,34 @@ def test_plotting_leaves_pyplot_and_backend_alone(tmp_path):
                        cwd=pathlib.Path(__file__).resolve().parents[2], timeout=60)
   assert res.returncode == 0, res.stderr
   assert (tmp_path / "plots" / "curves.png").exists()
+
+
+def test_plot_curves_redraws_only_when_metrics_change(tmp_path, monkeypatch):
+  drawn = []
+  real = plots.curves_figure
+  monkeypatch.setattr(plots, "curves_figure", lambda *a, **k: drawn.append(1) or real(*a, **k))
+  write_run(tmp_path, num_steps=3)
+  out = plots.plot_curves(tmp_path)
+  first = out.read_bytes()
+  assert plots.plot_curves(tmp_path) == out and len(drawn) == 1  # nothing changed: no redraw
+  assert out.read_bytes() == first
+  out.unlink()
+  plots.plot_curves(tmp_path)  # the PNG went away: drawn again
+  assert len(drawn) == 2 and out.read_bytes() == first
+  w = metrics.MetricWriter(tmp_path, process_index=0, tensorboard=False)
+  w.write(4, {"rl/reward_mean": 0.9})
+  plots.plot_curves(tmp_path)  # new metrics, no throttle: redrawn
+  assert len(drawn) == 3 and out.read_bytes() != first
+
+
+def test_plot_curves_throttle_and_force_give_the_same_file(tmp_path):
+  write_run(tmp_path, num_steps=3)
+  out = plots.plot_curves(tmp_path, every_s=3600.0)
+  stale = out.read_bytes()
+  w = metrics.MetricWriter(tmp_path, process_index=0, tensorboard=False)
+  w.write(4, {"rl/reward_mean": 0.9})
+  plots.plot_curves(tmp_path, every_s=3600.0)  # changed, but drawn less than an hour ago
+  assert out.read_bytes() == stale
+  plots.plot_curves(tmp_path, every_s=3600.0, force=True)
+  fresh = plots.plot_curves(tmp_path, out_path=tmp_path / "plots" / "fresh.png")
+  assert out.read_bytes() == fresh.read_bytes() != stale

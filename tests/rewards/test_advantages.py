@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from synthagent_jax.rl import advantages
+from synthagent_jax.rewards import advantages
 
 REWARDS = [[1.0, 0.0, 0.0, 1.0], [0.5, 0.5, 0.5, 0.5], [1.0, 2.0, 3.0, 6.0]]
 

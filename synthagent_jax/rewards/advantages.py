@@ -1,8 +1,8 @@
 """Group-relative advantage estimators, registered by name.
 
 Rewards come shaped [num_groups, G]: row g holds the rewards of the G samples drawn for one task.
-Every estimator maps that to advantages of the same shape; the learner broadcasts a sequence's
-advantage over all of its policy tokens.
+Every estimator maps that to advantages of the same shape; `rewards/credit.py` (the reward ->
+advantage stage) spreads them over the tokens the learner trains on.
 
   grpo    (r - mean) / (std_ddof1 + 1e-6)          (Shao et al., 2024)
   drgrpo  r - mean                                  (Liu et al., 2025, "Dr. GRPO")
@@ -14,29 +14,45 @@ under every estimator, so the loop can drop them (DAPO dynamic sampling) and rep
 budget scores 0 whatever its rubric said (DAPO's overlong penalty, at its hard end).
 """
 
+import dataclasses
 from typing import Callable
 
 import jax.numpy as jnp
 
 GRPO_EPS = 1e-6
 
-Estimator = Callable[[jnp.ndarray], jnp.ndarray]
+
+@dataclasses.dataclass(frozen=True)
+class Estimator:
+  """A registered estimator: `fn(rewards_gn) -> advantages_gn` and the smallest group it needs."""
+
+  fn: Callable[[jnp.ndarray], jnp.ndarray]
+  min_group: int = 1
+
+
 ESTIMATORS: dict[str, Estimator] = {}
 
 
-def register(name: str) -> Callable[[Estimator], Estimator]:
-  """Decorator: registers an estimator `f(rewards_gn) -> advantages_gn` under `name`."""
+def register(name: str, min_group: int = 1):
+  """Decorator: registers `f(rewards_gn) -> advantages_gn` under `name` (duplicates refused);
+  `min_group` is the smallest G it is defined for."""
 
-  def wrap(fn: Estimator) -> Estimator:
+  def wrap(fn):
     if name in ESTIMATORS:
       raise ValueError(f"advantage estimator {name!r} is already registered")
-    ESTIMATORS[name] = fn
+    ESTIMATORS[name] = Estimator(fn, min_group)
     return fn
 
   return wrap
 
 
-@register("grpo")
+def get(name: str) -> Estimator:
+  if name not in ESTIMATORS:
+    raise ValueError(f"unknown advantage estimator {name!r}; known: {sorted(ESTIMATORS)}")
+  return ESTIMATORS[name]
+
+
+@register("grpo", min_group=2)
 def grpo(rewards_gn: jnp.ndarray) -> jnp.ndarray:
   mean_g1 = rewards_gn.mean(axis=1, keepdims=True)
   std_g1 = rewards_gn.std(axis=1, ddof=1, keepdims=True)
@@ -48,14 +64,11 @@ def drgrpo(rewards_gn: jnp.ndarray) -> jnp.ndarray:
   return rewards_gn - rewards_gn.mean(axis=1, keepdims=True)
 
 
-@register("rloo")
+@register("rloo", min_group=2)
 def rloo(rewards_gn: jnp.ndarray) -> jnp.ndarray:
   g = rewards_gn.shape[1]
   others_mean_gn = (rewards_gn.sum(axis=1, keepdims=True) - rewards_gn) / (g - 1)
   return rewards_gn - others_mean_gn
-
-
-_MIN_GROUP = {"grpo": 2, "drgrpo": 1, "rloo": 2}
 
 
 def group_advantages(rewards_gn, estimator: str) -> jnp.ndarray:
@@ -65,18 +78,16 @@ def group_advantages(rewards_gn, estimator: str) -> jnp.ndarray:
     ValueError: unknown estimator, rewards not 2-D, a group too small for the estimator (grpo and
       rloo need G >= 2), or non-finite rewards.
   """
-  if estimator not in ESTIMATORS:
-    raise ValueError(f"unknown advantage estimator {estimator!r}; known: {sorted(ESTIMATORS)}")
+  entry = get(estimator)
   rewards_gn = jnp.asarray(rewards_gn, jnp.float32)
   if rewards_gn.ndim != 2:
     raise ValueError(f"rewards must be [num_groups, G], got shape {rewards_gn.shape}")
-  need = _MIN_GROUP.get(estimator, 1)
-  if rewards_gn.shape[1] < need:
-    raise ValueError(f"estimator {estimator!r} needs groups of at least {need} samples, "
-                     f"got G={rewards_gn.shape[1]}")
+  if rewards_gn.shape[1] < entry.min_group:
+    raise ValueError(f"estimator {estimator!r} needs groups of at least {entry.min_group} "
+                     f"samples, got G={rewards_gn.shape[1]}")
   if not bool(jnp.all(jnp.isfinite(rewards_gn))):
     raise ValueError("rewards contain NaN or inf")
-  return ESTIMATORS[estimator](rewards_gn)
+  return entry.fn(rewards_gn)
 
 
 def zero_variance_groups(rewards_gn, atol: float = 1e-6) -> jnp.ndarray:

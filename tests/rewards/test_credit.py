@@ -1,4 +1,5 @@
-"""Turn-level credit (rl/credit.py) against hand-derived values on the hand-written fixture task.
+"""The reward -> advantage stage (rewards/credit.py): turn-level credit against hand-derived values
+on the hand-written fixture task, and episode credit as the one-component case.
 
 The fixture's rubric has one item of each kind: s1 (tool_called, weight 2) and f1 (forbidden
 tool_not_called) decide tool-call turns, s2 (answer_contains) the answer turn, i1
@@ -10,7 +11,7 @@ import pytest
 
 from synthagent_jax.rewards import rubric
 from synthagent_jax.rewards.rubric import Verdict
-from synthagent_jax.rl import credit
+from synthagent_jax.rewards import advantages, credit
 from synthagent_jax.rollout import batching
 from synthagent_jax.rollout.trajectory import Trajectory, TurnRecord
 from tests.envs.fixtures import make_task
@@ -138,7 +139,52 @@ def test_to_batch_takes_per_token_advantages():
   assert batch["advantages"].shape == batch["input_ids"].shape == (4, 12)
   np.testing.assert_array_equal(batch["advantages"][1, :10], [0, 0, 0, 2, 2, 0, 0, 0, -1, -1])
   assert not batch["advantages"][2:].any()
-  with pytest.raises(ValueError, match="all per-sequence floats or all per-token"):
-    batching.to_batch([a, b], [1.0, credit.token_advantages(b, [2.0, -1.0])], pad_id=0)
-  with pytest.raises(ValueError, match="has 5 tokens but 3 per-token"):
+  with pytest.raises(ValueError, match="has 5 tokens but advantages of shape"):
     batching.to_batch([a], [np.zeros(3)], pad_id=0)
+
+
+class _Scored(_Result):
+  def __init__(self, reward, verdicts=()):
+    super().__init__(list(verdicts))
+    self.reward = reward
+
+
+def test_episode_credit_is_the_episode_advantage_on_the_loss_mask():
+  """Same numbers as the per-episode advantage [num_groups, G] the loop broadcast before."""
+  task = make_task()
+  trajs = [_traj(["message", "answer"]), _traj(["tool_calls"]), _traj(["answer"], "max_turns"),
+           _traj(["message"])]
+  rewards = [0.25, 1.0, 0.75, 0.75]
+  for zero_unfinished in (False, True):
+    c = credit.assign([task, task], [_Scored(r) for r in rewards], trajs, num_generations=2,
+                      estimator="grpo", zero_unfinished=zero_unfinished)
+    want_gn = np.asarray(rewards, np.float32).reshape(2, 2)
+    if zero_unfinished:
+      want_gn = np.asarray(advantages.zero_unfinished(want_gn, [["answered"] * 2,
+                                                                ["max_turns", "answered"]]))
+    old_gn = np.asarray(advantages.group_advantages(want_gn, "grpo"))
+    np.testing.assert_array_equal(c.rewards_gn, want_gn)
+    np.testing.assert_array_equal(c.episode_advantages, old_gn.reshape(-1))
+    assert c.zero_groups.tolist() == [False, not zero_unfinished]
+    assert c.log_fields == [{}] * 4
+    batch = batching.to_batch(trajs, c.token_advantages, pad_id=0, length_multiple=8)
+    broadcast_bt = old_gn.reshape(-1, 1) * batch["loss_mask"]
+    np.testing.assert_array_equal(batch["advantages"], broadcast_bt.astype(np.float32))
+
+
+def test_turn_credit_through_the_stage():
+  task = make_task()
+  r0 = _Scored(0.0, _verdicts({"s1": 1.0, "s2": 0.0, "i1": 1.0, "i2": 0.5, "f1": 1.0}))
+  r1 = _Scored(0.0, _verdicts({"s1": 0.5, "s2": 0.0, "i1": 0.0, "i2": 0.0, "f1": 1.0}))
+  t0, t1 = _traj(["message", "tool_calls", "answer"]), _traj(["tool_calls", "answer"])
+  c = credit.assign([task], [r0, r1], [t0, t1], num_generations=2, estimator="drgrpo",
+                    scheme="turn")
+  # The hand-derived turn advantages of test_turn_advantages_by_hand_drgrpo, on their tokens.
+  assert c.log_fields[0]["turn_advantages"] == pytest.approx([0.75, 0.5, 0.25])
+  np.testing.assert_allclose(c.token_advantages[1], credit.token_advantages(t1, [-1.0, -0.75]))
+  np.testing.assert_allclose(c.episode_advantages, [0.5, -0.875])
+  assert c.zero_groups.tolist() == [False]
+  with pytest.raises(ValueError, match="unknown credit scheme 'item'; known: episode, turn"):
+    credit.assign([task], [r0, r1], [t0, t1], num_generations=2, estimator="grpo", scheme="item")
+  with pytest.raises(ValueError, match="needs 2 results"):
+    credit.assign([task], [r0], [t0], num_generations=2, estimator="grpo")
