@@ -48,6 +48,7 @@ from synthagent_jax.rl import credit as credit_lib
 from synthagent_jax.rl import learner as learner_lib
 from synthagent_jax.rl import state as state_lib
 from synthagent_jax.rollout import batching
+from synthagent_jax.rollout import dynamic_sampling
 from synthagent_jax.rollout.agent_loop import AgentLoop
 from synthagent_jax.rollout.replay import reference_trajectory
 from synthagent_jax.utils import checkpoint as ckpt_lib
@@ -132,28 +133,104 @@ def _bench_evaluate(run: Run, loop: AgentLoop, step: int) -> dict:
   return out
 
 
-def _evaluate(run: Run, loop: AgentLoop, step: int, writer) -> dict:
+def _eval_file(run: Run, name: str) -> str:
+  return os.path.join(run.workdir, "eval", name)
+
+
+def _load_rewards(run: Run, name: str) -> dict | None:
+  """Per-task held-out rewards an earlier evaluation wrote (eval/<name>_rewards.json), if any."""
+  try:
+    with open(_eval_file(run, f"{name}_rewards.json")) as f:
+      return json.load(f)
+  except FileNotFoundError:
+    return None
+
+
+def _gains(run: Run, rewards: dict, prefix: str) -> dict:
+  """Paired gains of `rewards` over the evaluations before it on the same held-out tasks:
+  `<prefix>/gain_vs_sft` (vs the policy GRPO starts from, step 0: after SFT, or the initial
+  policy when there is no SFT) and `<prefix>/gain_vs_init` (vs the policy before SFT), each with
+  its `_se` (harness.paired_gain)."""
+  out = {}
+  for base_name, key in (("step_000000", "gain_vs_sft"), ("init", "gain_vs_init")):
+    base = _load_rewards(run, base_name)
+    if base is None or base is rewards:
+      continue
+    gain, se, n = harness.paired_gain(rewards, base)
+    if n:
+      out[f"{prefix}/{key}"], out[f"{prefix}/{key}_se"] = gain, se
+  return out
+
+
+def _evaluate(run: Run, loop: AgentLoop, step: int, writer, name: str | None = None) -> dict:
+  """Held-out evaluation of the engine's current params (and the eval.suites benchmarks), logged
+  at `step`. `name="init"` is the policy before SFT: its metrics are logged as `eval_init/...`
+  and its files are eval/init*.json. Every evaluation after the first also logs its paired gain
+  over the earlier ones (`_gains`)."""
   if not builders.is_process0():  # the driver's job
     return {}
-  bench = _bench_evaluate(run, loop, step) if run.bench else {}
+  bench = _bench_evaluate(run, loop, step) if run.bench and name is None else {}
   cfg = run.config.eval
   if not run.eval_tasks or cfg.num_tasks <= 0:
     if bench:
       writer.write(step, bench)
     return bench
   tasks = run.eval_tasks[:cfg.num_tasks]
+  prefix = "eval" if name is None else f"eval_{name}"
   seed = builders.stable_seed("eval", step)
   res = harness.evaluate(lambda ts, k: loop.run(ts, k, seed=seed),
-                         lambda ts, trajs: _score(run, ts, trajs), tasks, cfg.k)
-  writer.write(step, {**res.metrics, **bench})
-  if builders.is_process0():
-    os.makedirs(os.path.join(run.workdir, "eval"), exist_ok=True)
-    with open(os.path.join(run.workdir, "eval", f"step_{step:06d}.json"), "w") as f:
-      json.dump(res.metrics, f, indent=2, sort_keys=True)
-    # Per-episode rewards by task id, so two evaluations of the same tasks can be compared pairwise.
-    with open(os.path.join(run.workdir, "eval", f"step_{step:06d}_rewards.json"), "w") as f:
-      json.dump({t.id: [float(r) for r in row] for t, row in zip(tasks, res.rewards)}, f)
-  return {**res.metrics, **bench}
+                         lambda ts, trajs: _score(run, ts, trajs), tasks, cfg.k, prefix=prefix)
+  rewards = {t.id: [float(r) for r in row] for t, row in zip(tasks, res.rewards)}
+  metrics = {**res.metrics,
+             **harness.item_rates([t for t in tasks for _ in range(cfg.k)], res.results, prefix)}
+  file_name = name or f"step_{step:06d}"
+  if name is None:
+    metrics.update(_gains(run, rewards, prefix))
+  os.makedirs(os.path.join(run.workdir, "eval"), exist_ok=True)
+  with open(_eval_file(run, f"{file_name}.json"), "w") as f:
+    json.dump(metrics, f, indent=2, sort_keys=True)
+  # Per-episode rewards by task id, so two evaluations of the same tasks can be compared pairwise.
+  with open(_eval_file(run, f"{file_name}_rewards.json"), "w") as f:
+    json.dump(rewards, f)
+  writer.write(step, {**metrics, **bench})
+  return {**metrics, **bench}
+
+
+def summary(run: Run) -> str:
+  """The run's held-out story in a few lines: reward before SFT, after SFT and after GRPO (each
+  ± its standard error), the paired gains, and the met-rate of tool-call subgoals. Read from
+  the eval/ files, so a resumed run reports its whole history."""
+  def load(name):
+    try:
+      with open(_eval_file(run, f"{name}.json")) as f:
+        return json.load(f)
+    except FileNotFoundError:
+      return None
+  finals = sorted(n for n in os.listdir(os.path.join(run.workdir, "eval"))
+                  if re.fullmatch(r"step_\d{6}\.json", n)) if os.path.isdir(
+                      os.path.join(run.workdir, "eval")) else []
+  phases = [("before SFT", load("init"), "eval_init")]
+  if finals:
+    phases.append(("after SFT" if run.config.sft.num_steps > 0 else "start",
+                   load("step_000000"), "eval"))
+  if len(finals) > 1:
+    phases.append(("after GRPO", load(finals[-1][:-5]), "eval"))
+  lines = ["held-out reward (mean ± s.e.; tool-call subgoals met):"]
+  for label, m, prefix in phases:
+    if not m:
+      continue
+    tool = m.get(f"{prefix}/met/subgoals.tool_called")
+    lines.append(f"  {label:<11} {m[f'{prefix}/reward_mean']:.3f} ± {m[f'{prefix}/reward_stderr']:.3f}"
+                 f"   pass {m[f'{prefix}/pass_rate']:.3f}"
+                 + (f"   tool calls right {tool:.3f}" if tool is not None else "")
+                 + f"   ({int(m[f'{prefix}/episodes'])} episodes)")
+  last = phases[-1][1] if len(phases) > 2 else None
+  for key, label in (("gain_vs_sft", "GRPO - SFT"), ("gain_vs_init", "GRPO - init")):
+    if last and f"eval/{key}" in last:
+      gain, se = last[f"eval/{key}"], last[f"eval/{key}_se"]
+      lines.append(f"  {label:<11} {gain:+.3f} ± {se:.3f} paired by task"
+                   + (f" ({gain / se:+.1f} s.e.)" if se > 0 else ""))
+  return "\n".join(lines)
 
 
 # ---- SFT warm start ----------------------------------------------------------------------------
@@ -203,15 +280,17 @@ def sft_warm_start(run: Run, params, graphdef, loop: AgentLoop):
 
 
 # ---- one GRPO step ------------------------------------------------------------------------------
-def rollout_and_score(run: Run, loop: AgentLoop, tasks, step: int):
+def rollout_and_score(run: Run, loop: AgentLoop, tasks, step: int, round_index: int = 0):
   """G rollouts per task, rubric rewards, advantages, dropped-group mask.
 
   Advantages are per episode [num_groups, G] under `rl.credit = "episode"`, and a list of
-  per-turn advantages per episode under "turn" (rl/credit.py).
+  per-turn advantages per episode under "turn" (rl/credit.py). `round_index` > 0 (a dynamic
+  sampling round after the first) draws from its own seed.
   """
   cfg = run.config.rl
   g = cfg.num_generations
-  trajs = loop.run(tasks, g, seed=builders.stable_seed(run.config.seed, "rollout", step))
+  seed_parts = (run.config.seed, "rollout", step) + ((round_index,) if round_index else ())
+  trajs = loop.run(tasks, g, seed=builders.stable_seed(*seed_parts))
   results = _score(run, [t for t in tasks for _ in range(g)], trajs)
   rewards_gn = np.asarray([r.reward for r in results], np.float32).reshape(len(tasks), g)
   if cfg.zero_unfinished:
@@ -225,6 +304,63 @@ def rollout_and_score(run: Run, loop: AgentLoop, tasks, step: int):
     zero_g = np.asarray(adv_lib.zero_variance_groups(rewards_gn))
   dropped_g = zero_g if cfg.drop_zero_variance else np.zeros(len(tasks), bool)
   return trajs, results, rewards_gn, advs, dropped_g
+
+
+@dataclasses.dataclass
+class Round:
+  """One sampling round of a GRPO step: its tasks, their G episodes each, scored."""
+
+  tasks: list
+  trajs: list
+  results: list
+  rewards_gn: np.ndarray
+  advs: Any            # as rollout_and_score returns them
+  dropped_g: np.ndarray
+  stats: Any           # the loop's LoopStats of this round
+
+
+def sample_rounds(run: Run, loop: AgentLoop, next_tasks, step: int) -> dynamic_sampling.Filled:
+  """The step's rollouts: one round, or under `rl.dynamic_sampling` rounds of fresh tasks (each
+  `next_tasks()`) until `rl.tasks_per_step` groups with non-zero reward variance are in hand or
+  `rl.dynamic_max_rounds` rounds were drawn (DAPO; rollout/dynamic_sampling.py). Without it the
+  kept groups are the undropped ones of the single round (plain GRPO)."""
+  cfg = run.config.rl
+
+  def one_round(r):
+    tasks = next_tasks()
+    trajs, results, rewards_gn, advs, dropped_g = rollout_and_score(run, loop, tasks, step, r)
+    return Round(tasks, trajs, results, rewards_gn, advs, dropped_g,
+                 dataclasses.replace(loop.stats))
+
+  return dynamic_sampling.fill(one_round, lambda rd: ~rd.dropped_g, cfg.tasks_per_step,
+                               cfg.dynamic_max_rounds if cfg.dynamic_sampling else 1)
+
+
+def share_rounds(filled) -> int:
+  """The number of sampling rounds the driver drew (None off the driver), on every process: the
+  others advance their task stream by as many batches, so the data state stays in step."""
+  n = np.asarray([0 if filled is None else len(filled.rounds)], np.int64)
+  if jax.process_count() > 1:
+    n = parallel.broadcast_from_process0(n)
+  return int(n[0])
+
+
+def combine_rounds(filled, g: int):
+  """(tasks, trajs, results, rewards_gn, dropped_g, per-trajectory advantages, stats, kept
+  trajectory indices) over every round, task-major, in sampling order."""
+  tasks = [t for rd in filled.rounds for t in rd.tasks]
+  trajs = [t for rd in filled.rounds for t in rd.trajs]
+  results = [r for rd in filled.rounds for r in rd.results]
+  rewards_gn = np.concatenate([rd.rewards_gn for rd in filled.rounds])
+  dropped_g = np.concatenate([rd.dropped_g for rd in filled.rounds])
+  advs = [a for rd in filled.rounds for a in learner_advantages(rd.trajs, rd.advs)]
+  stats = dataclasses.replace(filled.rounds[0].stats)
+  for rd in filled.rounds[1:]:
+    for f in dataclasses.fields(stats):
+      setattr(stats, f.name, getattr(stats, f.name) + getattr(rd.stats, f.name))
+  offsets = np.cumsum([0] + [len(rd.tasks) for rd in filled.rounds])
+  kept = [(offsets[r] + grp) * g + j for r, grp in filled.kept for j in range(g)]
+  return tasks, trajs, results, rewards_gn, dropped_g, advs, stats, kept
 
 
 def learner_advantages(trajs, advs) -> list:
@@ -257,19 +393,22 @@ def rollout_metrics(trajs, rewards_gn, dropped_g, results, stats) -> dict:
   return m
 
 
-def log_rollouts(run: Run, logger, step: int, tasks, trajs, results, advs):
+def log_rollouts(run: Run, logger, step: int, rounds):
+  """One rollout-log record per episode of every sampling round of the step."""
   g = run.config.rl.num_generations
   records = []
-  for i, (traj, res) in enumerate(zip(trajs, results)):
-    task = tasks[i // g]
-    if isinstance(advs, np.ndarray):
-      adv, extra = float(advs.flat[i]), {}
-    else:  # turn credit: the episode's advantage is its turns' mean; each turn's is logged too
-      adv, extra = float(np.mean(advs[i])) if advs[i] else 0.0, {"turn_advantages": advs[i]}
-    rec = metrics_lib.rollout_record(step, traj, domain=task.domain, reward=res.reward,
-                                     advantage=adv, verdicts=res.verdicts)
-    rec.update(extra)
-    records.append(rec)
+  for rd in rounds:
+    for i, (traj, res) in enumerate(zip(rd.trajs, rd.results)):
+      task = rd.tasks[i // g]
+      if isinstance(rd.advs, np.ndarray):
+        adv, extra = float(rd.advs.flat[i]), {}
+      else:  # turn credit: the episode's advantage is its turns' mean; each turn's is logged too
+        adv = float(np.mean(rd.advs[i])) if rd.advs[i] else 0.0
+        extra = {"turn_advantages": rd.advs[i]}
+      rec = metrics_lib.rollout_record(step, traj, domain=task.domain, reward=res.reward,
+                                       advantage=adv, verdicts=res.verdicts)
+      rec.update(extra)
+      records.append(rec)
   logger.write(step, records)
 
 
@@ -420,8 +559,11 @@ def train(config, workdir: str) -> dict:
     else:
       return engine.sync_weights((graphdef, params), step).metrics()  # perf/sync_bytes, _s
 
+  writer = metrics_lib.MetricWriter(workdir, resume_step=start)
   if not restored:
     if config.sft.num_steps > 0:
+      if config.eval.before_sft and not os.path.exists(_eval_file(run, "init.json")):
+        _evaluate(run, loop, 0, writer, name="init")  # the engine holds the initial params
       params = sft_warm_start(run, params, graphdef, loop)
     state = state_lib.state_from_params(params, spec, tx, config.seed)
     sync(state.params, 0)
@@ -430,8 +572,7 @@ def train(config, workdir: str) -> dict:
     sync(state.params, start)
   ref = reference_policy(run, spec, state, start, rl_cfg) if config.rl.kl_coef > 0 else None
 
-  # 6. Metrics, rollout logs; evaluation of the starting policy.
-  writer = metrics_lib.MetricWriter(workdir, resume_step=start)
+  # 6. Rollout logs; evaluation of the starting policy.
   rollout_logger = metrics_lib.RolloutLogger(workdir)
   rollout_logger.truncate_after(start)
   if not restored:
@@ -444,16 +585,23 @@ def train(config, workdir: str) -> dict:
                     total=config.rl.num_steps, disable=not builders.is_process0())
   for step in bar:
     t0 = time.perf_counter()
-    tasks = [train_tasks[i] for i in next(data)]  # every process: the data state stays in step
-    batch, m = None, {}
+    batch, m, filled = None, {}, None
     if driver:
-      trajs, results, rewards_gn, advs, dropped_g = rollout_and_score(run, loop, tasks, step)
-      m = rollout_metrics(trajs, rewards_gn, dropped_g, results, loop.stats)
-      keep = np.repeat(~dropped_g, config.rl.num_generations)
-      kept = [t for t, k in zip(trajs, keep) if k]
-      kept_advs = [a for a, k in zip(learner_advantages(trajs, advs), keep) if k]
+      filled = sample_rounds(run, loop, lambda: [train_tasks[i] for i in next(data)], step)
+    n_rounds = share_rounds(filled)  # a collective: every process calls it
+    for _ in range(0 if driver else n_rounds):
+      next(data)  # the data state stays in step with the driver's rounds
+    if driver:
+      tasks, trajs, results, rewards_gn, dropped_g, advs, stats, kept_idx = combine_rounds(
+          filled, config.rl.num_generations)
+      m = rollout_metrics(trajs, rewards_gn, dropped_g, results, stats)
+      m.update(harness.item_rates([t for t in tasks for _ in range(config.rl.num_generations)],
+                                  results, "rollout"))
+      if config.rl.dynamic_sampling:
+        m.update(filled.metrics())
+      kept = [trajs[i] for i in kept_idx]
       if kept:
-        batch = batching.to_batch(kept, kept_advs, pad_id=pad, **shapes)
+        batch = batching.to_batch(kept, [advs[i] for i in kept_idx], pad_id=pad, **shapes)
     batch = share_batch(batch, shapes["rows"], per_token=config.rl.credit == "turn")
     t_rollout = time.perf_counter() - t0
     t1 = time.perf_counter()
@@ -475,7 +623,7 @@ def train(config, workdir: str) -> dict:
     m["perf/rollout_frac"] = t_rollout / max(m["perf/step_s"], 1e-9)
     done = step + 1
     if driver:
-      log_rollouts(run, rollout_logger, done, tasks, trajs, results, advs)
+      log_rollouts(run, rollout_logger, done, filled.rounds)
     if (config.eval.every_steps and done % config.eval.every_steps == 0
         and done != config.rl.num_steps):
       m.update(_evaluate(run, loop, done, writer))
@@ -497,6 +645,7 @@ def train(config, workdir: str) -> dict:
   writer.close()
   if builders.is_process0():
     plots.plot_curves(workdir)
+    print(summary(run), flush=True)
   log.info("done: step %d, %s", final_step, {k: v for k, v in last.items()
                                                   if k.startswith(("eval/", "rl/reward"))})
   return last
