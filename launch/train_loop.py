@@ -146,19 +146,23 @@ def _load_rewards(run: Run, name: str) -> dict | None:
     return None
 
 
-def _gains(run: Run, rewards: dict, prefix: str) -> dict:
+def _gains(run: Run, rewards: dict, prefix: str, unseen: set) -> dict:
   """Paired gains of `rewards` over the evaluations before it on the same held-out tasks:
   `<prefix>/gain_vs_sft` (vs the policy GRPO starts from, step 0: after SFT, or the initial
   policy when there is no SFT) and `<prefix>/gain_vs_init` (vs the policy before SFT), each with
-  its `_se` (harness.paired_gain)."""
+  its `_se` (harness.paired_gain). With `data.holdout_domains`, the same over the eval tasks of
+  those domains, never trained on (`..._unseen`): the transfer figure."""
   out = {}
   for base_name, key in (("step_000000", "gain_vs_sft"), ("init", "gain_vs_init")):
     base = _load_rewards(run, base_name)
-    if base is None or base is rewards:
+    if base is None:
       continue
-    gain, se, n = harness.paired_gain(rewards, base)
-    if n:
-      out[f"{prefix}/{key}"], out[f"{prefix}/{key}_se"] = gain, se
+    for suffix, ids in (("", rewards), ("_unseen", unseen)):
+      if suffix and not unseen:
+        continue
+      gain, se, n = harness.paired_gain({i: rewards[i] for i in ids if i in rewards}, base)
+      if n:
+        out[f"{prefix}/{key}{suffix}"], out[f"{prefix}/{key}{suffix}_se"] = gain, se
   return out
 
 
@@ -184,8 +188,15 @@ def _evaluate(run: Run, loop: AgentLoop, step: int, writer, name: str | None = N
   metrics = {**res.metrics,
              **harness.item_rates([t for t in tasks for _ in range(cfg.k)], res.results, prefix)}
   file_name = name or f"step_{step:06d}"
+  held_out = set(builders.holdout_domain_names(run.config.data.get("holdout_domains", ())))
+  unseen = {t.id for t in tasks if t.domain in held_out}
+  if unseen:
+    vals = [r for i in unseen for r in rewards[i]]
+    metrics[f"{prefix}/reward_mean_unseen"] = float(np.mean(vals))
+    metrics[f"{prefix}/reward_stderr_unseen"] = (
+        float(np.std(vals, ddof=1) / np.sqrt(len(vals))) if len(vals) > 1 else 0.0)
   if name is None:
-    metrics.update(_gains(run, rewards, prefix))
+    metrics.update(_gains(run, rewards, prefix, unseen))
   os.makedirs(os.path.join(run.workdir, "eval"), exist_ok=True)
   with open(_eval_file(run, f"{file_name}.json"), "w") as f:
     json.dump(metrics, f, indent=2, sort_keys=True)
@@ -225,10 +236,11 @@ def summary(run: Run) -> str:
                  + (f"   tool calls right {tool:.3f}" if tool is not None else "")
                  + f"   ({int(m[f'{prefix}/episodes'])} episodes)")
   last = phases[-1][1] if len(phases) > 2 else None
-  for key, label in (("gain_vs_sft", "GRPO - SFT"), ("gain_vs_init", "GRPO - init")):
+  for key, label in (("gain_vs_sft", "GRPO - SFT"), ("gain_vs_init", "GRPO - init"),
+                     ("gain_vs_sft_unseen", "GRPO - SFT, unseen domains")):
     if last and f"eval/{key}" in last:
       gain, se = last[f"eval/{key}"], last[f"eval/{key}_se"]
-      lines.append(f"  {label:<11} {gain:+.3f} ± {se:.3f} paired by task"
+      lines.append(f"  {label} {gain:+.3f} ± {se:.3f} paired by task"
                    + (f" ({gain / se:+.1f} s.e.)" if se > 0 else ""))
   return "\n".join(lines)
 

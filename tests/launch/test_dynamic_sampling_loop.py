@@ -88,3 +88,25 @@ def test_rounds_are_bounded(monkeypatch):
   filled, combined, _ = _sample(monkeypatch, dynamic=True, max_rounds=2)
   *_, kept = combined
   assert len(filled.rounds) == 2 and filled.short == 1 and len(kept) == 2 * G
+
+
+def test_gains_pair_by_task_and_report_unseen_domains(tmp_path):
+  import json
+  import os
+  os.makedirs(tmp_path / "eval")
+  run = types.SimpleNamespace(workdir=str(tmp_path))
+  sft = {"a": [0.0, 0.5], "b": [1.0, 1.0], "c": [0.0, 0.0]}
+  init = {"a": [0.0, 0.0], "b": [0.0, 0.0], "c": [0.0, 0.0]}
+  for name, rewards in (("step_000000", sft), ("init", init)):
+    with open(tmp_path / "eval" / f"{name}_rewards.json", "w") as f:
+      json.dump(rewards, f)
+  grpo = {"a": [0.5, 0.5], "b": [1.0, 0.5], "c": [0.5, 0.5]}
+  g = train_loop._gains(run, grpo, "eval", unseen={"a", "c"})
+  # Differences vs SFT: a +0.25, b -0.25, c +0.5; unseen (a, c): +0.25, +0.5.
+  assert g["eval/gain_vs_sft"] == np.mean([0.25, -0.25, 0.5])
+  assert g["eval/gain_vs_sft_se"] == np.std([0.25, -0.25, 0.5], ddof=1) / np.sqrt(3)
+  assert g["eval/gain_vs_sft_unseen"] == 0.375
+  assert g["eval/gain_vs_sft_unseen_se"] == np.std([0.25, 0.5], ddof=1) / np.sqrt(2)
+  assert g["eval/gain_vs_init"] == np.mean([0.5, 0.75, 0.5])
+  assert "eval/gain_vs_init_unseen" in g
+  assert "eval/gain_vs_sft_unseen" not in train_loop._gains(run, grpo, "eval", unseen=set())
