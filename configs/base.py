@@ -103,6 +103,10 @@ def base_config() -> ml_collections.ConfigDict:
   c.rl.num_generations = 4         # G rollouts per task
   c.rl.advantage = "grpo"          # grpo | drgrpo | rloo
   c.rl.drop_zero_variance = True
+  # DAPO dynamic sampling: draw rounds of fresh tasks until the step has tasks_per_step groups
+  # with non-zero reward variance (at most dynamic_max_rounds rounds; rollout/dynamic_sampling.py).
+  c.rl.dynamic_sampling = False
+  c.rl.dynamic_max_rounds = 3
   c.rl.ppo_epochs = 1
   # TASKS per optimizer update, each with its num_generations rollouts (verl's
   # ppo_mini_batch_size counts prompts): updates per step = tasks_per_step / minibatch_tasks;
@@ -148,6 +152,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.eval.every_steps = 0           # 0 = only at the end
   c.eval.num_tasks = 32
   c.eval.k = 4                     # samples per task for pass^k
+  c.eval.before_sft = True         # also evaluate the initial policy (eval_init/...) before SFT
   # Outside benchmarks run at every evaluation on the current policy (evals/, docs/evals.md):
   # "SUITE[:VALUE]" with VALUE the suite's dataset or category, e.g. ("math:aime24",
   # "bfcl_multi_turn:base"); logged as bench/<suite>_<value>/<metric>.

@@ -39,6 +39,7 @@ class ConfigError(ValueError):
 # owns are checked by that dataclass: _check_owned_sections); "ge0" allows 0.
 _BOUNDS = (
     ("rl.num_steps", "ge0"), ("rl.tasks_per_step", "ge1"), ("rl.num_generations", "ge1"),
+    ("rl.dynamic_max_rounds", "ge1"),
     ("sft.num_steps", "ge0"), ("sft.batch_size", "ge1"), ("sft.lr", "gt0"),
     ("checkpoint.every_steps", "ge1"), ("checkpoint.keep", "ge1"),
     ("eval.every_steps", "ge0"), ("eval.num_tasks", "ge0"), ("eval.k", "ge1"),
@@ -226,6 +227,9 @@ def check_config(config) -> None:
   if config.rl.num_steps > 0 and not config.rollout.temperature > 0:
     raise ConfigError(f"rollout.temperature={config.rollout.temperature}: GRPO trains on sampled "
                       "rollouts and the learner scores that tempered policy; use a temperature > 0")
+  if config.rl.dynamic_sampling and not config.rl.drop_zero_variance:
+    raise ConfigError("rl.dynamic_sampling=True keeps sampling until the step has groups with "
+                      "non-zero reward variance, so it needs rl.drop_zero_variance=True")
   rows = config.rl.tasks_per_step * config.rl.num_generations
   mini = (f"rl.minibatch_tasks={config.rl.minibatch_tasks} x rl.num_generations="
           f"{config.rl.num_generations} = {learner_cfg.minibatch_size} rollouts per update")

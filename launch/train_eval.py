@@ -1,12 +1,15 @@
 """Evaluation during a training run: the held-out tasks (`eval.num_tasks`, scored by the rubric)
-and every `eval.suites` benchmark, on the current params through the run's agent loop.
-Process 0 (the driver) evaluates; the others return {}."""
+and every `eval.suites` benchmark, on the current params through the run's agent loop; the
+paired gains between the phases (before SFT, after SFT, after GRPO) and the run's closing
+summary. Process 0 (the driver) evaluates; the others return {}."""
 
 from __future__ import annotations
 
 import json
 import os
 import re
+
+import numpy as np
 
 from launch import builders
 from launch.train_run import Run, score
@@ -56,25 +59,114 @@ def bench_evaluate(run: Run, loop: AgentLoop, step: int) -> dict:
   return out
 
 
-def evaluate(run: Run, loop: AgentLoop, step: int, writer) -> dict:
+def eval_file(run: Run, name: str) -> str:
+  return os.path.join(run.workdir, "eval", name)
+
+
+def _load_rewards(run: Run, name: str) -> dict | None:
+  """Per-task held-out rewards an earlier evaluation wrote (eval/<name>_rewards.json), if any."""
+  try:
+    with open(eval_file(run, f"{name}_rewards.json")) as f:
+      return json.load(f)
+  except FileNotFoundError:
+    return None
+
+
+def gains(run: Run, rewards: dict, prefix: str, unseen: set) -> dict:
+  """Paired gains of `rewards` over the evaluations before it on the same held-out tasks:
+  `<prefix>/gain_vs_sft` (vs the policy GRPO starts from, step 0: after SFT, or the initial
+  policy when there is no SFT) and `<prefix>/gain_vs_init` (vs the policy before SFT), each with
+  its `_se` (harness.paired_gain). With `data.holdout_domains`, the same over the eval tasks of
+  those domains, never trained on (`..._unseen`): the transfer figure."""
+  out = {}
+  for base_name, key in (("step_000000", "gain_vs_sft"), ("init", "gain_vs_init")):
+    base = _load_rewards(run, base_name)
+    if base is None:
+      continue
+    for suffix, ids in (("", rewards), ("_unseen", unseen)):
+      if suffix and not unseen:
+        continue
+      gain, se, n = harness.paired_gain({i: rewards[i] for i in ids if i in rewards}, base)
+      if n:
+        out[f"{prefix}/{key}{suffix}"], out[f"{prefix}/{key}{suffix}_se"] = gain, se
+  return out
+
+
+def evaluate(run: Run, loop: AgentLoop, step: int, writer, name: str | None = None) -> dict:
+  """Held-out evaluation of the engine's current params (and the eval.suites benchmarks), logged
+  at `step` and written to eval/step_<step>.json (+ `_rewards.json`, per task). `name="init"`
+  is the policy before SFT: metrics `eval_init/...`, files eval/init*.json. Also logs the
+  met-rate of each kind of rubric item (`harness.item_rates`) and, after the first evaluation,
+  the paired gains over the earlier ones (`gains`)."""
   if not builders.is_process0():  # the driver's job
     return {}
-  bench = bench_evaluate(run, loop, step) if run.bench else {}
+  bench = bench_evaluate(run, loop, step) if run.bench and name is None else {}
   cfg = run.config.eval
   if not run.eval_tasks or cfg.num_tasks <= 0:
     if bench:
       writer.write(step, bench)
     return bench
   tasks = run.eval_tasks[:cfg.num_tasks]
+  prefix = "eval" if name is None else f"eval_{name}"
   seed = builders.stable_seed("eval", step)
   res = harness.evaluate(lambda ts, k: loop.run(ts, k, seed=seed),
-                         lambda ts, trajs: score(run, ts, trajs), tasks, cfg.k)
-  writer.write(step, {**res.metrics, **bench})
-  if builders.is_process0():
-    os.makedirs(os.path.join(run.workdir, "eval"), exist_ok=True)
-    with open(os.path.join(run.workdir, "eval", f"step_{step:06d}.json"), "w") as f:
-      json.dump(res.metrics, f, indent=2, sort_keys=True)
-    # Per-episode rewards by task id, so two evaluations of the same tasks can be compared pairwise.
-    with open(os.path.join(run.workdir, "eval", f"step_{step:06d}_rewards.json"), "w") as f:
-      json.dump({t.id: [float(r) for r in row] for t, row in zip(tasks, res.rewards)}, f)
-  return {**res.metrics, **bench}
+                         lambda ts, trajs: score(run, ts, trajs), tasks, cfg.k, prefix=prefix)
+  rewards = {t.id: [float(r) for r in row] for t, row in zip(tasks, res.rewards)}
+  metrics = {**res.metrics,
+             **harness.item_rates([t for t in tasks for _ in range(cfg.k)], res.results, prefix)}
+  held_out = set(builders.holdout_domain_names(run.config.data.get("holdout_domains", ())))
+  unseen = {t.id for t in tasks if t.domain in held_out}
+  if unseen:
+    vals = [r for i in unseen for r in rewards[i]]
+    metrics[f"{prefix}/reward_mean_unseen"] = float(np.mean(vals))
+    metrics[f"{prefix}/reward_stderr_unseen"] = (
+        float(np.std(vals, ddof=1) / np.sqrt(len(vals))) if len(vals) > 1 else 0.0)
+  if name is None:
+    metrics.update(gains(run, rewards, prefix, unseen))
+  file_name = name or f"step_{step:06d}"
+  os.makedirs(os.path.join(run.workdir, "eval"), exist_ok=True)
+  with open(eval_file(run, f"{file_name}.json"), "w") as f:
+    json.dump(metrics, f, indent=2, sort_keys=True)
+  # Per-episode rewards by task id, so two evaluations of the same tasks can be compared pairwise.
+  with open(eval_file(run, f"{file_name}_rewards.json"), "w") as f:
+    json.dump(rewards, f)
+  writer.write(step, {**metrics, **bench})
+  return {**metrics, **bench}
+
+
+def summary(run: Run) -> str:
+  """The run's held-out story in a few lines: reward before SFT, after SFT and after GRPO (each
+  ± its standard error, with the share of tool-call subgoals met), then the paired gains. Read
+  from the eval/ files, so a resumed run reports its whole history."""
+  def load(name):
+    try:
+      with open(eval_file(run, f"{name}.json")) as f:
+        return json.load(f)
+    except FileNotFoundError:
+      return None
+  eval_dir = os.path.join(run.workdir, "eval")
+  steps = sorted(n[:-5] for n in (os.listdir(eval_dir) if os.path.isdir(eval_dir) else ())
+                 if re.fullmatch(r"step_\d{6}\.json", n))
+  phases = [("before SFT", load("init"), "eval_init")]
+  if steps:
+    phases.append(("after SFT" if run.config.sft.num_steps > 0 else "start", load(steps[0]),
+                   "eval"))
+  if len(steps) > 1:
+    phases.append(("after GRPO", load(steps[-1]), "eval"))
+  lines = ["held-out reward (mean ± s.e.):"]
+  for label, m, p in phases:
+    if not m:
+      continue
+    tool = m.get(f"{p}/met/subgoals.tool_called")
+    lines.append(f"  {label:<11} {m[f'{p}/reward_mean']:.3f} ± {m[f'{p}/reward_stderr']:.3f}"
+                 f"   pass rate {m[f'{p}/pass_rate']:.3f}"
+                 + (f"   tool-call subgoals met {tool:.3f}" if tool is not None else "")
+                 + f"   ({int(m[f'{p}/episodes'])} episodes)")
+  last = phases[-1][1] if len(phases) == 3 else None
+  for key, label in (("gain_vs_sft", "GRPO - SFT"), ("gain_vs_init", "GRPO - init"),
+                     ("gain_vs_sft_unseen", "GRPO - SFT on domains never trained on")):
+    if last and f"eval/{key}" in last:
+      gain, se = last[f"eval/{key}"], last[f"eval/{key}_se"]
+      lines.append(f"  {label}: {gain:+.3f} ± {se:.3f}, paired by task"
+                   + (f" ({gain / se:+.1f} s.e.)" if se > 0 else ""))
+  return "\n".join(lines)

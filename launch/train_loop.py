@@ -1,10 +1,13 @@
 """The body of `python -m launch.train`: one run, in sections (see `train`).
 
-Phases: SFT warm start on reference trajectories (optional, `launch/train_sft.py`), then the
-GRPO loop (checkpoints under checkpoints/rl): rollouts (G per task) -> rubric rewards -> per-token
-advantages (`rewards.credit`, the scheme of `rl.credit`; zero-variance groups dropped and
-counted) -> PPO epochs / minibatches -> `engine.update_weights` -> metrics and rollout logs ->
-checkpoint -> held-out evaluation (`launch/train_eval.py`).
+Phases: held-out evaluation of the initial policy (`eval.before_sft`), SFT warm start on
+reference trajectories (optional, `launch/train_sft.py`), then the GRPO loop (checkpoints under
+checkpoints/rl): rollouts (G per task) -> rubric rewards -> per-token advantages
+(`rewards.credit`, the scheme of `rl.credit`; zero-variance groups dropped and counted, or
+refilled by DAPO dynamic sampling rounds: `launch/train_rollouts.py`) -> PPO epochs /
+minibatches -> `engine.update_weights` -> metrics and rollout logs -> checkpoint -> held-out
+evaluation with paired gains over the earlier phases (`launch/train_eval.py`); the console ends
+with the phases side by side (`train_eval.summary`).
 
 Shapes: the train step sees `fixed_shapes` only (rows fixed at the step's maximum, lengths
 in power-of-two buckets up to rollout.max_total_tokens), so a run compiles it at most once per
@@ -35,12 +38,13 @@ import numpy as np
 import tqdm
 
 from launch import builders
-from launch.train_eval import bench_suites, evaluate
-from launch.train_run import Run, SetupError, score, task_iterator
+from launch.train_eval import bench_suites, eval_file, evaluate, summary
+from launch.train_rollouts import combine_rounds, log_rollouts, rollout_metrics, sample_rounds
+from launch.train_rollouts import share_rounds
+from launch.train_run import Run, SetupError, task_iterator
+from synthagent_jax.evals import harness
 from launch.train_sft import sft_warm_start
 from synthagent_jax import parallel
-from synthagent_jax.rewards import credit as credit_lib
-from synthagent_jax.rewards import rollout_log
 from synthagent_jax.rl import learner as learner_lib
 from synthagent_jax.rl import state as state_lib
 from synthagent_jax.rollout import batching
@@ -51,56 +55,6 @@ from synthagent_jax.utils import plots
 
 
 log = logging.getLogger("synthagent_jax.train")
-
-
-# ---- one GRPO step ------------------------------------------------------------------------------
-def rollout_and_score(run: Run, loop: AgentLoop, tasks, step: int):
-  """G rollouts per task, rubric results, their `credit_lib.Credit` (per-token advantages and
-  training rewards) and the dropped-group mask [num_groups]."""
-  cfg = run.config.rl
-  g = cfg.num_generations
-  trajs = loop.run(tasks, g, seed=builders.stable_seed(run.config.seed, "rollout", step))
-  results = score(run, [t for t in tasks for _ in range(g)], trajs)
-  credit = credit_lib.assign(tasks, results, trajs, num_generations=g, estimator=cfg.advantage,
-                             scheme=cfg.credit, zero_unfinished=cfg.zero_unfinished)
-  dropped_g = credit.zero_groups if cfg.drop_zero_variance else np.zeros(len(tasks), bool)
-  return trajs, results, credit, dropped_g
-
-
-def rollout_metrics(trajs, rewards_gn, dropped_g, results, stats) -> dict:
-  n = len(trajs)
-  m = {
-      "rl/reward_mean": float(rewards_gn.mean()),  # the training reward (after any shaping)
-      "rl/rubric_reward_mean": float(np.mean([r.reward for r in results])),
-      "rl/reward_std": float(rewards_gn.std()),
-      "rl/frac_groups_dropped": float(dropped_g.mean()),
-      "rl/pass_rate": float((rewards_gn >= 1 - 1e-6).mean()),
-      "rollout/response_tokens_mean": float(np.mean([t.num_response_tokens for t in trajs])),
-      "rollout/length_mean": float(np.mean([len(t.token_ids) for t in trajs])),
-      "rollout/turns_mean": float(np.mean([t.num_turns for t in trajs])),
-      "rollout/tool_calls_mean": float(np.mean([t.num_tool_calls for t in trajs])),
-      "rollout/judge_failures": float(sum(getattr(r, "judge_failures", 0) for r in results)),
-      "perf/rollout_s": stats.total_s,
-      "perf/generate_frac": stats.generate_s / max(stats.total_s, 1e-9),
-      "perf/sampled_tokens_per_s": stats.sampled_tokens / max(stats.generate_s, 1e-9),
-  }
-  for status in ("answered", "user_stopped", "max_turns", "context_full", "error"):
-    m[f"rollout/status_{status}"] = sum(t.status == status for t in trajs) / n
-  return m
-
-
-def log_rollouts(run: Run, logger, step: int, tasks, trajs, results, credit):
-  """Every episode of the step: its rollout record, its advantage and its credit scheme's fields
-  (`turn_advantages` under turn credit)."""
-  g = run.config.rl.num_generations
-  records = []
-  for i, (traj, res) in enumerate(zip(trajs, results)):
-    task, adv = tasks[i // g], float(credit.episode_advantages[i])
-    rec = rollout_log.rollout_record(step, traj, domain=task.domain, reward=res.reward,
-                                     advantage=adv, verdicts=res.verdicts)
-    rec.update(credit.log_fields[i])
-    records.append(rec)
-  logger.write(step, records)
 
 
 # ---- fixed shapes ----------------------------------------------------------------------------
@@ -246,8 +200,11 @@ def train(config, workdir: str) -> dict:
     params = engine_view(params)  # a collective in a multi-process run
     return engine.update_weights((graphdef, params), step) if driver else {}
 
+  writer = metrics_lib.MetricWriter(workdir, resume_step=start)
   if not restored:
     if config.sft.num_steps > 0:
+      if config.eval.before_sft and not os.path.exists(eval_file(run, "init.json")):
+        evaluate(run, loop, 0, writer, name="init")  # the engine holds the initial params
       params = sft_warm_start(run, params, graphdef, loop)
     state = state_lib.state_from_params(params, spec, tx, config.seed)
     sync(state.params, 0)
@@ -256,8 +213,7 @@ def train(config, workdir: str) -> dict:
     sync(state.params, start)
   ref = reference_policy(run, spec, state, start, rl_cfg) if config.rl.kl_coef > 0 else None
 
-  # 6. Metrics, rollout logs; evaluation of the starting policy.
-  writer = metrics_lib.MetricWriter(workdir, resume_step=start)
+  # 6. Rollout logs; evaluation of the starting policy.
   rollout_logger = metrics_lib.RolloutLogger(workdir)
   rollout_logger.truncate_after(start)
   if not restored:
@@ -270,16 +226,23 @@ def train(config, workdir: str) -> dict:
                     total=config.rl.num_steps, disable=not builders.is_process0())
   for step in bar:
     t0 = time.perf_counter()
-    tasks = [train_tasks[i] for i in next(data)]  # every process: the data state stays in step
-    batch, m = None, {}
+    batch, m, filled = None, {}, None
     if driver:
-      trajs, results, credit, dropped_g = rollout_and_score(run, loop, tasks, step)
-      m = rollout_metrics(trajs, credit.rewards_gn, dropped_g, results, loop.stats)
-      keep = np.repeat(~dropped_g, config.rl.num_generations)
-      kept = [t for t, k in zip(trajs, keep) if k]
-      kept_advs = [a for a, k in zip(credit.token_advantages, keep) if k]
-      if kept:
-        batch = batching.to_batch(kept, kept_advs, pad_id=pad, **shapes)
+      filled = sample_rounds(run, loop, lambda: [train_tasks[i] for i in next(data)], step)
+    n_rounds = share_rounds(filled)  # a collective: every process calls it
+    for _ in range(0 if driver else n_rounds):
+      next(data)  # the data state stays in step with the driver's rounds
+    if driver:
+      got = combine_rounds(filled, config.rl.num_generations)
+      m = rollout_metrics(got["trajs"], got["rewards_gn"], got["dropped_g"], got["results"],
+                          got["stats"])
+      m.update(harness.item_rates([t for t in got["tasks"] for _ in range(config.rl.num_generations)],
+                                  got["results"], "rollout"))
+      if config.rl.dynamic_sampling:
+        m.update(filled.metrics())
+      if got["kept"]:
+        batch = batching.to_batch([got["trajs"][i] for i in got["kept"]],
+                                  [got["advs"][i] for i in got["kept"]], pad_id=pad, **shapes)
     batch = share_batch(batch, shapes["rows"])
     t_rollout = time.perf_counter() - t0
     t1 = time.perf_counter()
@@ -301,7 +264,7 @@ def train(config, workdir: str) -> dict:
     m["perf/rollout_frac"] = t_rollout / max(m["perf/step_s"], 1e-9)
     done = step + 1
     if driver:
-      log_rollouts(run, rollout_logger, done, tasks, trajs, results, credit)
+      log_rollouts(run, rollout_logger, done, filled.rounds)
     if (config.eval.every_steps and done % config.eval.every_steps == 0
         and done != config.rl.num_steps):
       m.update(evaluate(run, loop, done, writer))
@@ -323,6 +286,7 @@ def train(config, workdir: str) -> dict:
   writer.close()
   if builders.is_process0():
     plots.plot_curves(workdir, force=True)
+    print(summary(run), flush=True)
   log.info("done: step %d, %s", final_step, {k: v for k, v in last.items()
                                                   if k.startswith(("eval/", "rl/reward"))})
   return last

@@ -58,3 +58,46 @@ def evaluate(run_episodes: Callable[[Sequence[Any], int], list[Any]],
     metrics[f"{prefix}/status_{status}"] = statuses.count(status) / n
   return EvalResult(metrics=metrics, trajectories=trajectories, rewards=rewards_tk,
                     results=results)
+
+
+def item_rates(tasks: Sequence[Any], results: Sequence[Any], prefix: str = "eval"
+               ) -> dict[str, float]:
+  """Per rubric section and check type, over every such item of the episodes: the share met
+  (`<prefix>/met/<section>.<type>`, a forbidden item is met when respected) and the mean item
+  score (`<prefix>/score/<section>.<type>`, partial credit included). `tasks[i]` is episode i's
+  task (task-major, repeated per sample), `results[i]` its RubricResult. Judged items (no
+  structured check) have type "judged".
+
+  "Tool calls that become right" reads as `met/subgoals.tool_called` rising: such an item is met
+  only when a call with the right name and every required argument value was made.
+  """
+  if len(tasks) != len(results):
+    raise ValueError(f"item_rates: {len(tasks)} tasks for {len(results)} results")
+  met: dict[str, list[float]] = {}
+  score: dict[str, list[float]] = {}
+  for task, res in zip(tasks, results):
+    kinds = {item.id: (item.check.type if item.check is not None else "judged")
+             for _, item in task.rubric.items()}
+    for v in res.verdicts:
+      kind = f"{v.section}.{kinds.get(v.item_id, 'judged')}"
+      met.setdefault(kind, []).append(float(v.met))
+      score.setdefault(kind, []).append(float(v.score))
+  out = {}
+  for kind in sorted(met):
+    out[f"{prefix}/met/{kind}"] = float(np.mean(met[kind]))
+    out[f"{prefix}/score/{kind}"] = float(np.mean(score[kind]))
+  return out
+
+
+def paired_gain(new: dict[str, Sequence[float]], base: dict[str, Sequence[float]]
+                ) -> tuple[float, float, int]:
+  """(mean, standard error, tasks) of the per-task reward difference new - base over the tasks
+  both evaluated (each side averaged over its k samples of the task). Pairing by task removes
+  the task-difficulty variance two independent means would carry; the s.e. is that of the
+  mean of the n differences (ddof 1; 0.0 for n < 2)."""
+  ids = [i for i in new if i in base and len(new[i]) and len(base[i])]
+  if not ids:
+    return 0.0, 0.0, 0
+  d = np.asarray([np.mean(new[i]) - np.mean(base[i]) for i in ids], np.float64)
+  se = float(d.std(ddof=1) / np.sqrt(len(d))) if len(d) > 1 else 0.0
+  return float(d.mean()), se, len(d)

@@ -41,7 +41,54 @@ PANELS: tuple[Panel, ...] = (
     Panel("Clip fraction", ("learner/clip_frac",), "fraction of tokens"),
     Panel("Response length", ("rollout/response_tokens_mean",), "tokens per episode"),
     Panel("Turns per episode", ("rollout/turns_mean", "rollout/tool_calls_mean"), "count"),
+    Panel("Rubric items met", ("rollout/met/subgoals.tool_called",
+                               "rollout/met/interactions.asked_user_for",
+                               "eval/met/subgoals.tool_called"), "share of items"),
 )
+# The held-out reward of each phase, side by side: before SFT, after SFT (GRPO's start), after GRPO.
+PHASES_TITLE = "Held-out reward by phase"
+
+
+def phase_values(records) -> list[tuple[str, float, float]]:
+  """(label, reward mean, standard error) of the held-out evaluations a run logged: the initial
+  policy (`eval_init/`, step 0), the policy GRPO starts from (`eval/` at step 0) and the last
+  `eval/` after it."""
+  def last(prefix, label, pick):
+    rows = [r for r in records if f"{prefix}/reward_mean" in r and pick(r["step"])]
+    if rows:
+      out.append((label, rows[-1][f"{prefix}/reward_mean"],
+                  rows[-1].get(f"{prefix}/reward_stderr", 0.0)))
+    return bool(rows)
+  out = []
+  init = last("eval_init", "before SFT", lambda s: s == 0)
+  last("eval", "after SFT" if init else "start", lambda s: s == 0)
+  last("eval", "after GRPO", lambda s: s > 0)
+  return out
+
+
+def draw_phases(ax, records) -> int:
+  """Bars of `phase_values` with ± 1 s.e., and the last logged paired gain over SFT."""
+  ax.set_title(PHASES_TITLE, fontsize=11)
+  ax.set_ylabel("mean rubric reward")
+  ax.grid(True, axis="y", alpha=0.3)
+  phases = phase_values(records)
+  if not phases:
+    ax.text(0.5, 0.5, "no data\n(eval_init/reward_mean, eval/reward_mean)", transform=ax.transAxes,
+            ha="center", va="center", fontsize=8, color="0.45")
+    ax.set_xticks([])
+    ax.set_yticks([])
+    return 0
+  xs = range(len(phases))
+  ax.bar(xs, [v for _, v, _ in phases], yerr=[e for _, _, e in phases], capsize=4,
+         color=["0.6", "tab:blue", "tab:green"][:len(phases)])
+  ax.set_xticks(list(xs), [label for label, _, _ in phases])
+  for x, (_, v, e) in zip(xs, phases):
+    ax.text(x, v + e, f"{v:.3f}", ha="center", va="bottom", fontsize=8)
+  gains = [r for r in records if "eval/gain_vs_sft" in r]
+  if gains:
+    g, se = gains[-1]["eval/gain_vs_sft"], gains[-1]["eval/gain_vs_sft_se"]
+    ax.set_xlabel(f"GRPO - SFT {g:+.3f} ± {se:.3f} (paired)")
+  return len(phases)
 
 
 def _finite_series(records, key):
@@ -78,14 +125,18 @@ def draw_panel(ax, panel: Panel, records) -> int:
 
 
 def curves_figure(records, panels=PANELS, title: str = ""):
-  """A matplotlib Figure with one panel per entry of `panels` (2 rows x 3 columns for 6)."""
+  """A matplotlib Figure with one panel per entry of `panels` (3 columns), then, for the default
+  panels, the held-out reward of each phase side by side (`draw_phases`)."""
   ncols = 3
-  nrows = max(1, math.ceil(len(panels) / ncols))
+  nrows = max(1, math.ceil((len(panels) + (panels is PANELS)) / ncols))
   fig = Figure(figsize=(5.0 * ncols, 3.6 * nrows))
   axes = fig.subplots(nrows, ncols, squeeze=False)
   for ax, panel in zip(axes.flat, panels):
     draw_panel(ax, panel, records)
-  for ax in list(axes.flat)[len(panels):]:
+  extra = list(axes.flat)[len(panels):]
+  if extra and panels is PANELS:
+    draw_phases(extra.pop(0), records)
+  for ax in extra:
     ax.axis("off")
   if title:
     fig.suptitle(title, fontsize=12)

@@ -29,3 +29,49 @@ def test_evaluate_metrics_by_hand():
   assert m["eval/status_answered"] == 1.0
   # Sample std with ddof=1 over the 4 rewards, divided by sqrt(4).
   assert m["eval/reward_stderr"] == pytest.approx(np.std([1, 1, 1, .5], ddof=1) / 2)
+
+
+def test_paired_gain_by_hand():
+  from synthagent_jax.evals.harness import paired_gain
+  base = {"a": [0.0, 0.5], "b": [1.0, 1.0], "c": [0.2, 0.2], "only_base": [1.0]}
+  new = {"a": [0.5, 0.5], "b": [1.0, 0.5], "c": [0.6, 0.2], "only_new": [0.0]}
+  # Per-task differences of the k-means: a 0.5 - 0.25 = 0.25, b 0.75 - 1 = -0.25, c 0.4 - 0.2 = 0.2.
+  gain, se, n = paired_gain(new, base)
+  assert n == 3
+  assert gain == pytest.approx(0.2 / 3)
+  d = np.array([0.25, -0.25, 0.2])
+  assert se == pytest.approx(np.sqrt(np.sum((d - d.mean()) ** 2) / 2) / np.sqrt(3))
+  assert paired_gain({"x": [1.0]}, {"y": [0.0]}) == (0.0, 0.0, 0)
+
+
+def test_item_rates_by_section_and_check_type():
+  from synthagent_jax.envs.task import Rubric
+  from synthagent_jax.evals.harness import item_rates
+  from synthagent_jax.rewards.rubric import Verdict
+  rubric = Rubric.from_dict({
+      "subgoals": [{"id": "call", "text": "calls f", "check": {"type": "tool_called", "name": "f",
+                                                             "arguments": {}}},
+                   {"id": "judged", "text": "is polite"}],
+      "interactions": [{"id": "ask", "text": "asks", "check": {"type": "asked_user_for",
+                                                              "slot": "s"}}],
+      "forbidden": [{"id": "no_g", "text": "calls g", "check": {"type": "tool_not_called",
+                                                               "name": "g"}}]})
+  task = types.SimpleNamespace(rubric=rubric)
+
+  def result(call, judged, ask, no_g):
+    return types.SimpleNamespace(verdicts=[
+        Verdict("subgoals", "call", "", call == 1.0, call, "check"),
+        Verdict("subgoals", "judged", "", judged, float(judged), "judge"),
+        Verdict("interactions", "ask", "", ask, float(ask), "check"),
+        Verdict("forbidden", "no_g", "", no_g, float(no_g), "check")])
+
+  rates = item_rates([task, task], [result(1.0, True, False, True), result(0.5, False, True, True)],
+                     prefix="rollout")
+  assert rates == {
+      "rollout/met/subgoals.tool_called": 0.5, "rollout/score/subgoals.tool_called": 0.75,
+      "rollout/met/subgoals.judged": 0.5, "rollout/score/subgoals.judged": 0.5,
+      "rollout/met/interactions.asked_user_for": 0.5,
+      "rollout/score/interactions.asked_user_for": 0.5,
+      "rollout/met/forbidden.tool_not_called": 1.0, "rollout/score/forbidden.tool_not_called": 1.0}
+  with pytest.raises(ValueError, match="2 tasks for 1 results"):
+    item_rates([task, task], [result(1.0, True, True, True)])

@@ -51,8 +51,9 @@ def _rl_rows(workdir):
 
 def test_train_writes_every_artifact_and_resumes(tmp_path):
   wd = str(tmp_path / "run")
-  _train(wd, 2)
-  for rel in ("config.json", "metrics.jsonl", "rollouts/step_000001.jsonl",
+  proc = _train(wd, 2)
+  for rel in ("eval/init.json", "eval/init_rewards.json", "config.json", "metrics.jsonl",
+              "rollouts/step_000001.jsonl",
               "rollouts/step_000002.jsonl", "checkpoints/rl/2", "checkpoints/sft/2",
               "plots/curves.png", "tensorboard", "eval/step_000000.json", "eval/step_000002.json",
               "sft/metrics.jsonl"):
@@ -60,6 +61,7 @@ def test_train_writes_every_artifact_and_resumes(tmp_path):
   rows = _rl_rows(wd)
   assert sorted(rows) == [1, 2]
   for key in ("rl/reward_mean", "rl/rubric_reward_mean", "rl/frac_groups_dropped", "rollout/turns_mean",
+              "rollout/met/subgoals.tool_called",
               "rollout/response_tokens_mean", "perf/step_s"):
     assert key in rows[1], key
   with open(os.path.join(wd, "eval", "step_000002_rewards.json")) as f:
@@ -68,6 +70,19 @@ def test_train_writes_every_artifact_and_resumes(tmp_path):
     eval_metrics = json.load(f)
   assert len(eval_rewards) == 2 and all(len(v) == 1 for v in eval_rewards.values())
   assert abs(sum(v[0] for v in eval_rewards.values()) / 2 - eval_metrics["eval/reward_mean"]) < 1e-9
+  # Before SFT, after SFT, after GRPO: the paired gains recomputed from the per-task files.
+  phases = {}
+  for name in ("init", "step_000000", "step_000002"):
+    with open(os.path.join(wd, "eval", f"{name}_rewards.json")) as f:
+      phases[name] = json.load(f)
+  diffs = [phases["step_000002"][t][0] - phases["step_000000"][t][0] for t in eval_rewards]
+  assert eval_metrics["eval/gain_vs_sft"] == pytest.approx(sum(diffs) / 2)
+  assert "eval/gain_vs_sft_se" in eval_metrics and "eval/gain_vs_init" in eval_metrics
+  assert "eval/met/subgoals.tool_called" in eval_metrics
+  init_rows = [r for r in _metrics(wd) if "eval_init/reward_mean" in r]
+  assert [r["step"] for r in init_rows] == [0]
+  for label in ("before SFT", "after SFT", "after GRPO", "GRPO - SFT"):
+    assert label in proc.stdout, (label, proc.stdout[-2000:])
   with open(os.path.join(wd, "rollouts", "step_000001.jsonl")) as f:
     episodes = [json.loads(line) for line in f]
   assert len(episodes) == 4  # 2 tasks x 2 generations
@@ -82,12 +97,17 @@ def test_train_writes_every_artifact_and_resumes(tmp_path):
   assert all(rows[s]["learner/kl_ref"] >= 0 for s in (1, 2, 3))  # step 3 used the restored ref
 
 
-def test_turn_credit_trains_on_per_turn_advantages(tmp_path):
+def test_turn_credit_and_dynamic_sampling(tmp_path):
   wd = str(tmp_path / "turn")
-  _train(wd, 1, "--config.rl.credit=turn", "--config.rl.kl_coef=0.0", "--config.eval.num_tasks=1")
-  assert "learner/loss" in _rl_rows(wd)[1]
+  _train(wd, 1, "--config.rl.credit=turn", "--config.rl.kl_coef=0.0", "--config.eval.num_tasks=1",
+         "--config.rl.drop_zero_variance=True", "--config.rl.dynamic_sampling=True",
+         "--config.rl.dynamic_max_rounds=2")
+  row = _rl_rows(wd)[1]
+  rounds = row["rl/dynamic_rounds"]
+  assert rounds in (1.0, 2.0) and row["rl/dynamic_groups_sampled"] == 2 * rounds
   with open(os.path.join(wd, "rollouts", "step_000001.jsonl")) as f:
     episodes = [json.loads(line) for line in f]
+  assert len(episodes) == rounds * 2 * 2  # every round's 2 tasks x 2 generations are logged
   for ep in episodes:
     assert len(ep["turn_advantages"]) == ep["num_turns"] >= 1
     assert ep["advantage"] == pytest.approx(sum(ep["turn_advantages"]) / ep["num_turns"])

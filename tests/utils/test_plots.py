@@ -20,6 +20,7 @@ def write_run(workdir, num_steps=12, with_nan=False):
         "learner/clip_frac": 0.01 * (s % 4),
         "rollout/response_tokens_mean": 40.0 + s,
         "rollout/turns_mean": 2.0 + 0.1 * s,
+        "rollout/met/subgoals.tool_called": 0.02 * s,
     })
     if s % 4 == 0:
       w.write(s, {"eval/reward_mean": 0.3 + 0.04 * s})
@@ -32,13 +33,30 @@ def test_plot_curves_writes_png_with_every_panel_filled(tmp_path):
   assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
   fig = plots.curves_figure(metrics.read_metrics(tmp_path))
   axes = [ax for ax in fig.axes if ax.axison]
-  assert [ax.get_title() for ax in axes] == [p.title for p in plots.PANELS]
+  assert [ax.get_title() for ax in axes] == [p.title for p in plots.PANELS] + [plots.PHASES_TITLE]
+  axes = axes[:-1]  # the phase panel draws bars (below), the others lines
   assert [t.get_text() for t in axes[0].get_legend().get_texts()] == [
       "rl/reward_mean", "eval/reward_mean"]
   for ax in axes:
     assert ax.lines, f"panel {ax.get_title()} has no line"
   # The eval line holds exactly the eval steps.
   assert list(axes[0].lines[1].get_xdata()) == [4, 8, 12]
+
+
+def test_phase_panel_shows_init_sft_grpo_side_by_side(tmp_path):
+  w = metrics.MetricWriter(tmp_path, process_index=0, tensorboard=False)
+  w.write(0, {"eval_init/reward_mean": 0.01, "eval_init/reward_stderr": 0.005})
+  w.write(0, {"eval/reward_mean": 0.2, "eval/reward_stderr": 0.02})
+  w.write(1, {"rl/reward_mean": 0.3})
+  w.write(5, {"eval/reward_mean": 0.35, "eval/reward_stderr": 0.03, "eval/gain_vs_sft": 0.15,
+              "eval/gain_vs_sft_se": 0.04})
+  assert plots.phase_values(metrics.read_metrics(tmp_path)) == [
+      ("before SFT", 0.01, 0.005), ("after SFT", 0.2, 0.02), ("after GRPO", 0.35, 0.03)]
+  fig = plots.curves_figure(metrics.read_metrics(tmp_path))
+  ax = next(ax for ax in fig.axes if ax.get_title() == plots.PHASES_TITLE)
+  assert [round(p.get_height(), 6) for p in ax.patches] == [0.01, 0.2, 0.35]
+  assert [t.get_text() for t in ax.get_xticklabels()] == ["before SFT", "after SFT", "after GRPO"]
+  assert "+0.150 ± 0.040" in ax.get_xlabel()
 
 
 def test_missing_metrics_give_empty_panels_with_note(tmp_path):
