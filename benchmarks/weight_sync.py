@@ -8,7 +8,7 @@ default device as fp32 jax arrays, as the learner holds them. Each round writes,
 temporary directory on local disk (page cache, no fsync: what a server on the same machine reads):
   old:      models.save_pretrained(model, dir): fp32, every tensor gathered into one host dict,
             then one safetensors file (what SGLangEngine.sync_weights did before issue 15);
-  new_bf16: hf_io.save_pretrained_streaming(model, dir): bf16, tensor by tensor (the sync now);
+  new_bf16: hf_export.save_pretrained_streaming(model, dir): bf16, tensor by tensor (the sync now);
   new_fp32: the same in fp32 (isolates the format change from the streaming).
 Rounds alternate the variants so load from other processes hits all alike; medians are reported.
 A first, separately reported round ("cold") includes compiling the per-shape device cast and
@@ -36,7 +36,7 @@ import numpy as np
 from flax import nnx
 
 from synthagent_jax import models
-from synthagent_jax.models import hf_io
+from synthagent_jax.models import hf_export
 
 DIMS = {
     "qwen_0_5b": dict(vocab_size=151936, hidden_size=896, intermediate_size=4864, num_layers=24,
@@ -106,8 +106,8 @@ def main() -> None:
 
   variants = {
       "old": lambda path: models.save_pretrained(model, path),
-      "new_bf16": lambda path: hf_io.save_pretrained_streaming(model, path),
-      "new_fp32": lambda path: hf_io.save_pretrained_streaming(model, path, dtype="float32"),
+      "new_bf16": lambda path: hf_export.save_pretrained_streaming(model, path),
+      "new_fp32": lambda path: hf_export.save_pretrained_streaming(model, path, dtype="float32"),
   }
   parent = tempfile.mkdtemp(prefix="weight_sync_", dir=args.dir)
   seconds = {k: [] for k in variants}

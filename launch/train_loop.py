@@ -19,8 +19,8 @@ sharding tree) already sharded on the mesh; no device ever holds the whole model
 Several processes (jax.distributed, `config.mesh.num_processes`): the learner is one SPMD
 program over every process's devices, and process 0 drives the rollouts. It alone runs the
 agent loop (an HTTP engine pool, or the JAX sampler on a copy of the params gathered onto its
-own devices, `state.process_local_params`; see `builders.ENGINE_KINDS`), the environments, the judge, the evaluations and the
-logs; it then broadcasts the learner batch (`share_batch`) and every process places its rows on
+own devices, `state.process_local_params`; see `builders.ENGINE_KINDS`), the environments, the
+judge, the evaluations and the logs; it then broadcasts the learner batch (`share_batch`) and every process places its rows on
 the mesh and runs the same train step. So N processes compute exactly what one process does, and
 rollouts scale out through the engine (a pool of SGLang servers behind the driver), not through
 the learner's processes; the other processes wait at the broadcast while process 0 rolls out.
@@ -236,8 +236,9 @@ def train(config, workdir: str) -> dict:
       got = combine_rounds(filled, config.rl.num_generations)
       m = rollout_metrics(got["trajs"], got["rewards_gn"], got["dropped_g"], got["results"],
                           got["stats"])
-      m.update(harness.item_rates([t for t in got["tasks"] for _ in range(config.rl.num_generations)],
-                                  got["results"], "rollout"))
+      g = config.rl.num_generations
+      m.update(harness.item_rates([t for t in got["tasks"] for _ in range(g)], got["results"],
+                                  "rollout"))
       if config.rl.dynamic_sampling:
         m.update(filled.metrics())
       if got["kept"]:

@@ -19,6 +19,7 @@ from synthagent_jax.rewards import credit as credit_lib
 from synthagent_jax.rewards import rollout_log
 from synthagent_jax.rollout import dynamic_sampling
 from synthagent_jax.rollout.agent_loop import AgentLoop
+from synthagent_jax.rollout.trajectory import STATUSES
 
 
 def rollout_and_score(run: Run, loop: AgentLoop, tasks, step: int, round_index: int = 0):
@@ -112,7 +113,7 @@ def rollout_metrics(trajs, rewards_gn, dropped_g, results, stats) -> dict:
       "perf/generate_frac": stats.generate_s / max(stats.total_s, 1e-9),
       "perf/sampled_tokens_per_s": stats.sampled_tokens / max(stats.generate_s, 1e-9),
   }
-  for status in ("answered", "user_stopped", "max_turns", "context_full", "error"):
+  for status in STATUSES:
     m[f"rollout/status_{status}"] = sum(t.status == status for t in trajs) / n
   return m
 

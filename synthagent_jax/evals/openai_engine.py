@@ -119,6 +119,12 @@ class OpenAIChatEngine:
       ids, finish = ids[:sampling.max_new_tokens], "length"
     return Completion(ids, [0.0] * len(ids), finish)
 
+  def update_weights(self, weights, step: int) -> dict[str, float]:
+    return {}  # a served model we do not train
+
+  def wait_ready(self) -> None:
+    pass
+
   def generate(self, prompt_ids: Sequence[Sequence[int]], sampling: SamplingParams
                ) -> list[Completion]:
     import concurrent.futures  # pylint: disable=g-import-not-at-top

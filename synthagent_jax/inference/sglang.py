@@ -10,7 +10,7 @@ Requests (one per prompt, so the server batches them continuously):
 
 Weight sync: `sync_weights(model, step)` writes an HF checkpoint (bf16 by default) to
 `export_dir/step_XXXXXX` (a directory every server can read: shared disk, or the same machine)
-with `models.hf_io.save_pretrained_streaming` (tensor by tensor from the shards, never the whole
+with `models.hf_export.save_pretrained_streaming` (tensor by tensor from the shards, never the whole
 model on one host; with several processes each writes its share of the files) and POSTs
 `/update_weights_from_disk {"model_path", "flush_cache": true}` to every server of this process.
 What it cost is in the returned `SyncStats` (also `engine.last_sync_stats`). Why disk and not
@@ -313,9 +313,9 @@ class SGLangEngine:
       raise ValueError("SGLangEngine.sync_weights needs export_dir (a directory the servers can "
                        "read) to be set")
     import jax  # pylint: disable=g-import-not-at-top
-    from synthagent_jax.models import hf_io  # pylint: disable=g-import-not-at-top
+    from synthagent_jax.models import hf_export  # pylint: disable=g-import-not-at-top
     path = os.path.abspath(os.path.join(self.export_dir, f"step_{int(step):06d}"))
-    export = hf_io.save_pretrained_streaming(model_or_params, path, dtype=self.sync_dtype)
+    export = hf_export.save_pretrained_streaming(model_or_params, path, dtype=self.sync_dtype)
     t0 = time.perf_counter()
     self.load_weights_from_disk(path)
     load_s = time.perf_counter() - t0

@@ -24,9 +24,6 @@ from safetensors.numpy import save_file
 
 from synthagent_jax.models import hf_layout
 from synthagent_jax.models.config import ModelConfig
-# Re-exported for inference/sglang.py's weight sync (`hf_io.save_pretrained_streaming`), which
-# another change owns; new callers import models.hf_export.
-from synthagent_jax.models.hf_export import ExportStats, save_pretrained_streaming  # noqa: F401
 from synthagent_jax.models.qwen import Qwen, abstract_model
 
 # Derived buffers some older checkpoints store; they are recomputed from the config.

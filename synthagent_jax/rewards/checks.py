@@ -24,7 +24,8 @@ them (`ask_report`); world_state records the write calls compared and where the 
 right name scores (1 + arguments matched) / (1 + arguments wanted), no such call 0; the item is
 still only *met* when some call matches in full. Every other check scores 1 or 0.
 
-Check types are registered by name (`CHECKS`); a type also needs its field list in the Task
+Check types are registered by name (`CHECKS`, with the kind of turn that decides each, which turn
+credit reads); a type also needs its field list in the Task
 schema (envs/rubric_schema.py CHECK_TYPES, Check._FIELDS) to be written in task files.
 """
 
@@ -112,15 +113,33 @@ class Outcome:
 
 # type -> f(check, task, messages, partial_credit) -> Outcome
 CheckFn = Callable[[Check, Task, Sequence[dict], bool], Outcome]
-CHECKS: dict[str, CheckFn] = {}
 
 
-def register(name: str):
-  """Decorator: registers a check evaluator under its type name (duplicates refused)."""
+@dataclasses.dataclass(frozen=True)
+class CheckType:
+  """A registered check type: its evaluator and the kind of assistant turn that decides it
+  ("message", "tool_calls" or "answer"; turn credit, rewards/credit.py, sends the item's
+  advantage to those turns)."""
+
+  fn: CheckFn
+  turn_kind: str
+
+
+TURN_KINDS = ("message", "tool_calls", "answer")
+CHECKS: dict[str, CheckType] = {}
+
+
+def register(name: str, turn_kind: str):
+  """Decorator: registers a check evaluator under its type name (duplicates refused), with the
+  kind of turn that decides it."""
+  if turn_kind not in TURN_KINDS:
+    raise ValueError(f"check type {name!r}: turn_kind must be one of {TURN_KINDS}, got "
+                     f"{turn_kind!r}")
+
   def deco(fn: CheckFn) -> CheckFn:
     if name in CHECKS:
       raise ValueError(f"check type {name!r} registered twice")
-    CHECKS[name] = fn
+    CHECKS[name] = CheckType(fn, turn_kind)
     return fn
   return deco
 
@@ -130,7 +149,7 @@ def outcome(check: Check, task: Task, messages: Sequence[dict],
   """The check's Outcome on the conversation (see the module doc)."""
   if check.type not in CHECKS:
     raise ValueError(f"unknown check type {check.type!r}; known: {', '.join(sorted(CHECKS))}")
-  return CHECKS[check.type](check, task, messages, partial_credit)
+  return CHECKS[check.type].fn(check, task, messages, partial_credit)
 
 
 def check_score(check: Check, task: Task, messages: Sequence[dict],
@@ -145,7 +164,7 @@ def evaluate_check(check: Check, task: Task, messages: Sequence[dict]) -> bool:
   return outcome(check, task, messages).met
 
 
-@register("tool_called")
+@register("tool_called", turn_kind="tool_calls")
 def _tool_called(check, task, messages, partial_credit):
   del task
   want = normalize(check.arguments or {})
@@ -156,14 +175,14 @@ def _tool_called(check, task, messages, partial_credit):
   return Outcome(met, float(met))
 
 
-@register("tool_not_called")
+@register("tool_not_called", turn_kind="tool_calls")
 def _tool_not_called(check, task, messages, partial_credit):
   del task, partial_credit
   met = all(name != check.name for name, _ in tool_calls(messages))
   return Outcome(met, float(met))
 
 
-@register("answer_contains")
+@register("answer_contains", turn_kind="answer")
 def _answer_contains(check, task, messages, partial_credit):
   del task, partial_credit
   answer = final_answer(messages)
@@ -233,7 +252,7 @@ def ask_report(task: Task, messages: Sequence[dict]) -> dict:
           "unneeded": unneeded, "asked_again": again}
 
 
-@register("asked_user_for")
+@register("asked_user_for", turn_kind="message")
 def _asked_user_for(check, task, messages, partial_credit):
   del partial_credit
   slots = list(task.user.private_info)
@@ -242,7 +261,7 @@ def _asked_user_for(check, task, messages, partial_credit):
   return Outcome(met, float(met), {k: report[k] for k in ("asked", "needed", "revealed")})
 
 
-@register(NO_OVER_ASKING)
+@register(NO_OVER_ASKING, turn_kind="message")
 def _no_over_asking(check, task, messages, partial_credit):
   del check, partial_credit
   report = ask_report(task, messages)
@@ -293,7 +312,7 @@ def _diff_paths(a: Any, b: Any, prefix: str = "", limit: int = 5) -> list[str]:
 _MISSING = object()
 
 
-@register(WORLD_STATE)
+@register(WORLD_STATE, turn_kind="tool_calls")
 def _world_state(check, task, messages, partial_credit):
   del check, partial_credit
   if task.reference is None:

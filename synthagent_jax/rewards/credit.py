@@ -49,13 +49,11 @@ import numpy as np
 from synthagent_jax.envs.task import Task
 from synthagent_jax.rewards import advantages as adv_lib
 from synthagent_jax.rewards import aggregation as agg_lib
+from synthagent_jax.rewards import checks
 from synthagent_jax.rewards.rubric import RubricResult, Verdict
 from synthagent_jax.rollout.trajectory import Trajectory
 
 EPISODE = "episode"
-TURN_KIND_OF_CHECK = {"asked_user_for": "message", "tool_called": "tool_calls",
-                      "tool_not_called": "tool_calls", "answer_contains": "answer",
-                      "no_over_asking": "message", "world_state": "tool_calls"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -146,7 +144,7 @@ def turn_credit(tasks, results, trajectories, rewards_gn, estimator, zero_unfini
 
 def item_kinds(task: Task) -> dict[str, str]:
   """item id -> the turn kind that decides it ("episode" for items without a check)."""
-  return {item.id: (TURN_KIND_OF_CHECK[item.check.type] if item.check is not None else EPISODE)
+  return {item.id: (checks.CHECKS[item.check.type].turn_kind if item.check is not None else EPISODE)
           for _, item in task.rubric.items()}
 
 

@@ -152,8 +152,3 @@ def process_local_params(params, model_cfg: models.ModelConfig, rules, on_device
   _, abs_p, logical = abstract_params(model_cfg)
   local_mesh = parallel.make_mesh(parallel.MeshConfig(shape=(1, -1, 1)), jax.local_devices())
   return jax.device_put(host, parallel.tree_shardings(logical, abs_p, local_mesh, rules))
-
-
-def merge_model(graphdef, params) -> nnx.Module:
-  """The nnx module for `params` (used inside jitted functions)."""
-  return nnx.merge(graphdef, params)

@@ -10,6 +10,7 @@ import numpy as np
 import optax
 import pytest
 import transformers
+from flax import nnx
 
 from synthagent_jax import models
 from synthagent_jax import parallel
@@ -102,8 +103,8 @@ def test_training_workdir_checkpoint(tmp_path, tok):
     policy = policies.make_policy(f"checkpoint:{path}")
     assert policy.kind == "checkpoint" and policy.max_context == 512
     graphdef, params = policy.engine_for(None).split()
-    ours = state_lib.merge_model(graphdef, params)(ids)
-    want = state_lib.merge_model(graphdef, params_by_step[step])(ids)
+    ours = nnx.merge(graphdef, params)(ids)
+    want = nnx.merge(graphdef, params_by_step[step])(ids)
     np.testing.assert_allclose(np.asarray(ours), np.asarray(want), atol=0, rtol=0)
     out = policy.engine_for(None).generate([ids[0].tolist()], SamplingParams(max_new_tokens=3))
     assert len(out[0].token_ids) <= 3
