@@ -166,12 +166,16 @@ def copy_prefixes(k_dst, v_dst, k_src, v_src, src_row_b, src_start_b, dst_start_
                    num_slots):
   """Copies, for every row b, `length_b[b]` slots of stored row `src_row_b[b]` starting at
   `src_start_b[b]` into slots [dst_start_b[b], + length_b[b]) of the new cache (rows with
-  length 0 are left as they are). k/v: [L, B, S, K, Dh]."""
+  length 0 are left as they are). k/v: [L, B, K, S, Dh] (models/qwen.KVCache)."""
   slot_s = jnp.arange(num_slots, dtype=jnp.int32)
   offset_bs = slot_s[None, :] - dst_start_b[:, None]
   take_bs = (offset_bs >= 0) & (offset_bs < length_b[:, None])
-  src_slot_bs = jnp.clip(src_start_b[:, None] + offset_bs, 0, k_src.shape[2] - 1)
-  take = take_bs[None, :, :, None, None]
-  k_dst = jnp.where(take, k_src[:, src_row_b[:, None], src_slot_bs].astype(k_dst.dtype), k_dst)
-  v_dst = jnp.where(take, v_src[:, src_row_b[:, None], src_slot_bs].astype(v_dst.dtype), v_dst)
+  src_slot_bs = jnp.clip(src_start_b[:, None] + offset_bs, 0, k_src.shape[3] - 1)
+  take = take_bs[None, :, None, :, None]
+
+  def gather(x_src):  # [L, B_src, K, S_src, Dh] -> row src_row_b[b], slots src_slot_bs[b]
+    return jnp.take_along_axis(x_src[:, src_row_b], src_slot_bs[None, :, None, :, None], axis=3)
+
+  k_dst = jnp.where(take, gather(k_src).astype(k_dst.dtype), k_dst)
+  v_dst = jnp.where(take, gather(v_src).astype(v_dst.dtype), v_dst)
   return k_dst, v_dst

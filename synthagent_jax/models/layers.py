@@ -70,7 +70,8 @@ class Attention(nnx.Module):
     self.qkv_bias, self.has_o_bias, self.qk_norm = cfg.qkv_bias, cfg.o_bias, cfg.qk_norm
 
   def qkv(self, x_btd: jax.Array, cos_bth: jax.Array, sin_bth: jax.Array):
-    """Projected, normalised and rotated q [B,T,H,Dh], k and v [B,T,K,Dh]."""
+    """Projected, normalised and rotated q [B,T,H,Dh], k and v [B,T,K,Dh] (token-major; the
+    attention and the KV cache take k/v head-major, [B,K,T,Dh])."""
     dt = x_btd.dtype
     q = jnp.einsum("btd,dnh->btnh", x_btd, self.q_kernel[...].astype(dt))
     k = jnp.einsum("btd,dkh->btkh", x_btd, self.k_kernel[...].astype(dt))
@@ -121,24 +122,26 @@ class DecoderLayer(nnx.Module):
 
   def __call__(self, x_btd, cos_bth, sin_bth, q_slot_t, kv_valid_bt):
     """Causal self-attention over the sequence: token t sees tokens s <= t with kv_valid_bt."""
-    q, k, v = self.attn.qkv(self.input_norm(x_btd), cos_bth, sin_bth)
-    a = attention(self.attention_impl, self.attention_chunk, q, k, v, q_slot_t, kv_valid_bt)
+    q, k_btkh, v_btkh = self.attn.qkv(self.input_norm(x_btd), cos_bth, sin_bth)
+    a = attention(self.attention_impl, self.attention_chunk, q, jnp.swapaxes(k_btkh, 1, 2),
+                  jnp.swapaxes(v_btkh, 1, 2), q_slot_t, kv_valid_bt)
     x_btd = x_btd + self.attn.out(a)
     return x_btd + self.mlp(self.post_attn_norm(x_btd))
 
-  def forward_cached(self, x_btd, cos_bth, sin_bth, k_cache_lbskh, v_cache_lbskh, layer: int,
+  def forward_cached(self, x_btd, cos_bth, sin_bth, k_cache_lbksh, v_cache_lbksh, layer: int,
                      cache_index, kv_mask_bs):
-    """Like __call__, but writes this chunk's k/v into the cache and attends to all slots
-    (the configured attention for a chunk of several tokens; the naive path for one token)."""
-    q, k, v = self.attn.qkv(self.input_norm(x_btd), cos_bth, sin_bth)
-    start = (layer, 0, cache_index, 0, 0)
-    k_cache_lbskh = jax.lax.dynamic_update_slice(
-        k_cache_lbskh, k[None].astype(k_cache_lbskh.dtype), start)
-    v_cache_lbskh = jax.lax.dynamic_update_slice(
-        v_cache_lbskh, v[None].astype(v_cache_lbskh.dtype), start)
+    """Like __call__, but writes this chunk's k/v into the head-major cache [L, B, K, S, Dh] and
+    attends to all slots (the configured attention for a chunk of several tokens; the naive path
+    for one token)."""
+    q, k_btkh, v_btkh = self.attn.qkv(self.input_norm(x_btd), cos_bth, sin_bth)
+    start = (layer, 0, 0, cache_index, 0)
+    k_cache_lbksh = jax.lax.dynamic_update_slice(
+        k_cache_lbksh, jnp.swapaxes(k_btkh, 1, 2)[None].astype(k_cache_lbksh.dtype), start)
+    v_cache_lbksh = jax.lax.dynamic_update_slice(
+        v_cache_lbksh, jnp.swapaxes(v_btkh, 1, 2)[None].astype(v_cache_lbksh.dtype), start)
     impl = self.attention_impl if x_btd.shape[1] > 1 else "naive"
     q_slot_t = cache_index + jnp.arange(x_btd.shape[1], dtype=jnp.int32)
-    a = attention(impl, self.attention_chunk, q, k_cache_lbskh[layer].astype(q.dtype),
-                  v_cache_lbskh[layer].astype(q.dtype), q_slot_t, kv_mask_bs)
+    a = attention(impl, self.attention_chunk, q, k_cache_lbksh[layer].astype(q.dtype),
+                  v_cache_lbksh[layer].astype(q.dtype), q_slot_t, kv_mask_bs)
     x_btd = x_btd + self.attn.out(a)
-    return x_btd + self.mlp(self.post_attn_norm(x_btd)), k_cache_lbskh, v_cache_lbskh
+    return x_btd + self.mlp(self.post_attn_norm(x_btd)), k_cache_lbksh, v_cache_lbksh

@@ -35,11 +35,14 @@ REMAT_POLICIES = {
 
 @flax.struct.dataclass
 class KVCache:
-  """Per-layer keys and values of a batch, slot-indexed.
+  """Per-layer keys and values of a batch, slot-indexed, head-major.
+
+  Head-major (K before S) so the attention's dots, batched over (b, k), read each layer's cache
+  as it lies: with [L, B, S, K, Dh], XLA on CPU transposed the whole cache on every decode step.
 
   Attributes:
-    k: [L, B, S, K, Dh] keys after RoPE (and qk-norm), compute dtype.
-    v: [L, B, S, K, Dh] values.
+    k: [L, B, K, S, Dh] keys after RoPE (and qk-norm), compute dtype.
+    v: [L, B, K, S, Dh] values.
   """
 
   k: jax.Array
@@ -47,7 +50,7 @@ class KVCache:
 
   @property
   def max_len(self) -> int:
-    return self.k.shape[2]
+    return self.k.shape[3]
 
   @property
   def batch_size(self) -> int:
@@ -148,9 +151,9 @@ class Qwen(nnx.Module):
     return x_btd
 
   def init_cache(self, batch_size: int, max_len: int, dtype: Any = None) -> KVCache:
-    """An all-zero cache of `max_len` slots, k/v [L, B, S, K, Dh] in the compute dtype."""
+    """An all-zero cache of `max_len` slots, k/v [L, B, K, S, Dh] in the compute dtype."""
     cfg = self.config
-    shape = (cfg.num_layers, batch_size, max_len, cfg.num_kv_heads, cfg.head_dim)
+    shape = (cfg.num_layers, batch_size, cfg.num_kv_heads, max_len, cfg.head_dim)
     dtype = self.dtype if dtype is None else dtype
     return KVCache(k=jnp.zeros(shape, dtype), v=jnp.zeros(shape, dtype))
 

@@ -19,8 +19,8 @@ def _qkv(seed, b=2, t=13, s=None, n=4, k=2, h=8):
   s = t if s is None else s
   rng = np.random.RandomState(seed)
   q = jnp.asarray(rng.randn(b, t, n, h), jnp.float32)
-  kk = jnp.asarray(rng.randn(b, s, k, h), jnp.float32)
-  v = jnp.asarray(rng.randn(b, s, k, h), jnp.float32)
+  kk = jnp.asarray(rng.randn(b, k, s, h), jnp.float32)  # head-major, as the KV cache
+  v = jnp.asarray(rng.randn(b, k, s, h), jnp.float32)
   return q, kk, v
 
 
@@ -114,7 +114,7 @@ def test_sampler_with_chunked_prefill_matches_naive(impl):
 
 def _grad_temp_bytes(impl, t, n=2, k=1, h=16):
   q = jax.ShapeDtypeStruct((1, t, n, h), jnp.float32)
-  kv = jax.ShapeDtypeStruct((1, t, k, h), jnp.float32)
+  kv = jax.ShapeDtypeStruct((1, k, t, h), jnp.float32)
   q_slot_t = jnp.arange(t, dtype=jnp.int32)
   valid = jnp.ones((1, t), bool)
 

@@ -98,6 +98,8 @@ def test_cached_decode_matches_full_forward(family, dtype, num_kv_heads):
     index, done = index + t, done + t
 
   assert cache.k.dtype == model.dtype
+  cfg = model.config
+  assert cache.k.shape == (cfg.num_layers, b, num_kv_heads, p + sum(chunks), cfg.head_dim)
   tol = TOL if dtype == "float32" else 0.1
   refs = _references(model, [prompt + more[:done] for prompt, more in zip(prompts, extra)])
   for i, (prompt, ref) in enumerate(zip(prompts, refs)):
