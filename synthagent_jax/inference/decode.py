@@ -161,21 +161,19 @@ def generate_padded(graphdef, state, prompt_bp, prompt_len_b, active_b, seed_b, 
   return tokens_bn, logprobs_bn, num_steps, cache
 
 
-@functools.partial(jax.jit, static_argnames=("num_slots",), donate_argnames=("k_dst", "v_dst"))
-def copy_prefixes(k_dst, v_dst, k_src, v_src, src_row_b, src_start_b, dst_start_b, length_b, *,
-                   num_slots):
+@functools.partial(jax.jit, static_argnames=("num_slots",), donate_argnames=("dst",))
+def copy_prefixes(dst, src, src_row_b, src_start_b, dst_start_b, length_b, *, num_slots):
   """Copies, for every row b, `length_b[b]` slots of stored row `src_row_b[b]` starting at
   `src_start_b[b]` into slots [dst_start_b[b], + length_b[b]) of the new cache (rows with
-  length 0 are left as they are). k/v: [L, B, K, S, Dh] (models/qwen.KVCache)."""
+  length 0 are left as they are). dst, src: KVCaches (models/qwen.KVCache: per layer
+  [B, K, S, Dh]); src may have another batch size and slot count. Returns the new dst."""
   slot_s = jnp.arange(num_slots, dtype=jnp.int32)
   offset_bs = slot_s[None, :] - dst_start_b[:, None]
-  take_bs = (offset_bs >= 0) & (offset_bs < length_b[:, None])
-  src_slot_bs = jnp.clip(src_start_b[:, None] + offset_bs, 0, k_src.shape[3] - 1)
-  take = take_bs[None, :, None, :, None]
+  take = ((offset_bs >= 0) & (offset_bs < length_b[:, None]))[:, None, :, None]
+  src_slot = jnp.clip(src_start_b[:, None] + offset_bs, 0, src.max_len - 1)[:, None, :, None]
 
-  def gather(x_src):  # [L, B_src, K, S_src, Dh] -> row src_row_b[b], slots src_slot_bs[b]
-    return jnp.take_along_axis(x_src[:, src_row_b], src_slot_bs[None, :, None, :, None], axis=3)
+  def copy(x_dst, x_src):  # [B, K, S, Dh] <- row src_row_b[b], slots src_slot[b] of x_src
+    rows = jnp.take_along_axis(x_src[src_row_b], src_slot, axis=2)
+    return jnp.where(take, rows.astype(x_dst.dtype), x_dst)
 
-  k_dst = jnp.where(take, gather(k_src).astype(k_dst.dtype), k_dst)
-  v_dst = jnp.where(take, gather(v_src).astype(v_dst.dtype), v_dst)
-  return k_dst, v_dst
+  return jax.tree.map(copy, dst, src)

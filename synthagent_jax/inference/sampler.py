@@ -271,7 +271,7 @@ class JaxEngine:
       # Row r's KV covers its prompt and every sampled token but the last (never fed back).
       rows = [(list(p) + c.token_ids[:-1], prompt_slots - len(p), len(p))
               for p, c in zip(prompts, completions)]
-      self.prefix_cache.add(cache.k, cache.v, rows)
+      self.prefix_cache.add(cache, rows)
     return completions
 
   def _reused_prefixes(self, graphdef, state, prompts, batch, prompt_slots, new_tokens_bucket):
@@ -287,7 +287,6 @@ class JaxEngine:
       return None, prompt_slots, [0] * len(prompts)  # nothing to skip: the plain prefill
     num_slots = prompt_slots + new_tokens_bucket
     cache = nnx.merge(graphdef, state).init_cache(batch, num_slots)
-    k, v = cache.k, cache.v
     for block_id in sorted({h[0] for h in hits if h is not None}):
       block = store.block(block_id)
       src_row, src_start, dst_start, length = (np.zeros(batch, np.int32) for _ in range(4))
@@ -295,9 +294,10 @@ class JaxEngine:
         if h is not None and h[0] == block_id:
           src_row[r], src_start[r], length[r] = h[1], h[2], h[3]
           dst_start[r] = prompt_slots - len(p)
-      k, v = decode.copy_prefixes(k, v, block.k, block.v, jnp.asarray(src_row), jnp.asarray(src_start),
-                            jnp.asarray(dst_start), jnp.asarray(length), num_slots=num_slots)
-    return type(cache)(k=k, v=v), window, reused
+      cache = decode.copy_prefixes(cache, block.cache, jnp.asarray(src_row),
+                                   jnp.asarray(src_start), jnp.asarray(dst_start),
+                                   jnp.asarray(length), num_slots=num_slots)
+    return cache, window, reused
 
 
 def generate(model: nnx.Module | tuple[Any, Any], prompt_ids: Sequence[Sequence[int]],

@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from synthagent_jax.models.attention import apply_rope, attention
+from synthagent_jax.models.attention import apply_rope, attend_one, attention, attention_mask
 from synthagent_jax.models.config import ModelConfig
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
@@ -128,20 +128,23 @@ class DecoderLayer(nnx.Module):
     x_btd = x_btd + self.attn.out(a)
     return x_btd + self.mlp(self.post_attn_norm(x_btd))
 
-  def forward_cached(self, x_btd, cos_bth, sin_bth, k_cache_lbksh, v_cache_lbksh, layer: int,
-                     cache_index, kv_mask_bs):
-    """Like __call__, but writes this chunk's k/v into the head-major cache [L, B, K, S, Dh] and
-    attends to all slots (the configured attention for a chunk of several tokens; the naive path
-    for one token)."""
+  def forward_cached(self, x_btd, cos_bth, sin_bth, k_cache_bksh, v_cache_bksh, cache_index,
+                     kv_mask_bs):
+    """Like __call__, but writes this chunk's k/v into this layer's head-major cache
+    [B, K, S, Dh] at slot cache_index and attends to all slots (the configured attention for a
+    chunk of several tokens; `attend_one` for one token). Returns (x, k cache, v cache)."""
     q, k_btkh, v_btkh = self.attn.qkv(self.input_norm(x_btd), cos_bth, sin_bth)
-    start = (layer, 0, 0, cache_index, 0)
-    k_cache_lbksh = jax.lax.dynamic_update_slice(
-        k_cache_lbksh, jnp.swapaxes(k_btkh, 1, 2)[None].astype(k_cache_lbksh.dtype), start)
-    v_cache_lbksh = jax.lax.dynamic_update_slice(
-        v_cache_lbksh, jnp.swapaxes(v_btkh, 1, 2)[None].astype(v_cache_lbksh.dtype), start)
-    impl = self.attention_impl if x_btd.shape[1] > 1 else "naive"
+    start = (0, 0, cache_index, 0)
+    k_cache_bksh = jax.lax.dynamic_update_slice(
+        k_cache_bksh, jnp.swapaxes(k_btkh, 1, 2).astype(k_cache_bksh.dtype), start)
+    v_cache_bksh = jax.lax.dynamic_update_slice(
+        v_cache_bksh, jnp.swapaxes(v_btkh, 1, 2).astype(v_cache_bksh.dtype), start)
     q_slot_t = cache_index + jnp.arange(x_btd.shape[1], dtype=jnp.int32)
-    a = attention(impl, self.attention_chunk, q, k_cache_lbksh[layer].astype(q.dtype),
-                  v_cache_lbksh[layer].astype(q.dtype), q_slot_t, kv_mask_bs)
+    k_in, v_in = k_cache_bksh.astype(q.dtype), v_cache_bksh.astype(q.dtype)
+    if x_btd.shape[1] == 1:
+      a = attend_one(q, k_in, v_in, attention_mask(q_slot_t, kv_mask_bs)[:, 0])
+    else:
+      a = attention(self.attention_impl, self.attention_chunk, q, k_in, v_in, q_slot_t,
+                    kv_mask_bs)
     x_btd = x_btd + self.attn.out(a)
-    return x_btd + self.mlp(self.post_attn_norm(x_btd)), k_cache_lbksh, v_cache_lbksh
+    return x_btd + self.mlp(self.post_attn_norm(x_btd)), k_cache_bksh, v_cache_bksh
