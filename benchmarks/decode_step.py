@@ -65,7 +65,9 @@ def main():
   # The decode loop alone: `steps` greedy one-token forward_cached calls over the full cache,
   # as generate_padded's while_loop runs them (no prefill, no sampling knobs).
   steps = args.new_tokens - 1
-  slots = sampler.bucket(args.prompt_len) + args.new_tokens
+  b = eng.buckets
+  slots = sampler.prompt_bucket(args.prompt_len, b.min_prompt_len, b.prompt_fine_above)
+  slots += args.new_tokens
   graphdef, state = nnx.split(model)
 
   @jax.jit

@@ -11,7 +11,8 @@ decode step i writes token i-1 at slot Pb+i-1 for the whole batch (a scalar cach
 RoPE positions are per row (slot minus that row's padding) and `kv_mask_bs` hides the padding
 slots, so a left-padded prompt sees exactly what it would see alone. The decode loop is a
 `lax.while_loop` that stops as soon as every row has sampled a stop token (or at
-max_new_tokens). Shapes are rounded up to power-of-two buckets and the sampling knobs are traced
+max_new_tokens). Shapes are rounded up to buckets (powers of two; long prompts also 1.5x powers of
+two, sampler.prompt_bucket) and the sampling knobs are traced
 scalars, so repeated calls reuse compiled code.
 
 The prefill computes the LM head at the last prompt position only; long prompts are prefilled in
@@ -45,8 +46,8 @@ def prefill_chunk_size(batch: int, prompt_slots: int, cache_slots: int, num_head
 
   Those are the attention scores [B, H, C, S] (a chunk's queries against every cache slot) and
   the MLP activations [B, C, I]; the LM head runs at the last position only (`last_only`). The
-  result is a power of two in [16, prompt_slots] (prompt_slots is a power of two, so it divides
-  it).
+  result is prompt_slots halved until it fits (or is 16 or less); prompt_slots is a power of two
+  or 3x one (sampler.prompt_bucket), so every halving still divides it.
   """
   per_slot = batch * max(num_heads * cache_slots, intermediate_size) * 4
   chunk = prompt_slots
