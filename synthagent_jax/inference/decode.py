@@ -11,7 +11,8 @@ decode step i writes token i-1 at slot Pb+i-1 for the whole batch (a scalar cach
 RoPE positions are per row (slot minus that row's padding) and `kv_mask_bs` hides the padding
 slots, so a left-padded prompt sees exactly what it would see alone. The decode loop is a
 `lax.while_loop` that stops as soon as every row has sampled a stop token (or at
-max_new_tokens). Shapes are rounded up to power-of-two buckets and the sampling knobs are traced
+max_new_tokens). Shapes are rounded up to buckets (powers of two; long prompts also 1.5x powers of
+two, sampler.prompt_bucket) and the sampling knobs are traced
 scalars, so repeated calls reuse compiled code.
 
 The prefill computes the LM head at the last prompt position only; long prompts are prefilled in
@@ -45,8 +46,8 @@ def prefill_chunk_size(batch: int, prompt_slots: int, cache_slots: int, num_head
 
   Those are the attention scores [B, H, C, S] (a chunk's queries against every cache slot) and
   the MLP activations [B, C, I]; the LM head runs at the last position only (`last_only`). The
-  result is a power of two in [16, prompt_slots] (prompt_slots is a power of two, so it divides
-  it).
+  result is prompt_slots halved until it fits (or is 16 or less); prompt_slots is a power of two
+  or 3x one (sampler.prompt_bucket), so every halving still divides it.
   """
   per_slot = batch * max(num_heads * cache_slots, intermediate_size) * 4
   chunk = prompt_slots
@@ -161,17 +162,19 @@ def generate_padded(graphdef, state, prompt_bp, prompt_len_b, active_b, seed_b, 
   return tokens_bn, logprobs_bn, num_steps, cache
 
 
-@functools.partial(jax.jit, static_argnames=("num_slots",), donate_argnames=("k_dst", "v_dst"))
-def copy_prefixes(k_dst, v_dst, k_src, v_src, src_row_b, src_start_b, dst_start_b, length_b, *,
-                   num_slots):
+@functools.partial(jax.jit, static_argnames=("num_slots",), donate_argnames=("dst",))
+def copy_prefixes(dst, src, src_row_b, src_start_b, dst_start_b, length_b, *, num_slots):
   """Copies, for every row b, `length_b[b]` slots of stored row `src_row_b[b]` starting at
   `src_start_b[b]` into slots [dst_start_b[b], + length_b[b]) of the new cache (rows with
-  length 0 are left as they are). k/v: [L, B, S, K, Dh]."""
+  length 0 are left as they are). dst, src: KVCaches (models/qwen.KVCache: per layer
+  [B, K, S, Dh]); src may have another batch size and slot count. Returns the new dst."""
   slot_s = jnp.arange(num_slots, dtype=jnp.int32)
   offset_bs = slot_s[None, :] - dst_start_b[:, None]
-  take_bs = (offset_bs >= 0) & (offset_bs < length_b[:, None])
-  src_slot_bs = jnp.clip(src_start_b[:, None] + offset_bs, 0, k_src.shape[2] - 1)
-  take = take_bs[None, :, :, None, None]
-  k_dst = jnp.where(take, k_src[:, src_row_b[:, None], src_slot_bs].astype(k_dst.dtype), k_dst)
-  v_dst = jnp.where(take, v_src[:, src_row_b[:, None], src_slot_bs].astype(v_dst.dtype), v_dst)
-  return k_dst, v_dst
+  take = ((offset_bs >= 0) & (offset_bs < length_b[:, None]))[:, None, :, None]
+  src_slot = jnp.clip(src_start_b[:, None] + offset_bs, 0, src.max_len - 1)[:, None, :, None]
+
+  def copy(x_dst, x_src):  # [B, K, S, Dh] <- row src_row_b[b], slots src_slot[b] of x_src
+    rows = jnp.take_along_axis(x_src[src_row_b], src_slot, axis=2)
+    return jnp.where(take, rows.astype(x_dst.dtype), x_dst)
+
+  return jax.tree.map(copy, dst, src)

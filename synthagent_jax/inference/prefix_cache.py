@@ -14,7 +14,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 import weakref
-from typing import Sequence
+from typing import Any, Sequence
 
 import jax
 import numpy as np
@@ -33,8 +33,7 @@ def _prefix_hashes(tokens: np.ndarray) -> np.ndarray:
 
 @dataclasses.dataclass
 class _Block:
-  k: jax.Array
-  v: jax.Array
+  cache: Any  # the call's final KVCache (models/qwen.KVCache)
   rows: list  # per row: (token ids np.ndarray, first slot)
   nbytes: int
 
@@ -102,15 +101,16 @@ class PrefixCache:
   def block(self, block_id: int) -> _Block:
     return self._blocks[block_id]
 
-  def add(self, k: jax.Array, v: jax.Array, rows: list[tuple[list[int], int, int]]) -> None:
-    """Stores one call's cache; rows: (token ids with KV, first slot, prompt length)."""
-    nbytes = k.nbytes + v.nbytes
+  def add(self, cache: Any, rows: list[tuple[list[int], int, int]]) -> None:
+    """Stores one call's KV cache (any pytree of arrays, row-major in batch); rows: (token ids
+    with KV, first slot, prompt length)."""
+    nbytes = sum(x.nbytes for x in jax.tree.leaves(cache))
     if nbytes > self.max_bytes:
       return
     while self._blocks and self.nbytes + nbytes > self.max_bytes:
       self._evict(next(iter(self._blocks)))
     block_id, self._next_id = self._next_id, self._next_id + 1
-    block = _Block(k=k, v=v, rows=[], nbytes=nbytes)
+    block = _Block(cache=cache, rows=[], nbytes=nbytes)
     self._blocks[block_id] = block
     for row, (ids, first, prompt_len) in enumerate(rows):
       tokens = np.asarray(ids, np.int64)

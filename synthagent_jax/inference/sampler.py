@@ -1,6 +1,7 @@
 """The in-process JAX sampler: batched prefill + KV-cache decode, all inside one `jit`.
 
-`JaxEngine` buckets the prompts (powers of two, so repeated calls reuse compiled code), picks
+`JaxEngine` buckets the prompts (powers of two, and 1.5x powers of two above 512 prompt slots:
+`prompt_bucket`; so repeated calls reuse compiled code), picks
 each row's PRNG stream and the prefill window, and runs the compiled program of
 inference/decode.py (its slot layout, prefill chunking and decode loop are documented there).
 
@@ -48,6 +49,18 @@ def bucket(n: int, minimum: int = 1) -> int:
   return size
 
 
+def prompt_bucket(n: int, minimum: int = 1, fine_above: int = 0) -> int:
+  """`bucket(n, minimum)`, except that sizes above `fine_above` (0: none) also include 1.5x a
+  power of two (768, 1536, ...): a 600-token prompt gets 768 slots, not 1024. Every decode step
+  attends over all prompt slots, so the coarse bucket cost up to 2x per step; the finer one costs
+  at most 1.33x, for one more compiled shape per octave."""
+  size = bucket(n, minimum)
+  three_quarters = size // 4 * 3
+  if fine_above and three_quarters > fine_above and three_quarters >= max(n, minimum):
+    return three_quarters
+  return size
+
+
 @dataclasses.dataclass(frozen=True)
 class Buckets:
   """Minimum bucket sizes (each bucket is the next power of two above these).
@@ -57,18 +70,22 @@ class Buckets:
     min_prompt_len: smallest prompt-length bucket.
     min_new_tokens: smallest max_new_tokens bucket.
     num_stop_ids: stop-id slots (more stop ids round up to the next power of two).
+    prompt_fine_above: prompt-length buckets above this also take 1.5x powers of two
+      (`prompt_bucket`); 0 keeps powers of two only.
   """
 
   min_batch: int = 1
   min_prompt_len: int = 16
   min_new_tokens: int = 16
   num_stop_ids: int = 8
+  prompt_fine_above: int = 512
 
   def __post_init__(self):
     for field in dataclasses.fields(self):
       value = getattr(self, field.name)
-      if not isinstance(value, int) or value < 1:
-        raise ValueError(f"Buckets.{field.name} must be a positive int, got {value!r}")
+      lowest = 0 if field.name == "prompt_fine_above" else 1
+      if not isinstance(value, int) or value < lowest:
+        raise ValueError(f"Buckets.{field.name} must be an int >= {lowest}, got {value!r}")
 
 
 @dataclasses.dataclass
@@ -232,7 +249,8 @@ class JaxEngine:
                       streams: list[int]) -> list[Completion]:
     b = self.buckets
     batch = bucket(len(prompts), b.min_batch)
-    prompt_slots = bucket(max(len(p) for p in prompts), b.min_prompt_len)
+    prompt_slots = prompt_bucket(max(len(p) for p in prompts), b.min_prompt_len,
+                                 b.prompt_fine_above)
     new_tokens_bucket = bucket(sp.max_new_tokens, b.min_new_tokens)
     prompt_bp = np.zeros((batch, prompt_slots), np.int32)
     prompt_len_b = np.ones((batch,), np.int32)
@@ -271,7 +289,7 @@ class JaxEngine:
       # Row r's KV covers its prompt and every sampled token but the last (never fed back).
       rows = [(list(p) + c.token_ids[:-1], prompt_slots - len(p), len(p))
               for p, c in zip(prompts, completions)]
-      self.prefix_cache.add(cache.k, cache.v, rows)
+      self.prefix_cache.add(cache, rows)
     return completions
 
   def _reused_prefixes(self, graphdef, state, prompts, batch, prompt_slots, new_tokens_bucket):
@@ -281,13 +299,13 @@ class JaxEngine:
     reused = [0 if h is None else h[3] for h in hits]
     if not any(reused):
       return None, prompt_slots, reused
-    window = min(prompt_slots, bucket(max(len(p) - r for p, r in zip(prompts, reused)),
-                                      self.buckets.min_prompt_len))
+    window = min(prompt_slots, prompt_bucket(max(len(p) - r for p, r in zip(prompts, reused)),
+                                             self.buckets.min_prompt_len,
+                                             self.buckets.prompt_fine_above))
     if window == prompt_slots:
       return None, prompt_slots, [0] * len(prompts)  # nothing to skip: the plain prefill
     num_slots = prompt_slots + new_tokens_bucket
     cache = nnx.merge(graphdef, state).init_cache(batch, num_slots)
-    k, v = cache.k, cache.v
     for block_id in sorted({h[0] for h in hits if h is not None}):
       block = store.block(block_id)
       src_row, src_start, dst_start, length = (np.zeros(batch, np.int32) for _ in range(4))
@@ -295,9 +313,10 @@ class JaxEngine:
         if h is not None and h[0] == block_id:
           src_row[r], src_start[r], length[r] = h[1], h[2], h[3]
           dst_start[r] = prompt_slots - len(p)
-      k, v = decode.copy_prefixes(k, v, block.k, block.v, jnp.asarray(src_row), jnp.asarray(src_start),
-                            jnp.asarray(dst_start), jnp.asarray(length), num_slots=num_slots)
-    return type(cache)(k=k, v=v), window, reused
+      cache = decode.copy_prefixes(cache, block.cache, jnp.asarray(src_row),
+                                   jnp.asarray(src_start), jnp.asarray(dst_start),
+                                   jnp.asarray(length), num_slots=num_slots)
+    return cache, window, reused
 
 
 def generate(model: nnx.Module | tuple[Any, Any], prompt_ids: Sequence[Sequence[int]],

@@ -65,7 +65,7 @@ class ModelConfig:
       written back to config.json).
     bos_token_id, eos_token_id, pad_token_id: token ids copied to/from config.json.
     attention: attention implementation for full passes and prefill, one of ATTENTION_NAMES
-      (single-token decode always uses the naive path, which is already O(S)).
+      (single-token decode always uses attention.attend_one, which is already O(S)).
     attention_chunk: key slots per block of the "chunked" attention.
     logprob_chunk: sequence positions per block when the learner computes token log-probs from
       the final hidden states (LM head + log-softmax per block; rl/learner.token_logprobs).

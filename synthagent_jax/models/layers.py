@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from synthagent_jax.models.attention import apply_rope, attention
+from synthagent_jax.models.attention import apply_rope, attend_one, attention, attention_mask
 from synthagent_jax.models.config import ModelConfig
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
@@ -70,7 +70,8 @@ class Attention(nnx.Module):
     self.qkv_bias, self.has_o_bias, self.qk_norm = cfg.qkv_bias, cfg.o_bias, cfg.qk_norm
 
   def qkv(self, x_btd: jax.Array, cos_bth: jax.Array, sin_bth: jax.Array):
-    """Projected, normalised and rotated q [B,T,H,Dh], k and v [B,T,K,Dh]."""
+    """Projected, normalised and rotated q [B,T,H,Dh], k and v [B,T,K,Dh] (token-major; the
+    attention and the KV cache take k/v head-major, [B,K,T,Dh])."""
     dt = x_btd.dtype
     q = jnp.einsum("btd,dnh->btnh", x_btd, self.q_kernel[...].astype(dt))
     k = jnp.einsum("btd,dkh->btkh", x_btd, self.k_kernel[...].astype(dt))
@@ -121,24 +122,29 @@ class DecoderLayer(nnx.Module):
 
   def __call__(self, x_btd, cos_bth, sin_bth, q_slot_t, kv_valid_bt):
     """Causal self-attention over the sequence: token t sees tokens s <= t with kv_valid_bt."""
-    q, k, v = self.attn.qkv(self.input_norm(x_btd), cos_bth, sin_bth)
-    a = attention(self.attention_impl, self.attention_chunk, q, k, v, q_slot_t, kv_valid_bt)
+    q, k_btkh, v_btkh = self.attn.qkv(self.input_norm(x_btd), cos_bth, sin_bth)
+    a = attention(self.attention_impl, self.attention_chunk, q, jnp.swapaxes(k_btkh, 1, 2),
+                  jnp.swapaxes(v_btkh, 1, 2), q_slot_t, kv_valid_bt)
     x_btd = x_btd + self.attn.out(a)
     return x_btd + self.mlp(self.post_attn_norm(x_btd))
 
-  def forward_cached(self, x_btd, cos_bth, sin_bth, k_cache_lbskh, v_cache_lbskh, layer: int,
-                     cache_index, kv_mask_bs):
-    """Like __call__, but writes this chunk's k/v into the cache and attends to all slots
-    (the configured attention for a chunk of several tokens; the naive path for one token)."""
-    q, k, v = self.attn.qkv(self.input_norm(x_btd), cos_bth, sin_bth)
-    start = (layer, 0, cache_index, 0, 0)
-    k_cache_lbskh = jax.lax.dynamic_update_slice(
-        k_cache_lbskh, k[None].astype(k_cache_lbskh.dtype), start)
-    v_cache_lbskh = jax.lax.dynamic_update_slice(
-        v_cache_lbskh, v[None].astype(v_cache_lbskh.dtype), start)
-    impl = self.attention_impl if x_btd.shape[1] > 1 else "naive"
+  def forward_cached(self, x_btd, cos_bth, sin_bth, k_cache_bksh, v_cache_bksh, cache_index,
+                     kv_mask_bs):
+    """Like __call__, but writes this chunk's k/v into this layer's head-major cache
+    [B, K, S, Dh] at slot cache_index and attends to all slots (the configured attention for a
+    chunk of several tokens; `attend_one` for one token). Returns (x, k cache, v cache)."""
+    q, k_btkh, v_btkh = self.attn.qkv(self.input_norm(x_btd), cos_bth, sin_bth)
+    start = (0, 0, cache_index, 0)
+    k_cache_bksh = jax.lax.dynamic_update_slice(
+        k_cache_bksh, jnp.swapaxes(k_btkh, 1, 2).astype(k_cache_bksh.dtype), start)
+    v_cache_bksh = jax.lax.dynamic_update_slice(
+        v_cache_bksh, jnp.swapaxes(v_btkh, 1, 2).astype(v_cache_bksh.dtype), start)
     q_slot_t = cache_index + jnp.arange(x_btd.shape[1], dtype=jnp.int32)
-    a = attention(impl, self.attention_chunk, q, k_cache_lbskh[layer].astype(q.dtype),
-                  v_cache_lbskh[layer].astype(q.dtype), q_slot_t, kv_mask_bs)
+    k_in, v_in = k_cache_bksh.astype(q.dtype), v_cache_bksh.astype(q.dtype)
+    if x_btd.shape[1] == 1:
+      a = attend_one(q, k_in, v_in, attention_mask(q_slot_t, kv_mask_bs)[:, 0])
+    else:
+      a = attention(self.attention_impl, self.attention_chunk, q, k_in, v_in, q_slot_t,
+                    kv_mask_bs)
     x_btd = x_btd + self.attn.out(a)
-    return x_btd + self.mlp(self.post_attn_norm(x_btd)), k_cache_lbskh, v_cache_lbskh
+    return x_btd + self.mlp(self.post_attn_norm(x_btd)), k_cache_bksh, v_cache_bksh

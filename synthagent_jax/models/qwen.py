@@ -35,23 +35,37 @@ REMAT_POLICIES = {
 
 @flax.struct.dataclass
 class KVCache:
-  """Per-layer keys and values of a batch, slot-indexed.
+  """Keys and values of a batch, one head-major array per layer, slot-indexed.
+
+  Head-major (K before S) so the attention reads each layer's cache as it lies (its products
+  batch over (b, k)); one array per layer (not one [L, ...] array) so a decode step updates each
+  layer in place and reads it without first copying out a [L]-slice. On a 2-core CPU (tiny
+  model, batch 16, 1088 slots) a decode step costs ~10 ms this way vs ~21 ms with one
+  [L, B, S, K, Dh] array, which XLA sliced and transposed per layer on every step.
 
   Attributes:
-    k: [L, B, S, K, Dh] keys after RoPE (and qk-norm), compute dtype.
-    v: [L, B, S, K, Dh] values.
+    k: tuple of L arrays [B, K, S, Dh], keys after RoPE (and qk-norm), compute dtype.
+    v: tuple of L arrays [B, K, S, Dh], values.
   """
 
-  k: jax.Array
-  v: jax.Array
+  k: tuple[jax.Array, ...]
+  v: tuple[jax.Array, ...]
 
   @property
   def max_len(self) -> int:
-    return self.k.shape[2]
+    return self.k[0].shape[2]
 
   @property
   def batch_size(self) -> int:
-    return self.k.shape[1]
+    return self.k[0].shape[0]
+
+  @property
+  def nbytes(self) -> int:
+    return sum(x.nbytes for x in (*self.k, *self.v))
+
+  def take_rows(self, rows_n: jax.Array) -> "KVCache":
+    """The cache of rows `rows_n` (int [N]) of this batch, in that order."""
+    return jax.tree.map(lambda x: jnp.take(x, rows_n, axis=0), self)
 
 
 def _layer_apply(layer: DecoderLayer, x_btd, cos_bth, sin_bth, q_slot_t, kv_valid_bt):
@@ -148,11 +162,12 @@ class Qwen(nnx.Module):
     return x_btd
 
   def init_cache(self, batch_size: int, max_len: int, dtype: Any = None) -> KVCache:
-    """An all-zero cache of `max_len` slots, k/v [L, B, S, K, Dh] in the compute dtype."""
+    """An all-zero cache of `max_len` slots: per layer, k/v [B, K, S, Dh] in the compute dtype."""
     cfg = self.config
-    shape = (cfg.num_layers, batch_size, max_len, cfg.num_kv_heads, cfg.head_dim)
+    shape = (batch_size, cfg.num_kv_heads, max_len, cfg.head_dim)
     dtype = self.dtype if dtype is None else dtype
-    return KVCache(k=jnp.zeros(shape, dtype), v=jnp.zeros(shape, dtype))
+    zeros = lambda: tuple(jnp.zeros(shape, dtype) for _ in range(cfg.num_layers))
+    return KVCache(k=zeros(), v=zeros())
 
   def forward_cached(self, input_ids_bt: jax.Array, positions_bt: jax.Array, cache: KVCache,
                      cache_index: jax.Array | int, kv_mask_bs: jax.Array, *,
@@ -205,14 +220,16 @@ class Qwen(nnx.Module):
     """The traceable body of forward_cached (inputs already validated)."""
     kv_mask_bs = kv_mask_bs.astype(bool)
     cos_bth, sin_bth = rope_cos_sin(positions_bt, self.config.head_dim, self.config.rope_theta)
-    k_all, v_all = cache.k, cache.v
+    ks, vs = [], []
     x_btd = self._embed(input_ids_bt)
-    for i, layer in enumerate(self.layers):
-      x_btd, k_all, v_all = layer.forward_cached(x_btd, cos_bth, sin_bth, k_all, v_all, i,
-                                                 cache_index, kv_mask_bs)
+    for layer, k_bksh, v_bksh in zip(self.layers, cache.k, cache.v, strict=True):
+      x_btd, k_bksh, v_bksh = layer.forward_cached(x_btd, cos_bth, sin_bth, k_bksh, v_bksh,
+                                                   cache_index, kv_mask_bs)
+      ks.append(k_bksh)
+      vs.append(v_bksh)
     if last_only:
       x_btd = x_btd[:, -1:]
-    return self._logits(x_btd), KVCache(k=k_all, v=v_all)
+    return self._logits(x_btd), KVCache(k=tuple(ks), v=tuple(vs))
 
 
 def head_logits(x_btd: jax.Array, layout: str, kernel: jax.Array) -> jax.Array:

@@ -100,7 +100,7 @@ def _verdict_log_odds(graphdef, state, prefix_ids_pt, prefix_mask_pt, suffix_ids
   kv_mask_ps = jnp.concatenate([prefix_mask_pt, jnp.zeros((bp, s), bool)], axis=1)
   _, cache = model.forward_cached(prefix_ids_pt, prefix_pos_pt, cache, 0, kv_mask_ps,
                                   last_only=True)
-  cache_n = type(cache)(k=jnp.take(cache.k, row_n, axis=1), v=jnp.take(cache.v, row_n, axis=1))
+  cache_n = cache.take_rows(row_n)
   prefix_len_n = prefix_mask_pt.sum(axis=1)[row_n]
   suffix_pos_ns = prefix_len_n[:, None] + jnp.maximum(jnp.cumsum(suffix_mask_ns, axis=1) - 1, 0)
   kv_mask_ns = jnp.concatenate([prefix_mask_pt[row_n], suffix_mask_ns], axis=1)

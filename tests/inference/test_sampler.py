@@ -181,6 +181,15 @@ def test_bucket():
   assert [sampler.bucket(n, 4) for n in (0, 1, 4, 5, 16, 17)] == [4, 4, 4, 8, 16, 32]
 
 
+def test_prompt_bucket_is_finer_above_the_threshold():
+  ns = (5, 300, 512, 513, 600, 768, 769, 1025, 1537)
+  assert [sampler.prompt_bucket(n, 16, 512) for n in ns] == [16, 512, 512, 768, 768, 768, 1024,
+                                                             1536, 2048]
+  assert [sampler.prompt_bucket(n, 16, 0) for n in ns] == [sampler.bucket(n, 16) for n in ns]
+  with pytest.raises(ValueError, match="prompt_fine_above"):
+    sampler.Buckets(prompt_fine_above=-1)
+
+
 @pytest.mark.slow
 def test_row_seeds_make_samples_independent_of_batching(model):
   eng = sampler.JaxEngine(model, buckets=BUCKETS)

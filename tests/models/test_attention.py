@@ -19,8 +19,8 @@ def _qkv(seed, b=2, t=13, s=None, n=4, k=2, h=8):
   s = t if s is None else s
   rng = np.random.RandomState(seed)
   q = jnp.asarray(rng.randn(b, t, n, h), jnp.float32)
-  kk = jnp.asarray(rng.randn(b, s, k, h), jnp.float32)
-  v = jnp.asarray(rng.randn(b, s, k, h), jnp.float32)
+  kk = jnp.asarray(rng.randn(b, k, s, h), jnp.float32)  # head-major, as the KV cache
+  v = jnp.asarray(rng.randn(b, k, s, h), jnp.float32)
   return q, kk, v
 
 
@@ -71,6 +71,20 @@ def test_chunked_prefill_against_a_cache_matches_naive():
     np.testing.assert_allclose(np.asarray(got), np.asarray(want), atol=ATOL)
 
 
+@pytest.mark.parametrize("n,k", [(4, 2), (4, 1), (4, 4)])
+def test_attend_one_matches_naive_decode_step(n, k):
+  # One query at slot 20 of a 24-slot cache with left padding and an unwritten future slot.
+  q, kk, v = _qkv(4, b=3, t=1, s=24, n=n, k=k)
+  q_slot_t = jnp.asarray([20], jnp.int32)
+  valid = np.ones((3, 24), bool)
+  valid[0, :5] = False
+  valid[2, :11] = False
+  mask_bts = attention_lib.attention_mask(q_slot_t, jnp.asarray(valid))
+  want = attention_lib.attend(q, kk, v, mask_bts)
+  got = attention_lib.attend_one(q, kk, v, mask_bts[:, 0])
+  np.testing.assert_allclose(np.asarray(got), np.asarray(want), atol=ATOL)
+
+
 @pytest.mark.parametrize("impl", ["chunked", "xla"])
 def test_model_logits_match_naive(impl):
   naive = toys.tiny_model(seed=2, num_layers=2)
@@ -114,7 +128,7 @@ def test_sampler_with_chunked_prefill_matches_naive(impl):
 
 def _grad_temp_bytes(impl, t, n=2, k=1, h=16):
   q = jax.ShapeDtypeStruct((1, t, n, h), jnp.float32)
-  kv = jax.ShapeDtypeStruct((1, t, k, h), jnp.float32)
+  kv = jax.ShapeDtypeStruct((1, k, t, h), jnp.float32)
   q_slot_t = jnp.arange(t, dtype=jnp.int32)
   valid = jnp.ones((1, t), bool)
 

@@ -97,7 +97,11 @@ def test_cached_decode_matches_full_forward(family, dtype, num_kv_heads):
       got[i].append(row)
     index, done = index + t, done + t
 
-  assert cache.k.dtype == model.dtype
+  cfg = model.config
+  assert len(cache.k) == len(cache.v) == cfg.num_layers
+  for x in (*cache.k, *cache.v):  # per layer, head-major
+    assert x.dtype == model.dtype
+    assert x.shape == (b, num_kv_heads, p + sum(chunks), cfg.head_dim)
   tol = TOL if dtype == "float32" else 0.1
   refs = _references(model, [prompt + more[:done] for prompt, more in zip(prompts, extra)])
   for i, (prompt, ref) in enumerate(zip(prompts, refs)):
@@ -213,4 +217,5 @@ def test_forward_cached_last_only_equals_last_column():
                                           last_only=True)
   assert last.shape == (2, 1, 97)
   np.testing.assert_allclose(np.asarray(last[:, 0]), np.asarray(full[:, -1]), atol=1e-6)
-  np.testing.assert_array_equal(np.asarray(cache_last.k), np.asarray(cache_full.k))
+  for got, want in zip(cache_last.k, cache_full.k, strict=True):
+    np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
