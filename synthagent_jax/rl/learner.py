@@ -8,7 +8,7 @@ Batch format (a dict of arrays; B sequences of padded length T; build it with `m
   sampler_logprobs float32 [B, T]  log-prob the sampler gave token t (0 where loss_mask is 0)
   old_logprobs     float32 [B, T]  optional; log-probs of the pre-update policy. When absent, the
                                    step computes them with the incoming params in a first
-                                   forward pass, before any update (the usual case).
+                                   forward pass; a step of one update uses stop_gradient(logp).
   ref_logprobs     float32 [B, T]  optional; reference policy, needed when kl_coef > 0.
 All per-token arrays are aligned to token positions: entry t is about token t. The learner's
 log-prob of token t comes from the logits at position t - 1, so token 0 is never trained on.
@@ -199,6 +199,8 @@ _MAX_KEYS = ("ratio_max",)
 def _micro_loss(params, mb, denom, graphdef, cfg):
   logp_bt, ent_bt = token_logprobs(graphdef, params, mb["input_ids"], mb["attention_mask"],
                                    cfg.logprob_temperature)
+  if losses.LOSSES[cfg.loss].needs_old_logprobs and "old_logprobs" not in mb:
+    mb = dict(mb, old_logprobs=jax.lax.stop_gradient(logp_bt))
   mask_bt = _policy_mask(mb)
   loss, metrics = losses.LOSSES[cfg.loss].fn(logp_bt, mb, mask_bt, cfg, denom)
   metrics = dict(metrics)
@@ -277,7 +279,8 @@ def train_step(state: TrainState, batch: Mapping[str, jax.Array], *, graphdef,
   bsz = batch["input_ids"].shape[0]
   n_mini, _, micro = cfg.sizes(bsz)
   rng, shuffle_rng = jax.random.split(state.rng)
-  if losses.LOSSES[cfg.loss].needs_old_logprobs and "old_logprobs" not in batch:
+  one_update = n_mini == 1 and cfg.ppo_epochs == 1
+  if losses.LOSSES[cfg.loss].needs_old_logprobs and "old_logprobs" not in batch and not one_update:
     old = _logprobs_only(state.params, batch, graphdef, bsz // micro, mesh, cfg.logprob_temperature)
     batch["old_logprobs"] = jax.lax.stop_gradient(old)
 
