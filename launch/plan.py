@@ -9,10 +9,12 @@ Builds the TrainState abstractly (jax.eval_shape) on the configured mesh (simula
 when --devices is given) and prints the parameter count and the bytes each device holds for
 parameters, optimizer state, gradients, the KL reference's params (kl_coef > 0), an activation
 estimate of one micro-batch (with the configured attention and the learner's blocked log-probs),
-the in-process sampler's KV cache (engine.kind=jax) and the share reserved for co-located SGLang
-servers (engine.mem_fraction of mesh.device_memory_gib). A plan whose total exceeds
+the in-process sampler's KV cache (engine.kind=jax; with several processes also the driver's own
+params copy) and the share reserved for co-located SGLang servers (engine.mem_fraction of
+mesh.device_memory_gib). A plan whose total exceeds
 `mesh.device_memory_gib` (0 = unchecked) is refused: `check_fits` raises, `--dry_run` and
-`launch.plan` exit non-zero naming the largest parts.
+`launch.plan` exit non-zero naming the largest parts; `launch.train` checks one-process runs
+before any work and multi-process runs once joined (`train_loop.train`, on the global mesh).
 
 Model dims come from `config.model.checkpoint`'s config.json when that is set and
 model.from_scratch is not (only config.json is read), else from config.model's dims (hidden_size,
@@ -92,15 +94,16 @@ def activation_bytes(model_cfg, mesh_shape, micro_batch_size: int, seq_len: int)
 
 def sampler_kv_bytes(model_cfg, config) -> int:
   """Bytes of the in-process sampler's KV cache for one rollout round (engine.kind=jax): every
-  episode of the step in one batch (rows and slots rounded up to powers of two as the sampler
-  buckets them), keys and values of every layer in the compute dtype, not sharded (the cache is
+  episode of the step in one batch (rows rounded up to a power of two and prompt slots to the
+  sampler's prompt bucket, `sampler.prompt_bucket`, as the sampler buckets them), keys and values of every layer in the compute dtype, not sharded (the cache is
   created inside the sampler's jit without a sharding), plus the prefix cache's default budget
   (inference.sampler.JaxEngine keeps earlier turns' caches for KV reuse)."""
   from synthagent_jax.inference import sampler  # pylint: disable=g-import-not-at-top
   if config.engine.get("kind", "jax") != "jax":
     return 0
   rows = sampler.bucket(config.rl.tasks_per_step * config.rl.num_generations)
-  slots = sampler.bucket(config.rollout.max_total_tokens) + sampler.bucket(
+  slots = sampler.prompt_bucket(config.rollout.max_total_tokens,
+                               fine_above=sampler.Buckets().prompt_fine_above) + sampler.bucket(
       config.rollout.max_new_tokens)
   per_slot = 2 * model_cfg.num_layers * model_cfg.num_kv_heads * model_cfg.head_dim
   prefix_default = 1 << 30  # JaxEngine(prefix_cache_bytes=...) default
@@ -111,8 +114,32 @@ class PlanError(ValueError):
   """The config's memory plan does not fit `mesh.device_memory_gib`."""
 
 
-def plan(config) -> dict:
-  """The memory plan of `config` as a dict (see module docstring); allocates no weights."""
+def engine_params_bytes(model_cfg, config, mesh) -> int:
+  """Bytes per device of the driver's own copy of the params in a multi-process run with the
+  in-process sampler (`rl.state.process_local_params`: gathered from every process and sharded
+  over process 0's local devices only); 0 otherwise (one process reads the learner's params)."""
+  processes = int(config.mesh.get("num_processes", 1) or 1)
+  if config.engine.get("kind", "jax") != "jax" or processes <= 1:
+    return 0
+  local = max(1, mesh.devices.size // processes)
+  return -(-_full_bytes(model_cfg) // local)
+
+
+def _full_bytes(model_cfg) -> int:
+  """Bytes of one whole copy of the params (float32, as the state keeps them)."""
+  import jax  # pylint: disable=g-import-not-at-top
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  from synthagent_jax.rl import state as state_lib  # pylint: disable=g-import-not-at-top
+  _, abs_p, _ = state_lib.abstract_params(model_cfg)
+  return sum(int(np.prod(x.shape, dtype=np.int64)) * x.dtype.itemsize
+             for x in jax.tree.leaves(abs_p))
+
+
+def plan(config, mesh=None) -> dict:
+  """The memory plan of `config` as a dict (see module docstring); allocates no weights.
+
+  `mesh`: the run's own mesh (a multi-process run checks its plan after joining, on its global
+  mesh); None builds one from config.mesh on the visible devices."""
   import jax  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
   from synthagent_jax import parallel  # pylint: disable=g-import-not-at-top
@@ -121,7 +148,7 @@ def plan(config) -> dict:
 
   model_cfg = model_config(config)
   mesh_cfg = parallel.MeshConfig.from_config(config.mesh)
-  mesh = parallel.make_mesh(mesh_cfg)
+  mesh = mesh if mesh is not None else parallel.make_mesh(mesh_cfg)
   optim_cfg = optim.OptimConfig.from_config(config.optim, schedule="constant")
   tx = optim.make_optimizer(optim_cfg)
   spec = state_lib.plan_state(model_cfg, tx, mesh, mesh_cfg.rules, config.get("seed", 0))
@@ -146,14 +173,15 @@ def plan(config) -> dict:
   if mem_fraction and not device_gib:
     raise ValueError("engine.mem_fraction needs mesh.device_memory_gib (the share is of that)")
   sglang_b = int(mem_fraction * device_gib * 2**30)
-  total = 2 * params_b + opt_b + act_b + ref_b + kv_b + sglang_b
+  engine_b = engine_params_bytes(model_cfg, config, mesh)
+  total = 2 * params_b + opt_b + act_b + ref_b + kv_b + sglang_b + engine_b
   return {
       "model": model_cfg, "mesh_shape": dict(zip(mesh.axis_names, mesh.devices.shape)),
       "num_devices": mesh.devices.size, "num_params": n_params,
       "params_bytes_per_device": params_b, "opt_state_bytes_per_device": opt_b,
       "grads_bytes_per_device": params_b, "activation_bytes_per_device": act_b,
       "ref_params_bytes_per_device": ref_b, "sampler_kv_bytes_per_device": kv_b,
-      "sglang_reserved_bytes_per_device": sglang_b,
+      "sglang_reserved_bytes_per_device": sglang_b, "engine_params_bytes_per_device": engine_b,
       "total_bytes_per_device": total, "device_memory_bytes": int(device_gib * 2**30),
       "fits": (not device_gib) or total <= device_gib * 2**30,
       "micro_batch_size": micro, "seq_len": seq_len, "notes": notes,
@@ -164,7 +192,8 @@ _PARTS = (("params", "params_bytes_per_device"), ("optimizer state", "opt_state_
           ("gradients", "grads_bytes_per_device"), ("activations", "activation_bytes_per_device"),
           ("KL reference params", "ref_params_bytes_per_device"),
           ("sampler KV cache", "sampler_kv_bytes_per_device"),
-          ("SGLang share", "sglang_reserved_bytes_per_device"))
+          ("SGLang share", "sglang_reserved_bytes_per_device"),
+          ("sampler's params copy", "engine_params_bytes_per_device"))
 
 
 def check_fits(p: dict) -> None:
@@ -208,6 +237,8 @@ def format_plan(p: dict) -> str:
       f"  KL reference       {_gib(p['ref_params_bytes_per_device'])}",
       f"  sampler KV cache   {_gib(p['sampler_kv_bytes_per_device'])}",
       f"  SGLang share       {_gib(p['sglang_reserved_bytes_per_device'])}",
+      f"  sampler's params   {_gib(p['engine_params_bytes_per_device'])}   (multi-process "
+      "jax engine: process 0's own copy)",
       f"  total (est.)       {_gib(p['total_bytes_per_device'])}",
   ]
   if p["device_memory_bytes"]:

@@ -301,6 +301,8 @@ def main(argv) -> None:
       raise ConfigError("--workdir is required (where checkpoints, metrics and rollouts go)")
   except ConfigError as e:
     sys.exit(f"error: {e}")
+  # A multi-process run checks its plan in train_loop.train, once joined (a JAX call here would
+  # come before jax.distributed.initialize).
   if config.mesh.get("device_memory_gib", 0.0) and config.mesh.num_processes <= 1:
     from launch import plan  # pylint: disable=g-import-not-at-top
     try:  # refuse before any work a run whose memory plan does not fit the devices

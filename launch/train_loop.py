@@ -130,6 +130,14 @@ def train(config, workdir: str) -> dict:
   """Runs (or resumes) the whole job; returns the last metrics written."""
   # 1. Mesh first: joining a multi-process run must precede any other JAX call. Then the workdir.
   mesh = builders.mesh(config)
+  if config.mesh.get("device_memory_gib", 0.0) and jax.process_count() > 1:
+    # launch.train checked one-process runs before any JAX call; a multi-process run checks its
+    # plan here, once joined, on its global mesh (every process computes the same plan).
+    from launch import plan  # pylint: disable=g-import-not-at-top
+    try:
+      plan.check_fits(plan.plan(config, mesh))
+    except ValueError as e:  # plan.PlanError is a ValueError
+      raise SetupError(str(e)) from e
   os.makedirs(workdir, exist_ok=True)
   if builders.is_process0():
     with open(os.path.join(workdir, "config.json"), "w") as f:

@@ -99,3 +99,27 @@ def test_two_processes_train_like_one(tmp_path):
   assert len(pa) == len(pb) > 0
   for x, y in zip(pa, pb):
     np.testing.assert_allclose(y, x, rtol=0, atol=1e-5)
+
+
+def test_two_processes_refuse_a_plan_that_does_not_fit(tmp_path):
+  """The memory-fit check of a multi-process run happens once joined, on the global mesh: both
+  processes refuse before any work, naming the largest parts (one-process runs are checked in
+  launch.train before any JAX call)."""
+  port = _free_port()
+  mp = [f"--config.mesh.coordinator_address=127.0.0.1:{port}", "--config.mesh.num_processes=2",
+        "--config.mesh.device_memory_gib=0.01"]
+  procs = [subprocess.Popen([sys.executable, "-m", "launch.train", f"--workdir={tmp_path}", *ARGS,
+                             *mp, f"--config.mesh.process_id={i}"], cwd=ROOT, env=_env(1),
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+           for i in range(2)]
+  try:
+    logs = [p.communicate(timeout=300)[0] for p in procs]
+  finally:
+    for p in procs:
+      if p.poll() is None:
+        p.kill()
+  for p, log in zip(procs, logs):
+    assert p.returncode != 0, log[-2000:]
+    assert "per device but mesh.device_memory_gib is 0.0 GiB; largest parts" in log, log[-2000:]
+    assert "sampler's params copy" in log or "sampler KV cache" in log
+  assert not (tmp_path / "checkpoints").exists()

@@ -86,9 +86,13 @@ def test_tiny_plan_counts_the_sampler_cache_and_refuses_small_devices(tmp_path):
   # engine.kind=jax: keys + values of every layer for the whole round, rows/slots bucketed.
   from synthagent_jax.inference import sampler
   rows = sampler.bucket(c.rl.tasks_per_step * c.rl.num_generations)
-  slots = sampler.bucket(c.rollout.max_total_tokens) + sampler.bucket(c.rollout.max_new_tokens)
+  # Prompt slots as the sampler buckets them: 768 tokens take 768 slots (1.5 x 512), not 1024.
+  slots = sampler.prompt_bucket(c.rollout.max_total_tokens, fine_above=512) + sampler.bucket(
+      c.rollout.max_new_tokens)
+  assert slots == 768 + 64
   want = rows * slots * 2 * m.num_layers * m.num_kv_heads * m.head_dim * 4 + (1 << 30)
   assert p["sampler_kv_bytes_per_device"] == want
+  assert p["engine_params_bytes_per_device"] == 0  # one process: the sampler reads the learner's
   c.mesh.device_memory_gib = 0.5
   out = tmp_path / "plan.json"
   with pytest.raises(plan.PlanError, match="sampler KV cache"):
@@ -119,3 +123,19 @@ def test_qwen3_8b_on_two_hosts_dry_run(tmp_path):
   p = json.loads(out.read_text())
   assert p["num_devices"] == 16 and p["fits"]
   assert p["total_bytes_per_device"] < 80 * 2**30
+
+
+def test_multi_process_jax_engine_counts_the_drivers_params_copy():
+  """Several processes with engine.kind=jax: process 0 keeps its own copy of the whole params,
+  sharded over its local devices only (rl.state.process_local_params)."""
+  c = _recipe("tiny", shape=(-1, 1, 1))
+  one = plan.plan(c)
+  c.mesh.num_processes = 2
+  two = plan.plan(c)  # the plan's mesh: the visible devices, as a joined run's global mesh
+  local = two["num_devices"] // 2
+  # The whole model in float32, split over process 0's devices.
+  assert two["engine_params_bytes_per_device"] == -(-one["num_params"] * 4 // local) > 0
+  assert two["total_bytes_per_device"] == one["total_bytes_per_device"] + two[
+      "engine_params_bytes_per_device"]
+  c.engine.kind = "sglang"
+  assert plan.plan(c)["engine_params_bytes_per_device"] == 0
