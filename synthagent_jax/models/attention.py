@@ -10,7 +10,9 @@ slot s <= q_slot_t[t] where kv_valid_bs[b, s]. Scores and softmax are float32 on
   naive    `attend`: materialises the [B, H, T, S] scores.
   chunked  `attend_chunked`: online softmax over key blocks (FlashAttention-2 style custom VJP),
            O(T * chunk) scores forward and backward, pure JAX on any backend.
-  xla      `attend_xla`: jax.nn.dot_product_attention (cuDNN flash on GPU).
+  xla      `attend_xla`: jax.nn.dot_product_attention with implementation=None, which on jax 0.10
+           is XLA's own path (it materialises the scores like naive; cuDNN flash needs
+           implementation="cudnn", not wired here until a GPU can verify it).
 Outputs at fully masked (padded) queries are meaningless on every path. A decode step (one query
 token) always runs `attend_one`, the same softmax as fused products and sums.
 
@@ -194,8 +196,8 @@ def attend_chunked(q_btnh, k_bksh, v_bksh, q_slot_t, kv_valid_bs, chunk: int):
 
 
 def attend_xla(q_btnh, k_bksh, v_bksh, q_slot_t, kv_valid_bs):
-  """`jax.nn.dot_product_attention` (implementation chosen by XLA: cuDNN flash on GPU), which
-  takes sequence-major [B, S, K, Dh] keys and values."""
+  """`jax.nn.dot_product_attention` (implementation=None: XLA's path on jax 0.10, not cuDNN
+  flash), which takes sequence-major [B, S, K, Dh] keys and values."""
   mask_bts = attention_mask(q_slot_t, kv_valid_bs)
   out = jax.nn.dot_product_attention(q_btnh, jnp.swapaxes(k_bksh, 1, 2),
                                      jnp.swapaxes(v_bksh, 1, 2), mask=mask_bts[:, None],

@@ -16,7 +16,8 @@ DTYPES = ("float32", "bfloat16", "float16")
 REMAT_NAMES = ("none", "full", "dots", "dots_no_batch")
 # Attention implementations by name (see models/attention.py): "naive" materialises the [T, S] scores,
 # "chunked" is an online-softmax loop over key blocks (O(T) memory, pure JAX, any backend),
-# "xla" is jax.nn.dot_product_attention with implementation=None (cuDNN flash on GPU).
+# "xla" is jax.nn.dot_product_attention with implementation=None (on jax 0.10 its XLA path, which
+# materialises the scores; cuDNN flash would need implementation="cudnn", unverified here).
 ATTENTION_NAMES = ("naive", "chunked", "xla")
 
 # HF config.json keys that do not change the forward pass of the model (training/generation
