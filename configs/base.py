@@ -143,6 +143,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.sft.num_steps = 0              # 0 = no warm start
   c.sft.batch_size = 16
   c.sft.lr = 1e-4
+  c.sft.schedule = "cosine"        # after min(10, num_steps / 10) warmup steps: cosine | constant
 
   c.checkpoint = ml_collections.ConfigDict()
   c.checkpoint.every_steps = 5

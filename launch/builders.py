@@ -74,6 +74,16 @@ def rl_learner_config(config) -> learner_lib.LearnerConfig:
       loss_norm_tokens=config.rl.get("loss_norm_tokens") or config.rollout.max_total_tokens)
 
 
+def sft_optimizer(config):
+  """The SFT phase's optimizer: config.optim's settings at sft.lr, min(10, steps / 10) warmup
+  steps, then sft.schedule over sft.num_steps."""
+  n, schedule = config.sft.num_steps, config.sft.get("schedule", "cosine")
+  if schedule not in optim_lib.SCHEDULES:
+    raise ValueError(f"sft.schedule must be one of {optim_lib.SCHEDULES}, got {schedule!r}")
+  return optimizer(config.optim, n, lr=config.sft.lr, warmup_steps=min(10, n // 10),
+                   schedule=schedule)
+
+
 def sft_learner_config(config) -> learner_lib.LearnerConfig:
   return learner_lib.LearnerConfig(loss="sft", minibatch_size=config.sft.batch_size,
                                    micro_batch_size=min(config.sft.batch_size,

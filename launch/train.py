@@ -121,11 +121,13 @@ def _check_owned_sections(config):
   n_sft = config.sft.num_steps
   try:
     builders.optimizer(config.optim, n_updates)
-    if n_sft > 0:  # the SFT phase's schedule (launch/train_loop.py)
-      builders.optimizer(config.optim, n_sft, lr=config.sft.lr,
-                         warmup_steps=min(10, n_sft // 10), schedule="cosine")
   except ValueError as e:
     raise _owned("optim", e) from None
+  if n_sft > 0:  # the SFT phase's optimizer (launch/train_sft.py)
+    try:
+      builders.sft_optimizer(config)
+    except ValueError as e:
+      raise _owned("sft", e) from None
   m = config.model
   try:
     MeshConfig.from_config(config.mesh)

@@ -22,6 +22,10 @@ from synthagent_jax.utils import metrics as metrics_lib
 
 log = logging.getLogger("synthagent_jax.train")
 
+# SFT batches are padded to their longest reference rounded up to this: a few compiled lengths,
+# and less padding than 128 (tiny's references: 16 x <= 570 tokens -> 576 instead of 640 slots).
+SFT_LENGTH_MULTIPLE = 64
+
 
 def sft_warm_start(run: Run, params, graphdef, loop: AgentLoop):
   """Masked cross-entropy on reference trajectories; returns the trained params.
@@ -30,8 +34,7 @@ def sft_warm_start(run: Run, params, graphdef, loop: AgentLoop):
   """
   cfg = run.config
   n_steps = cfg.sft.num_steps
-  tx = builders.optimizer(cfg.optim, n_steps, lr=cfg.sft.lr, warmup_steps=min(10, n_steps // 10),
-                          schedule="cosine")
+  tx = builders.sft_optimizer(cfg)
   spec = state_lib.plan_state(run.model_cfg, tx, run.mesh, builders.rules(cfg), cfg.seed)
   step_fn = learner_lib.make_train_step(spec, tx, builders.sft_learner_config(cfg), run.mesh)
   ckpt = ckpt_lib.Checkpointer(os.path.join(run.workdir, "checkpoints", "sft"),
@@ -54,7 +57,8 @@ def sft_warm_start(run: Run, params, graphdef, loop: AgentLoop):
   for step in tqdm.trange(start, n_steps, desc="sft", initial=start, total=n_steps,
                           disable=not builders.is_process0()):
     trajs = [reference_trajectory(loop, references[i]) for i in next(data)]
-    batch = batching.to_batch(trajs, pad_id=pad, rows_multiple=cfg.sft.batch_size)
+    batch = batching.to_batch(trajs, pad_id=pad, rows_multiple=cfg.sft.batch_size,
+                              length_multiple=SFT_LENGTH_MULTIPLE)
     t0 = time.perf_counter()
     state, m = step_fn(state, learner_lib.make_batch(batch, run.mesh, loss="sft"))
     m = {k.replace("learner/", "sft/"): float(v) for k, v in m.items()}
