@@ -226,9 +226,22 @@ def engine_kind(config) -> EngineKind:
 
 @register_engine("jax", device_params=True)
 def _jax_engine(config, graphdef, params, workdir: str) -> Engine:
-  del config, workdir
-  from synthagent_jax.inference.sampler import JaxEngine  # pylint: disable=g-import-not-at-top
-  return JaxEngine((graphdef, params))
+  del workdir
+  from synthagent_jax.inference import sampler  # pylint: disable=g-import-not-at-top
+  return sampler.JaxEngine((graphdef, params),
+                           buckets=sampler.Buckets(min_batch=engine_min_batch(config)))
+
+
+def engine_min_batch(config) -> int:
+  """engine.min_batch, where -1 means a GRPO step's episodes (rl.tasks_per_step x
+  rl.num_generations): turns whose active episodes are fewer still run at that batch bucket, so
+  the sampler compiles a handful of shapes instead of one per batch size as episodes finish."""
+  n = int(config.engine.get("min_batch", -1))
+  if n == -1:
+    return config.rl.tasks_per_step * config.rl.num_generations
+  if n < 1:
+    raise ValueError(f"engine.min_batch must be >= 1 or -1 (the step's episodes), got {n}")
+  return n
 
 
 @register_engine("sglang", device_params=False)

@@ -128,6 +128,10 @@ def _check_owned_sections(config):
       builders.sft_optimizer(config)
     except ValueError as e:
       raise _owned("sft", e) from None
+  try:
+    builders.engine_min_batch(config)
+  except ValueError as e:
+    raise ConfigError(str(e)) from None
   m = config.model
   try:
     MeshConfig.from_config(config.mesh)

@@ -279,6 +279,7 @@ BAD_OVERRIDES = [
     ("sft.batch_size=0", "sft.batch_size must be >= 1"),
     ("optim.schedule=linear", "optim.schedule must be one of"),
     ("sft.schedule=linear", "sft.schedule must be one of"),
+    ("engine.min_batch=0", "engine.min_batch must be >= 1 or -1"),
     ("optim.warmup_steps=-1", "optim.warmup_steps must be >= 0"),
     ("optim.b1=1.0", "optim.b1/b2 must be in [0, 1)"),
     ("optim.weight_decay=-0.1", "optim.weight_decay must be >= 0"),
