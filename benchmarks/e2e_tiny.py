@@ -44,7 +44,9 @@ _OVERRIDES = flags.DEFINE_multi_string(
 
 # The benchmark's settings on top of configs/tiny.py (which keeps its own, faster defaults for
 # the README's first run): a larger learning rate and more tasks per GRPO step.
-RECIPE = ("optim.lr=2e-4", "rl.tasks_per_step=8", "checkpoint.every_steps=10")
+RECIPE = ("optim.lr=2e-4", "rl.tasks_per_step=8", "checkpoint.every_steps=10",
+          # The recorded runs' SFT schedule, pinned where configs/tiny.py has moved on.
+          "sft.schedule='cosine'")
 
 
 def _config(sft_steps: int, rl_steps: int):
