@@ -33,7 +33,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.model.max_position_embeddings = 4096
   c.model.dtype = "float32"        # compute dtype: float32 | bfloat16 (params stay float32)
   c.model.remat = "none"           # none | full | dots_saveable
-  c.model.attention = "chunked"    # naive | chunked (O(T) memory, any backend) | xla (jax.nn.dot_product_attention; XLA path on jax 0.10)
+  c.model.attention = "chunked"    # naive | chunked (O(T) memory, any backend) | xla (jax.nn.dot_product_attention)
   c.model.attention_chunk = 512    # key slots per block of the chunked attention
   c.model.logprob_chunk = 256      # positions per block of the learner's LM head + log-softmax
 

@@ -5,7 +5,7 @@
 
 Tiny Qwen2-style decoder on the shipped tokenizer (data/tokenizer), offline-teacher tasks
 (data/tasks/), rule-based user simulator, structured rubric checks, SFT warm start on the tasks'
-reference trajectories, then GRPO with small groups. About 11 minutes on a 2-core CPU; the
+reference trajectories, then GRPO with small groups. About 10 minutes on a 2-core CPU; the
 learning benchmark (benchmarks/e2e_tiny.py) runs the same recipe longer.
 """
 

@@ -11,10 +11,10 @@ parameters, optimizer state, gradients, the KL reference's params (kl_coef > 0),
 estimate of one micro-batch (with the configured attention and the learner's blocked log-probs),
 the in-process sampler's KV cache (engine.kind=jax; with several processes also the driver's own
 params copy) and the share reserved for co-located SGLang servers (engine.mem_fraction of
-mesh.device_memory_gib). A plan whose total exceeds
-`mesh.device_memory_gib` (0 = unchecked) is refused: `check_fits` raises, `--dry_run` and
-`launch.plan` exit non-zero naming the largest parts; `launch.train` checks one-process runs
-before any work and multi-process runs once joined (`train_loop.train`, on the global mesh).
+mesh.device_memory_gib). A plan whose total exceeds `mesh.device_memory_gib` (0 = unchecked) is
+refused: `check_fits` raises, `--dry_run` and `launch.plan` exit non-zero naming the largest
+parts; `launch.train` checks one-process runs before any work and multi-process runs once joined
+(`train_loop.train`, on the global mesh).
 
 Model dims come from `config.model.checkpoint`'s config.json when that is set and
 model.from_scratch is not (only config.json is read), else from config.model's dims (hidden_size,
@@ -94,9 +94,10 @@ def activation_bytes(model_cfg, mesh_shape, micro_batch_size: int, seq_len: int)
 
 def sampler_kv_bytes(model_cfg, config) -> int:
   """Bytes of the in-process sampler's KV cache for one rollout round (engine.kind=jax): every
-  episode of the step in one batch (rows rounded up to a power of two and prompt slots to the
-  sampler's prompt bucket, `sampler.prompt_bucket`, as the sampler buckets them), keys and values of every layer in the compute dtype, not sharded (the cache is
-  created inside the sampler's jit without a sharding), plus the prefix cache's default budget
+  episode of the step in one batch (rows rounded up to a power of two, prompt slots to
+  `sampler.prompt_bucket`, as the sampler buckets them), keys and values of every layer in the
+  compute dtype, not sharded (the cache is created inside the sampler's jit without a
+  sharding), plus the prefix cache's default budget
   (inference.sampler.JaxEngine keeps earlier turns' caches for KV reuse)."""
   from synthagent_jax.inference import sampler  # pylint: disable=g-import-not-at-top
   if config.engine.get("kind", "jax") != "jax":
