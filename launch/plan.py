@@ -115,7 +115,7 @@ class PlanError(ValueError):
   """The config's memory plan does not fit `mesh.device_memory_gib`."""
 
 
-def engine_params_bytes(model_cfg, config, mesh) -> int:
+def engine_params_bytes(config, params_total_bytes: int, mesh) -> int:
   """Bytes per device of the driver's own copy of the params in a multi-process run with the
   in-process sampler (`rl.state.process_local_params`: gathered from every process and sharded
   over process 0's local devices only); 0 otherwise (one process reads the learner's params)."""
@@ -123,17 +123,7 @@ def engine_params_bytes(model_cfg, config, mesh) -> int:
   if config.engine.get("kind", "jax") != "jax" or processes <= 1:
     return 0
   local = max(1, mesh.devices.size // processes)
-  return -(-_full_bytes(model_cfg) // local)
-
-
-def _full_bytes(model_cfg) -> int:
-  """Bytes of one whole copy of the params (float32, as the state keeps them)."""
-  import jax  # pylint: disable=g-import-not-at-top
-  import numpy as np  # pylint: disable=g-import-not-at-top
-  from synthagent_jax.rl import state as state_lib  # pylint: disable=g-import-not-at-top
-  _, abs_p, _ = state_lib.abstract_params(model_cfg)
-  return sum(int(np.prod(x.shape, dtype=np.int64)) * x.dtype.itemsize
-             for x in jax.tree.leaves(abs_p))
+  return -(-params_total_bytes // local)
 
 
 def plan(config, mesh=None) -> dict:
@@ -155,6 +145,8 @@ def plan(config, mesh=None) -> dict:
   spec = state_lib.plan_state(model_cfg, tx, mesh, mesh_cfg.rules, config.get("seed", 0))
   n_params = sum(int(np.prod(x.shape, dtype=np.int64))
                  for x in jax.tree.leaves(spec.abstract.params))
+  params_total_b = sum(int(np.prod(x.shape, dtype=np.int64)) * x.dtype.itemsize
+                       for x in jax.tree.leaves(spec.abstract.params))
   params_b = _device_bytes(spec.abstract.params)
   opt_b = _device_bytes(spec.abstract.opt_state)
   seq_len = config.rollout.max_total_tokens
@@ -174,7 +166,7 @@ def plan(config, mesh=None) -> dict:
   if mem_fraction and not device_gib:
     raise ValueError("engine.mem_fraction needs mesh.device_memory_gib (the share is of that)")
   sglang_b = int(mem_fraction * device_gib * 2**30)
-  engine_b = engine_params_bytes(model_cfg, config, mesh)
+  engine_b = engine_params_bytes(config, params_total_b, mesh)
   total = 2 * params_b + opt_b + act_b + ref_b + kv_b + sglang_b + engine_b
   return {
       "model": model_cfg, "mesh_shape": dict(zip(mesh.axis_names, mesh.devices.shape)),
