@@ -1,12 +1,14 @@
-"""The embedded default: a tiny agent trained from scratch on this CPU in minutes.
+"""The embedded default: a tiny agent trained on this CPU in minutes.
 
     python -m launch.train --config=configs/tiny.py --workdir=runs/tiny
     python -m launch.train --config=configs/tiny.py:smoke --workdir=/tmp/smoke   # seconds
 
-Tiny Qwen2-style decoder on the shipped tokenizer (data/tokenizer), offline-teacher tasks
-(data/tasks/), rule-based user simulator, structured rubric checks, SFT warm start on the tasks'
-reference trajectories, then GRPO with small groups. About 10 minutes on a 2-core CPU; the
-learning benchmark (benchmarks/e2e_tiny.py) runs the same recipe longer.
+Tiny Qwen2-style decoder starting from the shipped base (data/tiny_base, pretrained by its
+pretrain.py on a generated corpus to copy ids into tool calls), the shipped tokenizer
+(data/tokenizer), offline-teacher tasks (data/tasks/), rule-based user simulator, structured
+rubric checks, SFT warm start on the tasks' reference trajectories, then GRPO with small groups.
+About 10 minutes on a 2-core CPU; the learning benchmark (benchmarks/e2e_tiny.py) runs the same
+recipe longer.
 """
 
 from configs import base
@@ -14,7 +16,11 @@ from configs import base
 
 def get_config(arg=None):
   c = base.base_config()
-  c.model.from_scratch = True
+  # The shipped base: the dims below, pretrained to copy ids from the conversation into a call's
+  # arguments (a from-scratch model never learns that in SFT's minutes: docs/benchmarks.md, "why
+  # no tool call is ever right"). Its config.json gives the dims; the ones below are those it was
+  # made with (pretrain.py builds them from this file), used by --config.model.from_scratch=True.
+  c.model.checkpoint = "data/tiny_base"
   c.model.hidden_size = 128
   c.model.intermediate_size = 384
   c.model.num_layers = 4
