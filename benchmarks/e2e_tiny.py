@@ -9,7 +9,9 @@ of 8 tasks x 4 samples at lr 2e-4 (RECIPE, applied on top of configs/tiny.py bef
 On held-out offline-world tasks (the config's eval file, never trained on), the mean rubric
 reward with its standard error over `--eval_tasks` x `--eval_k` sampled episodes, and the share of
 tool-call subgoals and asks met:
-  1. at initialisation (random weights; launch.train's evaluation before SFT),
+  1. at initialisation (launch.train's evaluation before SFT): configs/tiny.py's starting point,
+     the shipped base data/tiny_base (runs 1-13 in docs/benchmarks.md started from random
+     weights: `--set=model.from_scratch=True`),
   2. after SFT on reference trajectories (stopped early, so its reward stays well below 1),
   3. after GRPO from that SFT policy;
 then the paired gains (by task) GRPO - SFT and, with `--holdout_domains`, GRPO - SFT on the
