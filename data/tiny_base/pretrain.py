@@ -14,7 +14,8 @@ The corpus is generated here, never read from data/tasks/: ChatML exchanges in w
 calls a made-up tool with some of them copied by key, then copies a reference id from the tool's
 response into an <answer>; plus span-repeat drills. Key names and tools are generic lists below,
 so the base knows how to copy, not what any task wants. Loss on every token (plain LM
-pretraining). Deterministic: the same flags give the same files on the same machine.
+pretraining). Seeded: the corpus is a function of --seed (tested); the weights also depend on
+XLA's float summation order, so another machine may differ in the last bits.
 """
 
 from __future__ import annotations
