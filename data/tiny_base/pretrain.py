@@ -156,6 +156,13 @@ def batch(rng: random.Random, tok, rows: int, seq_len: int, pad: int) -> dict[st
   return out
 
 
+def next_token_argmax(model, ids, mask) -> jax.Array:
+  """The model's argmax next token at every position [B, T] (teacher forcing)."""
+  layout, kernel = model.head_kernel()
+  return qwen.head_logits(model.hidden_states(ids, attention_mask_bt=mask), layout,
+                          kernel).argmax(-1)
+
+
 def copy_figures_of(pred: np.ndarray, b: dict[str, np.ndarray]) -> dict[str, float]:
   """Teacher-forced figures of next-token argmaxes `pred` [B, T] on batch `b`: the share of
   assistant tokens right, and of <answer> turns (copies of a reference id never seen before)
@@ -201,10 +208,7 @@ def main(argv=None) -> int:
 
   @jax.jit
   def argmax_next(params, ids, mask):
-    model = nnx.merge(spec.graphdef, params)
-    layout, kernel = model.head_kernel()
-    return qwen.head_logits(model.hidden_states(ids, attention_mask_bt=mask), layout,
-                            kernel).argmax(-1)
+    return next_token_argmax(nnx.merge(spec.graphdef, params), ids, mask)
 
   def copy_figures(params) -> dict[str, float]:
     pred = np.asarray(argmax_next(params, jnp.asarray(held_out["input_ids"]),

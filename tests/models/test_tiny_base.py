@@ -15,7 +15,6 @@ import pytest
 from configs import tiny
 from launch import builders
 from synthagent_jax import models
-from synthagent_jax.models import qwen
 from tests import toys
 
 BASE_DIR = pathlib.Path(__file__).resolve().parents[2] / "data" / "tiny_base"
@@ -55,11 +54,9 @@ def _answers_exact(model, tok, seed):
   right in every token (pretrain.copy_figures_of)."""
   pretrain = _pretrain_module()
   b = pretrain.batch(random.Random(seed), tok, 16, 256, tok.pad_token_id)
-  layout, kernel = model.head_kernel()
-  logits = qwen.head_logits(model.hidden_states(jnp.asarray(b["input_ids"]),
-                                                attention_mask_bt=jnp.asarray(b["attention_mask"])),
-                            layout, kernel)
-  return pretrain.copy_figures_of(np.asarray(logits.argmax(-1)), b)["answers_exact"]
+  pred = pretrain.next_token_argmax(model, jnp.asarray(b["input_ids"]),
+                                    jnp.asarray(b["attention_mask"]))
+  return pretrain.copy_figures_of(np.asarray(pred), b)["answers_exact"]
 
 
 def test_the_shipped_base_copies_ids_it_never_saw(tok):
