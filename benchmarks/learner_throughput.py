@@ -32,7 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 
 REMATS = ("none", "full", "dots", "dots_no_batch")  # models.config.REMAT_NAMES
-ATTENTIONS = ("naive", "chunked", "xla")  # models.config.ATTENTION_NAMES
+ATTENTIONS = ("naive", "blocked", "chunked", "xla")  # models.config.ATTENTION_NAMES
 
 
 def _args(argv=None):

@@ -33,9 +33,10 @@ def base_config() -> ml_collections.ConfigDict:
   c.model.max_position_embeddings = 4096
   c.model.dtype = "float32"        # compute dtype: float32 | bfloat16 (params stay float32)
   c.model.remat = "none"           # none | full | dots_saveable
-  c.model.attention = "chunked"    # naive | chunked (O(T) memory, any backend) | xla (jax.nn.dot_product_attention)
-  c.model.attention_chunk = 512    # key slots per block of the chunked attention
+  c.model.attention = "chunked"    # naive | blocked (naive per causal query block) | chunked (O(T) memory, any backend) | xla (jax.nn.dot_product_attention)
+  c.model.attention_chunk = 512    # key slots per block of the chunked attention (query rows of the blocked one)
   c.model.logprob_chunk = 256      # positions per block of the learner's LM head + log-softmax
+  c.model.head_fraction = 0.5      # the LM head runs at the trained positions only when they are <= this share
 
   c.tokenizer = "data/tokenizer"   # "" = use model.checkpoint's own tokenizer
 

@@ -30,7 +30,10 @@ def get_config(arg=None):
   c.model.max_position_embeddings = 2048
   # Sequences of <= 768 tokens: the O(T^2) scores are small, and the chunked online softmax costs
   # more than it saves on this CPU (SFT 1.62e3 vs 1.28e3 tokens/s, tiny, 12 steps, 2026-11-30).
-  c.model.attention = "naive"
+  # The naive softmax per causal block of 128 queries skips the masked triangle: an SFT step of
+  # 16 x 576 tokens 3.8 -> 3.0 s, with the head at trained positions 2.5 s (docs/benchmarks.md).
+  c.model.attention = "blocked"
+  c.model.attention_chunk = 128
 
   # The v1 offline worlds (15 intents, 1-2 calls): the tiny policy learns them in minutes. The
   # richer default sets (40 intents, 2-3 dependent calls, state-graded writes) need more than 60

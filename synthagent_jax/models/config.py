@@ -18,7 +18,7 @@ REMAT_NAMES = ("none", "full", "dots", "dots_no_batch")
 # "chunked" is an online-softmax loop over key blocks (O(T) memory, pure JAX, any backend),
 # "xla" is jax.nn.dot_product_attention with implementation=None (on jax 0.10 its XLA path, which
 # materialises the scores; cuDNN flash would need implementation="cudnn", unverified here).
-ATTENTION_NAMES = ("naive", "chunked", "xla")
+ATTENTION_NAMES = ("naive", "blocked", "chunked", "xla")
 
 # HF config.json keys that do not change the forward pass of the model (training/generation
 # bookkeeping, or features only used in a way this module checks explicitly below).
@@ -67,9 +67,14 @@ class ModelConfig:
     bos_token_id, eos_token_id, pad_token_id: token ids copied to/from config.json.
     attention: attention implementation for full passes and prefill, one of ATTENTION_NAMES
       (single-token decode always uses attention.attend_one, which is already O(S)).
-    attention_chunk: key slots per block of the "chunked" attention.
+    attention_chunk: key slots per block of the "chunked" attention; query rows per block of the
+      "blocked" one.
     logprob_chunk: sequence positions per block when the learner computes token log-probs from
       the final hidden states (LM head + log-softmax per block; rl/learner.token_logprobs).
+    head_fraction: when at most this fraction of a learner micro-batch's positions are trained
+      (its loss mask), the LM head runs at those positions only, gathered into the smallest of
+      3 static sizes (this fraction, 1/2 and 1/4 of it, rl/logprobs.head_sizes) that holds
+      them; above it, at every position. 0 = always every position.
   """
 
   family: str = "qwen2"
@@ -96,6 +101,7 @@ class ModelConfig:
   attention: str = "naive"
   attention_chunk: int = 512
   logprob_chunk: int = 256
+  head_fraction: float = 0.5
 
   def __post_init__(self):
     if isinstance(self.eos_token_id, list):  # keep the config hashable (it is static in jit)
@@ -123,6 +129,9 @@ class ModelConfig:
       value = getattr(self, name)
       if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
         raise ValueError(f"ModelConfig.{name} must be a positive int, got {value!r}")
+    if (isinstance(self.head_fraction, bool) or not isinstance(self.head_fraction, (int, float))
+        or not 0.0 <= self.head_fraction <= 1.0):
+      raise ValueError(f"ModelConfig.head_fraction must be in [0, 1], got {self.head_fraction!r}")
     if self.num_heads % self.num_kv_heads:
       raise ValueError(
           f"ModelConfig: num_heads={self.num_heads} must be divisible by "
@@ -165,7 +174,8 @@ class ModelConfig:
     Architecture: `section.checkpoint`'s config.json unless `section.from_scratch` is set or no
     checkpoint is given; otherwise the section's dims (family, hidden_size, ..., vocab_size with
     0 = the tokenizer's size; eos/pad token ids from the tokenizer when one is given). Numerics
-    that are not architecture (dtype, remat, attention, attention_chunk, logprob_chunk) always
+    that are not architecture (dtype, remat, attention, attention_chunk, logprob_chunk,
+    head_fraction) always
     come from the section. `overrides` replace any field last. Every launch entry point (train,
     plan, the eval of a training run) builds its ModelConfig here, so they cannot drift.
 
@@ -175,7 +185,7 @@ class ModelConfig:
     """
     get = section.get
     numerics = {k: get(k) for k in ("dtype", "remat", "attention", "attention_chunk",
-                                    "logprob_chunk") if get(k) is not None}
+                                    "logprob_chunk", "head_fraction") if get(k) is not None}
     if get("checkpoint") and not get("from_scratch", False):
       from synthagent_jax.models import hf_io  # pylint: disable=g-import-not-at-top  # imports us
       return hf_io.load_hf_config(get("checkpoint"), **{**numerics, **overrides})

@@ -14,7 +14,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from synthagent_jax.models.attention import apply_rope, attend_one, attention, attention_mask
+from synthagent_jax.models.attention import (apply_rope, attend_one, attention, attention_mask,
+                                             self_attention)
 from synthagent_jax.models.config import ModelConfig
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
@@ -123,8 +124,9 @@ class DecoderLayer(nnx.Module):
   def __call__(self, x_btd, cos_bth, sin_bth, q_slot_t, kv_valid_bt):
     """Causal self-attention over the sequence: token t sees tokens s <= t with kv_valid_bt."""
     q, k_btkh, v_btkh = self.attn.qkv(self.input_norm(x_btd), cos_bth, sin_bth)
-    a = attention(self.attention_impl, self.attention_chunk, q, jnp.swapaxes(k_btkh, 1, 2),
-                  jnp.swapaxes(v_btkh, 1, 2), q_slot_t, kv_valid_bt)
+    del q_slot_t  # a full pass: query t is at slot t
+    a = self_attention(self.attention_impl, self.attention_chunk, q, jnp.swapaxes(k_btkh, 1, 2),
+                       jnp.swapaxes(v_btkh, 1, 2), kv_valid_bt)
     x_btd = x_btd + self.attn.out(a)
     return x_btd + self.mlp(self.post_attn_norm(x_btd))
 

@@ -197,11 +197,11 @@ _MAX_KEYS = ("ratio_max",)
 
 
 def _micro_loss(params, mb, denom, graphdef, cfg):
+  mask_bt = _policy_mask(mb)
   logp_bt, ent_bt = token_logprobs(graphdef, params, mb["input_ids"], mb["attention_mask"],
-                                   cfg.logprob_temperature)
+                                   cfg.logprob_temperature, needed_bt=mask_bt)
   if losses.LOSSES[cfg.loss].needs_old_logprobs and "old_logprobs" not in mb:
     mb = dict(mb, old_logprobs=jax.lax.stop_gradient(logp_bt))
-  mask_bt = _policy_mask(mb)
   loss, metrics = losses.LOSSES[cfg.loss].fn(logp_bt, mb, mask_bt, cfg, denom)
   metrics = dict(metrics)
   metrics["entropy"] = (ent_bt * mask_bt).sum() / jnp.maximum(mask_bt.sum(), 1.0)
@@ -248,9 +248,11 @@ def _accumulate(params, minibatch, graphdef, cfg, n_micro, mesh):
 def _logprobs_only(params, batch, graphdef, n_micro, mesh, temperature):
   micro = jax.tree.map(functools.partial(_split_rows, n=n_micro, batch_axes=parallel.BATCH_AXES,
                                          mesh=mesh),
-                       {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]})
+                       {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"],
+                        "needed": _policy_mask(batch)})
   lp = jax.lax.map(lambda mb: token_logprobs(graphdef, params, mb["input_ids"],
-                                             mb["attention_mask"], temperature)[0], micro)
+                                             mb["attention_mask"], temperature,
+                                             needed_bt=mb["needed"])[0], micro)
   # Undo _split_rows: [n, B // n, T] -> [B, T] with row i of chunk c at c + i * n.
   return jnp.swapaxes(lp, 0, 1).reshape(batch["input_ids"].shape)
 

@@ -7,6 +7,12 @@ Both [B, T] float32, aligned to token positions (column 0 is 0). The LM head and
 run over blocks of `ModelConfig.logprob_chunk` positions (`head_logprobs`), forward and backward
 (a custom VJP recomputes each block's logits), so the largest temporary is one float32
 [B, chunk, V] block. `rl.learner.token_logprobs` re-exports `token_logprobs` (the contract name).
+
+Given the mask of the positions the caller uses (`needed_bt`, the loss mask), the head runs at
+those positions only when they are at most `ModelConfig.head_fraction` of the batch's: a gather
+into the smallest of three static sizes (the fraction, 1/2 and 1/4 of it) that holds them, so
+shapes stay fixed (`lax.switch`; every position above the fraction). The head is ~40 % of a tiny model's matmul FLOPs per token and an agent
+trains on a fifth of its tokens (docs/benchmarks.md, "LM head at trained positions").
 """
 
 import functools
@@ -18,21 +24,39 @@ from flax import nnx
 from synthagent_jax.models import qwen as qwen_lib
 
 
-def token_logprobs(graphdef, params, input_ids_bt, attention_mask_bt, temperature: float = 1.0):
+def token_logprobs(graphdef, params, input_ids_bt, attention_mask_bt, temperature: float = 1.0,
+                   needed_bt=None):
   """Per-token log-probs and entropies [B, T] (float32), aligned to token positions.
 
   logp_bt[:, t] = log p(input_ids[:, t] | tokens < t), computed from the logits at t - 1 divided
   by `temperature`; column 0 is 0. entropy_bt[:, t] is the entropy of that same distribution
   (it carries no gradient). The [B, T, V] logits are never materialised: the LM head and the
   log-softmax run over blocks of `ModelConfig.logprob_chunk` positions (see `head_logprobs`).
+
+  `needed_bt` (optional [B, T], nonzero where the caller reads the result, e.g. the loss mask):
+  when at most `ModelConfig.head_fraction` of the B x T positions are needed, the head runs at
+  those only and both outputs are 0 elsewhere (`head_logprobs_at`); otherwise at every position.
   """
   model = nnx.merge(graphdef, params)
   x_btd = model.hidden_states(input_ids_bt, attention_mask_bt=attention_mask_bt)
   layout, kernel = model.head_kernel()
   # Position t predicts token t + 1; the last position predicts nothing (target 0, dropped).
-  target_bt = jnp.concatenate([input_ids_bt[:, 1:], jnp.zeros_like(input_ids_bt[:, :1])], 1)
-  logp_bt, entropy_bt = head_logprobs(x_btd, layout, kernel, target_bt.astype(jnp.int32),
-                                      float(temperature), model.config.logprob_chunk)
+  target_bt = jnp.concatenate([input_ids_bt[:, 1:], jnp.zeros_like(input_ids_bt[:, :1])],
+                              1).astype(jnp.int32)
+  chunk, temperature = model.config.logprob_chunk, float(temperature)
+  b, t = input_ids_bt.shape
+  every = lambda: head_logprobs(x_btd, layout, kernel, target_bt, temperature, chunk)
+  sizes = head_sizes(model.config.head_fraction, b * t)
+  if needed_bt is None or not sizes:
+    logp_bt, entropy_bt = every()
+  else:
+    # Token t's log-prob comes from position t - 1's logits.
+    at_bt = jnp.concatenate([needed_bt[:, 1:] != 0, jnp.zeros((b, 1), bool)], 1)
+    branches = [functools.partial(head_logprobs_at, x_btd, layout, kernel, target_bt, at_bt,
+                                  temperature, chunk * b, size) for size in sizes] + [every]
+    # The smallest gather that holds every needed position, else every position.
+    level = jnp.sum(at_bt.sum() > jnp.asarray(sizes))
+    logp_bt, entropy_bt = jax.lax.switch(level, branches)
   pad = jnp.zeros((logp_bt.shape[0], 1), jnp.float32)
   return (jnp.concatenate([pad, logp_bt[:, :-1]], 1),
           jnp.concatenate([pad, entropy_bt[:, :-1]], 1))
@@ -70,6 +94,32 @@ def head_logprobs(x_btd, layout: str, kernel, target_bt, temperature: float, chu
   """
   chunk = max(1, min(int(chunk), x_btd.shape[1]))
   return _head_logprobs(layout, float(temperature), chunk, x_btd, kernel, target_bt)
+
+
+def head_sizes(fraction: float, positions: int) -> list[int]:
+  """The static gather sizes `token_logprobs` picks from: `fraction`, 1/2 and 1/4 of it, of
+  `positions` (ascending, each below `positions`); [] when the head always runs everywhere."""
+  sizes = sorted({int(fraction * positions / d) for d in (4, 2, 1)})
+  return [n for n in sizes if 0 < n < positions]
+
+
+def head_logprobs_at(x_btd, layout: str, kernel, target_bt, at_bt, temperature: float,
+                     chunk: int, size: int):
+  """`head_logprobs` at the positions where `at_bt` is true only, 0 elsewhere ([B, T] each).
+
+  The first `size` (static) such positions are gathered into one [size, D] row and run through
+  the blocked head; the caller guarantees there are at most `size` (`token_logprobs` checks it).
+  Gradients flow through the gather and the scatter back.
+  """
+  b, t, d = x_btd.shape
+  n = b * t
+  (idx_p,) = jnp.nonzero(at_bt.reshape(n), size=size, fill_value=n)  # n: out of range, dropped
+  x_pd = x_btd.reshape(n, d).at[idx_p].get(mode="fill", fill_value=0)
+  target_p = target_bt.reshape(n).at[idx_p].get(mode="fill", fill_value=0)
+  logp_p, entropy_p = head_logprobs(x_pd[None], layout, kernel, target_p[None], temperature,
+                                    chunk)
+  back = lambda v_p: jnp.zeros((n,), jnp.float32).at[idx_p].set(v_p[0], mode="drop").reshape(b, t)
+  return back(logp_p), back(entropy_p)
 
 
 def _block_logits(x_bcd, layout, kernel_c, temperature):

@@ -1,6 +1,6 @@
-"""Attention implementations (ModelConfig.attention): the chunked online-softmax path and
-jax.nn.dot_product_attention against the naive softmax, values and gradients, and the chunked
-path's memory growing linearly in the sequence length."""
+"""Attention implementations (ModelConfig.attention): the chunked online-softmax path, the
+blocked causal path and jax.nn.dot_product_attention against the naive softmax, values and
+gradients, and the chunked path's memory growing linearly in the sequence length."""
 
 import jax
 import jax.numpy as jnp
@@ -58,6 +58,31 @@ def test_attention_matches_naive_values_and_grads(impl, n, k, chunk):
     np.testing.assert_allclose(np.asarray(a), np.asarray(b_), atol=ATOL)
 
 
+@pytest.mark.parametrize("n,k,chunk", [(4, 2, 4), (4, 1, 5), (4, 4, 1), (4, 2, 13), (4, 2, 64)])
+def test_blocked_self_attention_matches_naive_values_and_grads(n, k, chunk):
+  # Query blocks of `chunk` rows over the keys up to each block's end (chunk 5 leaves a 3-row
+  # last block; 13 and 64 are one block): the same outputs and gradients as the full softmax.
+  b, t = 2, 13
+  q, kk, v = _qkv(5, b=b, t=t, n=n, k=k)
+  valid = _valid(b, t, 0)
+  real_bt = np.asarray(valid)
+  w = jnp.asarray(np.random.RandomState(2).randn(b, t, n, 8), jnp.float32) * real_bt[..., None,
+                                                                                        None]
+  naive = lambda q, kk, v: attention_lib.self_attention("naive", chunk, q, kk, v, valid)
+  blocked = lambda q, kk, v: attention_lib.self_attention("blocked", chunk, q, kk, v, valid)
+  want, got = jax.jit(naive)(q, kk, v), jax.jit(blocked)(q, kk, v)
+  np.testing.assert_allclose(np.asarray(got)[real_bt], np.asarray(want)[real_bt], atol=ATOL)
+  grad = lambda f: jax.jit(jax.grad(lambda q, kk, v: (f(q, kk, v) * w).sum(), argnums=(0, 1, 2)))
+  for a, b_ in zip(grad(blocked)(q, kk, v), grad(naive)(q, kk, v)):
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b_), atol=ATOL)
+
+
+def test_blocked_attention_needs_keys_at_the_query_slots():
+  q, kk, v = _qkv(6, t=4, s=9)
+  with pytest.raises(ValueError, match="S == T"):
+    attention_lib.attend_blocked(q, kk, v, jnp.ones((2, 9), bool), 2)
+
+
 def test_chunked_prefill_against_a_cache_matches_naive():
   # Queries at slots 8..15 of a 24-slot cache whose first 2 slots are padding.
   q, kk, v = _qkv(3, b=2, t=8, s=24)
@@ -66,7 +91,7 @@ def test_chunked_prefill_against_a_cache_matches_naive():
   valid[:, :2] = False
   valid = jnp.asarray(valid)
   want = attention_lib.attention("naive", 0, q, kk, v, q_slot_t, valid)
-  for impl in ("chunked", "xla"):
+  for impl in ("chunked", "xla", "blocked"):  # blocked prefills as naive (dynamic slots)
     got = attention_lib.attention(impl, 5, q, kk, v, q_slot_t, valid)
     np.testing.assert_allclose(np.asarray(got), np.asarray(want), atol=ATOL)
 
@@ -85,7 +110,7 @@ def test_attend_one_matches_naive_decode_step(n, k):
   np.testing.assert_allclose(np.asarray(got), np.asarray(want), atol=ATOL)
 
 
-@pytest.mark.parametrize("impl", ["chunked", "xla"])
+@pytest.mark.parametrize("impl", ["chunked", "xla", "blocked"])
 def test_model_logits_match_naive(impl):
   naive = toys.tiny_model(seed=2, num_layers=2)
   model = qwen.with_config(naive, attention=impl, attention_chunk=4)
@@ -109,10 +134,13 @@ def test_unknown_attention_is_refused():
     config_lib.ModelConfig.tiny(attention="flash")
   with pytest.raises(ValueError, match="logprob_chunk"):
     config_lib.ModelConfig.tiny(logprob_chunk=0)
+  for bad in (-0.1, 1.5, True, "half"):
+    with pytest.raises(ValueError, match="head_fraction"):
+      config_lib.ModelConfig.tiny(head_fraction=bad)
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("impl", ["chunked", "xla"])
+@pytest.mark.parametrize("impl", ["chunked", "xla", "blocked"])
 def test_sampler_with_chunked_prefill_matches_naive(impl):
   # The sampler's path (prefill with `impl`, then the unchanged one-token decode).
   from synthagent_jax.inference import sampler

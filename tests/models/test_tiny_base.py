@@ -38,7 +38,8 @@ def test_the_default_config_loads_the_shipped_base(tok):
   cfg = builders.model_config(c, tok)
   assert (cfg.vocab_size, cfg.hidden_size, cfg.num_layers, cfg.num_heads, cfg.num_kv_heads,
           cfg.head_dim) == (len(tok), 128, 4, 4, 2, 32)
-  assert cfg.attention == "naive"  # the section's numerics still apply to a checkpoint's dims
+  # The section's numerics still apply to a checkpoint's dims.
+  assert (cfg.attention, cfg.attention_chunk) == ("blocked", 128)
 
 
 def test_transformers_reads_the_shipped_base_to_the_same_logits():
