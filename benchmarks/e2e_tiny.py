@@ -6,9 +6,10 @@ The defaults are the recorded recipe (docs/benchmarks.md, e2e_tiny): 100 SFT ste
 of 8 tasks x 4 samples at lr 2e-4 (RECIPE, applied on top of configs/tiny.py before any --set),
 128 held-out tasks x 2 samples per phase; about 22 minutes on a 2-core CPU.
 
-On held-out offline-world tasks (the config's eval file, never trained on), the mean rubric
-reward with its standard error over `--eval_tasks` x `--eval_k` sampled episodes, and the share of
-tool-call subgoals and asks met:
+On held-out offline-world tasks (the config's eval file, never trained on), the mean reward with
+its standard error over `--eval_tasks` x `--eval_k` sampled episodes, scored as GRPO is trained
+(`rl.zero_unfinished`: an episode that never answers scores 0; the rubric alone and the share of
+episodes that answered beside it), and the share of tool-call subgoals and asks met:
   1. at initialisation (launch.train's evaluation before SFT): configs/tiny.py's starting point,
      the shipped base data/tiny_base (runs 1-13 in docs/benchmarks.md started from random
      weights: `--set=model.from_scratch=True`),
@@ -121,15 +122,16 @@ def main(argv):
       + f" (RECIPE: {', '.join(RECIPE)})",
       f"Machine: {os.cpu_count()}-core CPU ({platform.processor() or platform.machine()}), no GPU.",
       "",
-      "| phase | held-out reward (± s.e.) | pass rate | tool-call subgoals met | asks met | "
-      "episodes | wall time | throughput |",
-      "|---|---|---|---|---|---|---|---|",
+      "| phase | held-out reward (± s.e.) | rubric alone | answered | pass rate | "
+      "tool-call subgoals met | asks met | episodes | wall time | throughput |",
+      "|---|---|---|---|---|---|---|---|---|---|",
   ]
   for name, ev, p, secs, extra in phases:
     met = lambda kind: ev.get(f"{p}/met/{kind}", float("nan"))  # pylint: disable=cell-var-from-loop
     lines.append(
         f"| {name} | {ev[f'{p}/reward_mean']:.3f} ± {ev[f'{p}/reward_stderr']:.3f} | "
-        f"{ev[f'{p}/pass_rate']:.3f} | {met('subgoals.tool_called'):.3f} | "
+        f"{ev.get(f'{p}/rubric_reward_mean', ev[f'{p}/reward_mean']):.3f} | "
+        f"{ev.get(f'{p}/status_answered', 0.0):.2f} | {ev[f'{p}/pass_rate']:.3f} | {met('subgoals.tool_called'):.3f} | "
         f"{met('interactions.asked_user_for'):.3f} | {int(ev[f'{p}/episodes'])} | "
         + (f"{secs / 60:.1f} min" if secs is not None else "") + " | "
         + "; ".join(f"{k}: {v:.3g}" if isinstance(v, float) else f"{k}: {v}"

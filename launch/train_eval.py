@@ -109,8 +109,12 @@ def evaluate(run: Run, loop: AgentLoop, step: int, writer, name: str | None = No
   tasks = run.eval_tasks[:cfg.num_tasks]
   prefix = "eval" if name is None else f"eval_{name}"
   seed = builders.stable_seed("eval", step)
+  # Scored as GRPO is trained: with rl.zero_unfinished an episode that never answers gets 0 (the
+  # rubric alone pays one that asks and calls until its turns run out; docs/benchmarks.md,
+  # session 10); eval/rubric_reward_mean is the rubric's mean of every episode.
   res = harness.evaluate(lambda ts, k: loop.run(ts, k, seed=seed),
-                         lambda ts, trajs: score(run, ts, trajs), tasks, cfg.k, prefix=prefix)
+                         lambda ts, trajs: score(run, ts, trajs), tasks, cfg.k, prefix=prefix,
+                         zero_unfinished=bool(run.config.rl.get("zero_unfinished", False)))
   rewards = {t.id: [float(r) for r in row] for t, row in zip(tasks, res.rewards)}
   metrics = {**res.metrics,
              **harness.item_rates([t for t in tasks for _ in range(cfg.k)], res.results, prefix)}
@@ -153,12 +157,18 @@ def summary(run: Run) -> str:
                    "eval"))
   if len(steps) > 1:
     phases.append(("after GRPO", load(steps[-1]), "eval"))
-  lines = ["held-out reward (mean ± s.e.):"]
+  shaped = any(m and f"{p}/rubric_reward_mean" in m for _, m, p in phases)
+  lines = ["held-out reward (mean ± s.e." + ("; an episode that never answers scores 0, as in "
+                                             "training; 'rubric': the rubric alone" if shaped
+                                             else "") + "):"]
   for label, m, p in phases:
     if not m:
       continue
     tool = m.get(f"{p}/met/subgoals.tool_called")
+    rubric = m.get(f"{p}/rubric_reward_mean")
     lines.append(f"  {label:<11} {m[f'{p}/reward_mean']:.3f} ± {m[f'{p}/reward_stderr']:.3f}"
+                 + (f"   rubric {rubric:.3f}" if rubric is not None else "")
+                 + f"   answered {m.get(f'{p}/status_answered', 0.0):.2f}"
                  f"   pass rate {m[f'{p}/pass_rate']:.3f}"
                  + (f"   tool-call subgoals met {tool:.3f}" if tool is not None else "")
                  + f"   ({int(m[f'{p}/episodes'])} episodes)")

@@ -2,6 +2,10 @@
 
 pass rate: fraction of episodes whose reward reaches `pass_threshold` (1.0 = every rubric item).
 pass^k (tau-bench): fraction of tasks whose k episodes ALL pass, a measure of reliability.
+With `zero_unfinished` (a run trained with `rl.zero_unfinished`), held-out episodes are scored
+as training scores them: one cut off by its turn or token budget gets 0, and the rubric's own
+mean is reported beside it (`<prefix>/rubric_reward_mean`, as training logs `rl/reward_mean`
+and `rl/rubric_reward_mean`).
 """
 
 from __future__ import annotations
@@ -10,6 +14,8 @@ import dataclasses
 from typing import Any, Callable, Sequence
 
 import numpy as np
+
+from synthagent_jax.rewards.advantages import UNFINISHED_STATUSES
 
 
 @dataclasses.dataclass
@@ -28,13 +34,16 @@ def pass_at_k_all(passed_tk: np.ndarray) -> float:
 def evaluate(run_episodes: Callable[[Sequence[Any], int], list[Any]],
              score: Callable[[Sequence[Any], Sequence[Any]], list[Any]],
              tasks: Sequence[Any], k: int, pass_threshold: float = 1.0 - 1e-6,
-             prefix: str = "eval") -> EvalResult:
+             prefix: str = "eval", zero_unfinished: bool = False) -> EvalResult:
   """Runs k episodes per task and scores them.
 
   Args:
     run_episodes: (tasks, k) -> trajectories, task-major (rollout.AgentLoop.run).
     score: (tasks, trajectories) -> results with `.reward` (rewards.rubric.score_batch over
       the trajectories' messages).
+    zero_unfinished: an episode whose status is in UNFINISHED_STATUSES (it never answered)
+      scores 0 in the reward, the pass rate and the returned rewards; the rubric's mean of all
+      episodes is `<prefix>/rubric_reward_mean` (with `_stderr`).
   """
   if k < 1:
     raise ValueError(f"eval k must be >= 1, got {k}")
@@ -43,17 +52,25 @@ def evaluate(run_episodes: Callable[[Sequence[Any], int], list[Any]],
   trajectories = run_episodes(tasks, k)
   expanded = [t for t in tasks for _ in range(k)]
   results = score(expanded, trajectories)
-  rewards_tk = np.asarray([r.reward for r in results], np.float64).reshape(len(tasks), k)
+  rubric_tk = np.asarray([r.reward for r in results], np.float64).reshape(len(tasks), k)
+  statuses = [t.status for t in trajectories]
+  rewards_tk = rubric_tk
+  if zero_unfinished:
+    cut_tk = np.asarray([s in UNFINISHED_STATUSES for s in statuses]).reshape(rubric_tk.shape)
+    rewards_tk = np.where(cut_tk, 0.0, rubric_tk)
   passed_tk = rewards_tk >= pass_threshold
   n = rewards_tk.size
+  stderr = lambda x: float(x.std(ddof=1) / np.sqrt(n)) if n > 1 else 0.0
   metrics = {
       f"{prefix}/reward_mean": float(rewards_tk.mean()),
-      f"{prefix}/reward_stderr": float(rewards_tk.std(ddof=1) / np.sqrt(n)) if n > 1 else 0.0,
+      f"{prefix}/reward_stderr": stderr(rewards_tk),
       f"{prefix}/pass_rate": float(passed_tk.mean()),
       f"{prefix}/pass^{k}": pass_at_k_all(passed_tk),
       f"{prefix}/episodes": float(n),
   }
-  statuses = [t.status for t in trajectories]
+  if zero_unfinished:
+    metrics[f"{prefix}/rubric_reward_mean"] = float(rubric_tk.mean())
+    metrics[f"{prefix}/rubric_reward_stderr"] = stderr(rubric_tk)
   for status in sorted(set(statuses)):
     metrics[f"{prefix}/status_{status}"] = statuses.count(status) / n
   return EvalResult(metrics=metrics, trajectories=trajectories, rewards=rewards_tk,

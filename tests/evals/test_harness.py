@@ -31,6 +31,34 @@ def test_evaluate_metrics_by_hand():
   assert m["eval/reward_stderr"] == pytest.approx(np.std([1, 1, 1, .5], ddof=1) / 2)
 
 
+def test_evaluate_scores_unfinished_episodes_zero_as_training_does():
+  # Rubric rewards 0.5 and 1.0 for task a, 0.8 and 0.6 for b; a's second and b's first episode
+  # ran out of turns / context: as trained with rl.zero_unfinished they score 0.
+  rewards = {"a": [0.5, 1.0], "b": [0.8, 0.6]}
+  status = {("a", 0): "answered", ("a", 1): "max_turns", ("b", 0): "context_full",
+            ("b", 1): "answered"}
+
+  def run(ts, k):
+    return [types.SimpleNamespace(task=t, i=i, status=status[t, i]) for t in ts for i in range(k)]
+
+  def score(ts, trajs):
+    return [types.SimpleNamespace(reward=rewards[t.task][t.i]) for t in trajs]
+
+  plain = evaluate(run, score, ["a", "b"], k=2)
+  assert plain.metrics["eval/reward_mean"] == pytest.approx(2.9 / 4)
+  assert "eval/rubric_reward_mean" not in plain.metrics
+  res = evaluate(run, score, ["a", "b"], k=2, zero_unfinished=True)
+  m = res.metrics
+  np.testing.assert_allclose(res.rewards, [[0.5, 0.0], [0.0, 0.6]])
+  assert m["eval/reward_mean"] == pytest.approx(1.1 / 4)
+  assert m["eval/reward_stderr"] == pytest.approx(np.std([0.5, 0, 0, 0.6], ddof=1) / 2)
+  assert m["eval/rubric_reward_mean"] == pytest.approx(2.9 / 4)
+  assert m["eval/rubric_reward_stderr"] == pytest.approx(np.std([0.5, 1, 0.8, 0.6], ddof=1) / 2)
+  assert m["eval/pass_rate"] == 0.0  # the one full-reward episode never answered
+  assert plain.metrics["eval/pass_rate"] == 0.25
+  assert (m["eval/status_answered"], m["eval/status_max_turns"]) == (0.5, 0.25)
+
+
 def test_paired_gain_by_hand():
   from synthagent_jax.evals.harness import paired_gain
   base = {"a": [0.0, 0.5], "b": [1.0, 1.0], "c": [0.2, 0.2], "only_base": [1.0]}
