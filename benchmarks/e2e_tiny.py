@@ -131,7 +131,8 @@ def main(argv):
     lines.append(
         f"| {name} | {ev[f'{p}/reward_mean']:.3f} ± {ev[f'{p}/reward_stderr']:.3f} | "
         f"{ev.get(f'{p}/rubric_reward_mean', ev[f'{p}/reward_mean']):.3f} | "
-        f"{ev.get(f'{p}/status_answered', 0.0):.2f} | {ev[f'{p}/pass_rate']:.3f} | {met('subgoals.tool_called'):.3f} | "
+        f"{ev.get(f'{p}/status_answered', 0.0):.2f} | {ev[f'{p}/pass_rate']:.3f} | "
+        f"{met('subgoals.tool_called'):.3f} | "
         f"{met('interactions.asked_user_for'):.3f} | {int(ev[f'{p}/episodes'])} | "
         + (f"{secs / 60:.1f} min" if secs is not None else "") + " | "
         + "; ".join(f"{k}: {v:.3g}" if isinstance(v, float) else f"{k}: {v}"

@@ -61,7 +61,7 @@ def build(attention: str, head_fraction: float, batch: dict):
 
 def main(argv=None):
   p = argparse.ArgumentParser()
-  p.add_argument("--rows", type=int, default=16)
+  p.add_argument("--rows", type=int, default=16, help="a multiple of sft.batch_size (16)")
   p.add_argument("--seq", type=int, default=576)
   p.add_argument("--trained", type=float, default=0.17, help="share of tokens in the loss mask")
   p.add_argument("--repeats", type=int, default=4)

@@ -246,12 +246,10 @@ def _accumulate(params, minibatch, graphdef, cfg, n_micro, mesh):
 
 
 def _logprobs_only(params, batch, graphdef, n_micro, mesh, temperature):
-  micro = jax.tree.map(functools.partial(_split_rows, n=n_micro, batch_axes=parallel.BATCH_AXES,
-                                         mesh=mesh),
-                       {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"],
-                        "needed": _policy_mask(batch)})
-  lp = jax.lax.map(lambda mb: token_logprobs(graphdef, params, mb["input_ids"],
-                                             mb["attention_mask"], temperature,
+  split = functools.partial(_split_rows, n=n_micro, batch_axes=parallel.BATCH_AXES, mesh=mesh)
+  micro = jax.tree.map(split, {"ids": batch["input_ids"], "mask": batch["attention_mask"],
+                               "needed": _policy_mask(batch)})
+  lp = jax.lax.map(lambda mb: token_logprobs(graphdef, params, mb["ids"], mb["mask"], temperature,
                                              needed_bt=mb["needed"])[0], micro)
   # Undo _split_rows: [n, B // n, T] -> [B, T] with row i of chunk c at c + i * n.
   return jnp.swapaxes(lp, 0, 1).reshape(batch["input_ids"].shape)

@@ -11,8 +11,9 @@ run over blocks of `ModelConfig.logprob_chunk` positions (`head_logprobs`), forw
 Given the mask of the positions the caller uses (`needed_bt`, the loss mask), the head runs at
 those positions only when they are at most `ModelConfig.head_fraction` of the batch's: a gather
 into the smallest of three static sizes (the fraction, 1/2 and 1/4 of it) that holds them, so
-shapes stay fixed (`lax.switch`; every position above the fraction). The head is ~40 % of a tiny model's matmul FLOPs per token and an agent
-trains on a fifth of its tokens (docs/benchmarks.md, "LM head at trained positions").
+shapes stay fixed (`lax.switch`; every position above the fraction). The head is ~40 % of a tiny
+model's matmul FLOPs per token and an agent trains on a fifth of its tokens (docs/benchmarks.md,
+session 10: "a learner step 1.6-1.9x faster").
 """
 
 import functools
