@@ -76,7 +76,8 @@ def test_train_plan_and_eval_build_one_model_config(tmp_path, from_scratch):
         models.ModelConfig.from_config(c.model, tok).replace(num_layers=3).to_hf_dict()))
     c.model.update(dict(from_scratch=False, checkpoint=str(tmp_path), remat="full"))
   built = builders.model_config(c, tok)
-  assert built.num_layers == (4 if from_scratch else 3) and built.attention == "naive"
+  assert built.num_layers == (4 if from_scratch else 3)
+  assert (built.attention, built.attention_chunk) == ("blocked", 128)
   assert built.remat == ("none" if from_scratch else "full")
   assert plan.model_config(c) == built
   assert policies.run_model_config(json.loads(json.dumps(c.to_dict())), tok) == built
