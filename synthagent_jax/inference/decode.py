@@ -85,15 +85,16 @@ def _prefill(model, prompt_bp, positions_bp, cache, kv_mask_bs, chunk, first_slo
 @functools.partial(jax.jit, static_argnames=("graphdef", "mode", "new_tokens_bucket",
                                              "prefill_chunk", "prefill_slots"))
 def generate_padded(graphdef, state, prompt_bp, prompt_len_b, active_b, seed_b, stream_b,
-                     temperature, top_p, top_k, stop_ids_s, max_new_tokens, cache_in=None, *,
-                     mode, new_tokens_bucket, prefill_chunk, prefill_slots=None):
+                     temperature, top_p, top_k, stop_ids_s, max_new_tokens, cache_in=None,
+                     prompt_row_b=None, *, mode, new_tokens_bucket, prefill_chunk,
+                     prefill_slots=None):
   """Prefill + decode on bucketed arrays.
 
   Args:
     graphdef: nnx GraphDef of the model (static).
     state: nnx State (the parameters), any sharding.
-    prompt_bp: int32 [Bb, Pb] left-padded prompts.
-    prompt_len_b: int32 [Bb] real prompt lengths (>= 1).
+    prompt_bp: int32 [Bb, Pb] left-padded prompts ([Ub, Pb] with prompt_row_b).
+    prompt_len_b: int32 [Bb] real prompt lengths (>= 1) ([Ub] with prompt_row_b).
     active_b: bool [Bb]; False rows are batch padding (finished from the start).
     seed_b, stream_b: int32 [Bb]; row r samples with fold_in(key(seed_b[r]), stream_b[r]), so its
       draws do not depend on the other rows, the batch bucket or chunking.
@@ -106,6 +107,10 @@ def generate_padded(graphdef, state, prompt_bp, prompt_len_b, active_b, seed_b, 
     new_tokens_bucket: static Nb, cache room for new tokens.
     prefill_chunk: static prompt slots per prefill step (see prefill_chunk_size).
     prefill_slots: static W <= Pb, the last prompt slots to run through the model (None: all).
+    prompt_row_b: None, or int32 [Bb] with cache_in None: row b's prompt is
+      prompt_bp[prompt_row_b[b]]. prompt_bp then holds Ub distinct prompts (a GRPO group's
+      episodes share their first prompt) and only those are prefilled; each row gets a copy of
+      its prompt's keys/values and last logits, then samples with its own stream.
 
   Returns:
     tokens_bn int32 [Bb, Nb] (-1 after a row finished), logprobs_bn float32 [Bb, Nb] (0 there),
@@ -113,7 +118,8 @@ def generate_padded(graphdef, state, prompt_bp, prompt_len_b, active_b, seed_b, 
   """
   _TRACES["count"] += 1
   model = nnx.merge(graphdef, state)
-  batch, prompt_slots = prompt_bp.shape
+  prefill_batch, prompt_slots = prompt_bp.shape
+  batch = active_b.shape[0]
   num_slots = prompt_slots + new_tokens_bucket
   pad_b = prompt_slots - prompt_len_b
   kv_mask_bs = jnp.arange(num_slots)[None, :] >= pad_b[:, None]
@@ -128,10 +134,13 @@ def generate_padded(graphdef, state, prompt_bp, prompt_len_b, active_b, seed_b, 
     keys_b = jax.vmap(lambda k: jax.random.fold_in(k, step))(row_keys_b)
     return sampling_lib.sample_step(logits_bv, keys_b, temperature, top_p, top_k, mode)
 
-  cache = model.init_cache(batch, num_slots) if cache_in is None else cache_in
+  cache = model.init_cache(prefill_batch, num_slots) if cache_in is None else cache_in
   first_slot = 0 if prefill_slots is None else prompt_slots - prefill_slots
   last_bv, cache = _prefill(model, prompt_bp, positions_bp.astype(jnp.int32), cache, kv_mask_bs,
                            prefill_chunk, first_slot)
+  if prompt_row_b is not None:  # each row takes its prompt's prefill
+    last_bv, cache, kv_mask_bs, prompt_len_b = jax.tree.map(
+        lambda x: x[prompt_row_b], (last_bv, cache, kv_mask_bs, prompt_len_b))
   token_b, logprob_b = pick(last_bv, 0)
   token_b = jnp.where(active_b, token_b, -1)
   tokens_bn = jnp.full((batch, new_tokens_bucket), -1, jnp.int32).at[:, 0].set(token_b)

@@ -99,8 +99,13 @@ def test_repeated_calls_reuse_compiled_code(model):
   # Other lengths, batch sizes, max_new_tokens and stop ids inside the same buckets.
   eng.generate(PROMPTS[:2], _greedy(5, stop=(3, 4)))
   eng.generate([[1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13]], _greedy(16))
-  sampler.generate(model, [[7]] * 4, 3)  # a fresh engine on the same model shares the cache
+  sampler.generate(model, [[7], [8], [9], [10]], 3)  # a fresh engine shares the compiled code
   assert decode.trace_count() == before
+  # Repeated prompts prefill their distinct ones (a smaller prefill batch): one more shape.
+  eng.generate([[7]] * 4, _greedy(3))
+  eng.generate([[8]] * 3, _greedy(3))
+  assert decode.trace_count() == before + 1
+  before += 1
   eng.generate([[1] * 17], _greedy(8))  # a longer prompt bucket compiles once more
   assert decode.trace_count() == before + 1
   eng.generate([[1] * 20], _greedy(8))
@@ -218,6 +223,34 @@ def test_chunked_prefill_matches_uncached_forward(model):
     ref_ids, ref_logprobs = _reference_greedy(model, prompt, 4)
     assert completion.token_ids == ref_ids
     np.testing.assert_allclose(completion.logprobs, ref_logprobs, atol=1e-4)
+
+
+def test_repeated_prompts_are_prefilled_once(model):
+  """A GRPO group's first turn: equal prompts run through the model once, each row samples with
+  its own stream from a copy of that prefill; the same tokens as each prompt generated alone
+  (greedy: as the uncached forward), and a next turn reuses the copied keys/values."""
+  a, b = PROMPTS[1], PROMPTS[0]
+  eng = sampler.JaxEngine(model, buckets=BUCKETS)
+  out = eng.generate([a, b, a, a], _greedy(6))
+  ref = {tuple(p): _reference_greedy(model, p, 6) for p in (a, b)}
+  for prompt, completion in zip([a, b, a, a], out):
+    assert completion.token_ids == ref[tuple(prompt)][0]
+    np.testing.assert_allclose(completion.logprobs, ref[tuple(prompt)][1], atol=1e-4)
+  assert eng.stats.prefill_tokens == len(a) + len(b)
+  assert eng.stats.reused_tokens == 2 * len(a)
+  assert eng.stats.prefill_slots == 2 * 16  # two distinct prompts of one 16-slot bucket
+  sp = engine_lib.SamplingParams(max_new_tokens=6, temperature=1.0, seed=0)
+  group = eng.generate([a, a, a, b], sp, row_seeds=[21, 22, 23, 24])
+  assert len({tuple(c.token_ids) for c in group[:3]}) > 1  # rows sample their own streams
+  off = sampler.JaxEngine(model, buckets=BUCKETS, prefix_cache_bytes=0)
+  for i, prompt in enumerate([a, a, a, b]):
+    alone = off.generate([prompt], sp, row_seeds=[21 + i])[0]
+    assert alone.token_ids == group[i].token_ids
+    np.testing.assert_allclose(alone.logprobs, group[i].logprobs, atol=1e-4)
+  # The next turn of row 1 reuses its copied prefill: the same as a cache-less engine.
+  nxt = [a + group[1].token_ids + [3, 4]]
+  assert eng.generate(nxt, sp)[0].token_ids == off.generate(nxt, sp)[0].token_ids
+  assert eng.stats.reused_tokens > 2 * len(a) + 2 * len(a)
 
 
 def _multi_turn(eng, turns=3, seed=0, update=None):
