@@ -5,8 +5,8 @@
 The defaults are the recorded recipe (docs/benchmarks.md, session 11): configs/tiny.py's SFT (80
 steps), then 30 GRPO steps of 16 tasks x 4 samples in 4 updates of 4 tasks at lr 3e-4 with the
 symmetric PPO clip (RECIPE, applied on top of configs/tiny.py before any --set), training on
-every domain but banking and clinic, 162 held-out tasks x 2 samples per phase; about 15 minutes
-on a quiet 2-core CPU. (DAPO's clip-higher, tiny's 0.28, let the entropy climb over the 120
+every domain but banking and clinic, 162 held-out tasks x 2 samples per phase; 21 minutes on a
+2-core CPU shared with another run (run 25). (DAPO's clip-higher, tiny's 0.28, let the entropy climb over the 120
 updates: 0.74 -> 0.95 on seed 0, 0.68 -> 1.0 on seed 1, and the tool calls went with it.)
 
 On held-out offline-world tasks (the config's eval file, never trained on), the mean reward with

@@ -27,11 +27,9 @@ learner's tokens: what XLA can do with matrices this thin.
 from __future__ import annotations
 
 import argparse
-import ast
 import json
 import os
 import platform
-import runpy
 import shutil
 import statistics
 import tempfile
@@ -43,6 +41,7 @@ import numpy as np
 
 from benchmarks import learner_throughput
 from launch import plan
+from launch import sweep
 from launch import train_loop
 from launch import train_rollouts
 from synthagent_jax.utils import metrics as metrics_lib
@@ -128,18 +127,10 @@ def main(argv=None):
   p.add_argument("--set", action="append", default=[],
                  help="config override key=value (the run's own, e.g. data.holdout_domains)")
   a = p.parse_args(argv)
-  path, _, arg = a.config.partition(":")
-  config = runpy.run_path(path)["get_config"](arg or None)
-  for item in a.set:
-    key, value = item.split("=", 1)
-    node = config
-    *parents, leaf = key.split(".")
-    for part in parents:
-      node = node[part]
-    try:
-      node[leaf] = ast.literal_eval(value)
-    except (ValueError, SyntaxError):
-      node[leaf] = value
+  config = sweep.load_config(a.config)
+  overrides = sweep.parse_overrides(" ".join(a.set))
+  sweep.check_against_config(config, overrides)  # an unknown key or a bad value, named
+  config.update_from_flattened_dict(overrides)
   config.rl.num_steps = a.steps
   config.eval.num_tasks, config.eval.k, config.eval.before_sft = 1, 1, False
   config.eval.every_steps = 0
