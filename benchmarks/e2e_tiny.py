@@ -6,8 +6,9 @@ The defaults are the recorded recipe (docs/benchmarks.md, session 11): configs/t
 steps), then 30 GRPO steps of 16 tasks x 4 samples in 4 updates of 4 tasks at lr 3e-4 with the
 symmetric PPO clip (RECIPE, applied on top of configs/tiny.py before any --set), training on
 every domain but banking and clinic, 162 held-out tasks x 2 samples per phase; 21 minutes on a
-2-core CPU shared with another run (run 25). (DAPO's clip-higher, tiny's 0.28, let the entropy climb over the 120
-updates: 0.74 -> 0.95 on seed 0, 0.68 -> 1.0 on seed 1, and the tool calls went with it.)
+2-core CPU shared with another run (run 25). (DAPO's clip-higher, tiny's 0.28, let the entropy
+climb over the 120 updates: 0.74 -> 0.94 on seed 0, 0.68 -> 0.93 on seed 1, and the gain fell:
++0.037 / +0.021 against +0.046 / +0.040 with the symmetric clip.)
 
 On held-out offline-world tasks (the config's eval file, never trained on), the mean reward with
 its standard error over `--eval_tasks` x `--eval_k` sampled episodes, scored as GRPO is trained
