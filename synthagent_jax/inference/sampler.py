@@ -24,7 +24,8 @@ computation up to float rounding. `JaxEngine.stats` counts prefilled vs. reused 
 Equal prompts in one call (a GRPO group's first turn: G episodes of one task) are prefilled once:
 the distinct prompts run through the model as a smaller batch and each row starts decoding from
 a copy of its prompt's keys/values (decode.generate_padded's prompt_row_b). In the tiny default's
-GRPO step (4 tasks x 4) this cut the rollouts 1.61 -> 1.38 s, median (docs/benchmarks.md, session 11).
+GRPO step (4 tasks x 4) this cut the rollouts' median 1.61 -> 1.38 s (docs/benchmarks.md,
+session 11).
 """
 
 from __future__ import annotations
