@@ -150,8 +150,8 @@ def main(argv=None):
     learner_tokens.append(sum(len(t.token_ids) for t in out[0]))
     return out
 
-  train_rollouts.rollout_and_score = counted
   workdir = _scratch_run(a.from_run)
+  train_rollouts.rollout_and_score = counted
   try:
     train_loop.train(config, workdir)
     rows = [r for r in metrics_lib.read_metrics(workdir) if "perf/step_s" in r]
