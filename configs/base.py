@@ -56,6 +56,10 @@ def base_config() -> ml_collections.ConfigDict:
   c.data.eval_file = "data/tasks/offline_eval.jsonl"
   c.data.shuffle_seed = 0
   c.data.holdout_domains = ""      # comma-separated domains never trained on (eval keeps them)
+  # Share of drawn training tasks (SFT and GRPO batches) whose private id slot is renamed, with a
+  # new name at every draw (employee_id -> badge_id), so its name can only be read off the tool
+  # list (synthesis/aliases.py); 0 = none.
+  c.data.alias_slots = 0.0
 
   c.engine = ml_collections.ConfigDict()
   c.engine.kind = "jax"            # jax (in-process sampler) | sglang (HTTP server pool)

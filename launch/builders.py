@@ -25,6 +25,7 @@ from synthagent_jax.rl import learner as learner_lib
 from synthagent_jax.rl import optim as optim_lib
 from synthagent_jax.rl import state as state_lib
 from synthagent_jax.rollout.agent_loop import AgentLoopConfig
+from synthagent_jax.synthesis import aliases
 
 log = logging.getLogger("synthagent_jax.train")
 
@@ -143,6 +144,18 @@ def task_splits(config) -> tuple[list[task_lib.Task], list[task_lib.Task]]:
     raise ValueError(f"{len(overlap)} eval task ids also appear in the training file, e.g. "
                      f"{sorted(overlap)[:3]}: training must never see evaluation tasks")
   return train, evals
+
+
+def draw_train_tasks(config, tasks: list[task_lib.Task], key: str) -> list[task_lib.Task]:
+  """A batch of training tasks as the trainer uses it: with `data.alias_slots`, about that share
+  get their private id slot renamed, with new names for every `key` (synthesis/aliases.py)."""
+  share = float(config.data.get("alias_slots", 0.0))
+  if not share:
+    return tasks
+  out, _, errors = aliases.alias_tasks(tasks, share, f"{config.data.shuffle_seed}:{key}")
+  for err in errors:
+    log.warning("slot alias not applied (task kept as it is): %s", err)
+  return out
 
 
 def _openai(section) -> OpenAIChatLLM:

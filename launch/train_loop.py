@@ -28,6 +28,7 @@ the learner's processes; the other processes wait at the broadcast while process
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import time
@@ -236,7 +237,9 @@ def train(config, workdir: str) -> dict:
     t0 = time.perf_counter()
     batch, m, filled = None, {}, None
     if driver:
-      filled = sample_rounds(run, loop, lambda: [train_tasks[i] for i in next(data)], step)
+      rounds = itertools.count()
+      filled = sample_rounds(run, loop, lambda: builders.draw_train_tasks(
+          config, [train_tasks[i] for i in next(data)], f"rl:{step}:{next(rounds)}"), step)
     n_rounds = share_rounds(filled)  # a collective: every process calls it
     for _ in range(0 if driver else n_rounds):
       next(data)  # the data state stays in step with the driver's rounds

@@ -56,7 +56,8 @@ def sft_warm_start(run: Run, params, graphdef, loop: AgentLoop):
   pad = run.tokenizer.pad_token_id or 0
   for step in tqdm.trange(start, n_steps, desc="sft", initial=start, total=n_steps,
                           disable=not builders.is_process0()):
-    trajs = [reference_trajectory(loop, references[i]) for i in next(data)]
+    tasks = builders.draw_train_tasks(cfg, [references[i] for i in next(data)], f"sft:{step}")
+    trajs = [reference_trajectory(loop, t) for t in tasks]
     batch = batching.to_batch(trajs, pad_id=pad, rows_multiple=cfg.sft.batch_size,
                               length_multiple=SFT_LENGTH_MULTIPLE)
     t0 = time.perf_counter()

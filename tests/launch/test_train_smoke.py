@@ -136,3 +136,20 @@ def test_killed_mid_step_rerun_continues_the_same_curve(tmp_path):
     if "learner/loss" in a[step]:
       assert a[step]["learner/loss"] == b[step]["learner/loss"], step
       assert a[step]["learner/kl_ref"] == b[step]["learner/kl_ref"], step
+
+
+def test_slot_aliases_reach_the_rollouts(tmp_path):
+  """data.alias_slots=1: every drawn task whose id slot a called tool takes is renamed, so the
+  rubric items GRPO scores ask for alias names, never the task file's own."""
+  from synthagent_jax.envs import task as task_lib  # pylint: disable=g-import-not-at-top
+  from synthagent_jax.synthesis import aliases  # pylint: disable=g-import-not-at-top
+  tasks, _ = task_lib.load_tasks(os.path.join(ROOT, "data/tasks/offline_v1_train.jsonl"))
+  train = str(tmp_path / "train.jsonl")
+  task_lib.save_tasks([t for t in tasks if aliases.aliasable_slots(t)][:8], train)
+  wd = str(tmp_path / "alias")
+  _train(wd, 1, "--config.data.alias_slots=1.0", f"--config.data.train_file={train}",
+         "--config.eval.num_tasks=1", "--config.eval.before_sft=False")
+  with open(os.path.join(wd, "rollouts", "step_000001.jsonl")) as f:
+    episodes = [json.loads(line) for line in f]
+  asks = [v["id"] for ep in episodes for v in ep["verdicts"] if v["id"].startswith("ask_")]
+  assert asks and all(a[len("ask_"):-len("_id")] in aliases.ALIAS_WORDS for a in asks), asks
