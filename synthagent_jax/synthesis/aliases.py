@@ -31,8 +31,8 @@ from synthagent_jax.envs import slots as slots_lib
 from synthagent_jax.envs.task import Task
 from synthagent_jax.synthesis import offline
 
-# Nouns of 4+ letters, none a prefix of another word an ask uses (the slot matcher accepts a word
-# that starts with a 4+ letter token), none in the slot matcher's synonyms or common details.
+# Nouns of 4+ letters; none is a word of a shipped slot, tool or parameter name, of the slot
+# matcher's synonyms or of its common details (tests/synthesis/test_aliases.py).
 ALIAS_WORDS = (
     "badge", "voucher", "licence", "invoice", "parcel", "client", "contract", "claim", "locker",
     "library", "permit", "tenant", "student", "shipment", "policy", "loyalty", "coupon", "vehicle",
@@ -97,15 +97,15 @@ def question(slot: str) -> str:
   """The variant's question: the parameter's name as the tool list spells it, quoted
   ('What is your "badge_id"?'). The shipped tokenizer splits `"badge_id"` into the same tokens
   here as in the tool list's `{"badge_id": ...}`, so asking is copying those tokens; the natural
-  words ("your badge ID") are other tokens (" b", "ad", "ge", " I", "D"), and 80 SFT steps
-  taught a policy to make up such words rather than copy them (docs/benchmarks.md, session 12)."""
+  words ("your badge ID") are other tokens (" b", "ad", "ge", " I", "D"). (The tiny policy
+  copied neither form: it makes up names; docs/benchmarks.md, session 12.)"""
   return f'What is your "{slot}"?'
 
 
 def _rewrite_question(text: str, old: str, new: str, others: Sequence[str]) -> str:
   """An agent's question with each sentence that asks for `old` replaced by `question(new)`.
-  Raises ValueError when such a sentence also asks for another
-  of the user's slots (it cannot be split)."""
+  Raises ValueError when such a sentence also asks for another of the user's slots (it cannot
+  be split)."""
   out = []
   for sentence in re.findall(r"[^?.!]+[?.!]?\s*", text):
     asked = slots_lib.asked_slots(sentence, [old, *others])
