@@ -24,7 +24,7 @@ V1_TRAIN = "data/tasks/offline_v1_train.jsonl"
 
 @pytest.fixture(scope="module")
 def shipped():
-  return {V1_TRAIN: task_lib.load_tasks(V1_TRAIN)[0]}
+  return task_lib.load_tasks(V1_TRAIN)[0]
 
 
 def _helpdesk(tasks):
@@ -32,7 +32,7 @@ def _helpdesk(tasks):
 
 
 def test_every_occurrence_is_renamed(shipped):
-  task = _helpdesk(shipped[V1_TRAIN])
+  task = _helpdesk(shipped)
   assert aliases.aliasable_slots(task) == ["employee_id"]
   variant = aliases.alias_task(task, random.Random(0))
   (old, new), = variant.metadata["slot_aliases"].items()
@@ -60,7 +60,7 @@ def test_the_live_environment_agrees_with_the_variant(shipped):
   tool turns, and its rubric gives it 1.0; the original question gets no answer from the
   variant's user (only the other slots it asked for), and the original reference scores 0 under
   the variant's rubric."""
-  tasks = [t for t in shipped[V1_TRAIN] if aliases.aliasable_slots(t)]
+  tasks = [t for t in shipped if aliases.aliasable_slots(t)]
   assert len(tasks) > 100
   user = user_lib.RuleUserSimulator()
   tool_env = tools_lib.MockToolSystem()
@@ -89,7 +89,7 @@ def test_the_live_environment_agrees_with_the_variant(shipped):
 def test_a_slot_the_tools_do_not_show_is_kept(shipped):
   """banking's account_id passed as transfer_funds' from_account: the name is not in the called
   tool's parameters, so an alias could not be read off the tool list."""
-  transfer = [t for t in shipped[V1_TRAIN]
+  transfer = [t for t in shipped
               if t.domain == "banking" and "account_id" in t.user.private_info
               and not aliases.aliasable_slots(t)]
   assert transfer
@@ -131,7 +131,7 @@ def test_alias_words_are_new_to_every_world():
 
 
 def test_alias_tasks_share_and_determinism(shipped):
-  tasks = shipped[V1_TRAIN][:200]
+  tasks = shipped[:200]
   n_aliasable = sum(bool(aliases.aliasable_slots(t)) for t in tasks)
   same, n, errors = aliases.alias_tasks(tasks, 0.0, key="0:sft:0")
   assert same == list(tasks) and n == 0 and not errors
@@ -168,7 +168,7 @@ def test_a_question_for_two_slots_at_once_is_refused():
 
 def test_the_trainer_draws_new_names_per_batch(shipped):
   c = tiny.get_config()
-  tasks = [t for t in shipped[V1_TRAIN] if aliases.aliasable_slots(t)][:16]
+  tasks = [t for t in shipped if aliases.aliasable_slots(t)][:16]
   assert builders.draw_train_tasks(c, tasks, "sft:0") == tasks  # data.alias_slots = 0: as they are
   c.data.alias_slots = 1.0
   a = builders.draw_train_tasks(c, tasks, "sft:0")
