@@ -242,7 +242,8 @@ def _jax_engine(config, graphdef, params, workdir: str) -> Engine:
   del workdir
   from synthagent_jax.inference import sampler  # pylint: disable=g-import-not-at-top
   return sampler.JaxEngine((graphdef, params),
-                           buckets=sampler.Buckets(min_batch=engine_min_batch(config)))
+                           buckets=sampler.Buckets(min_batch=engine_min_batch(config)),
+                           decode_stages=int(config.engine.get("decode_stages", 1)))
 
 
 def engine_min_batch(config) -> int:

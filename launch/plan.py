@@ -97,12 +97,15 @@ def sampler_kv_bytes(model_cfg, config) -> int:
   episode of the step in one batch (rows rounded up to a power of two, prompt slots to
   `sampler.prompt_bucket`, as the sampler buckets them), keys and values of every layer in the
   compute dtype, not sharded (the cache is created inside the sampler's jit without a
-  sharding), plus the prefix cache's default budget
+  sharding), with engine.decode_stages > 1 also the smaller stages' copies
+  (decode.stage_sizes), plus the prefix cache's default budget
   (inference.sampler.JaxEngine keeps earlier turns' caches for KV reuse)."""
+  from synthagent_jax.inference import decode  # pylint: disable=g-import-not-at-top
   from synthagent_jax.inference import sampler  # pylint: disable=g-import-not-at-top
   if config.engine.get("kind", "jax") != "jax":
     return 0
-  rows = sampler.bucket(config.rl.tasks_per_step * config.rl.num_generations)
+  batch = sampler.bucket(config.rl.tasks_per_step * config.rl.num_generations)
+  rows = sum(decode.stage_sizes(batch, int(config.engine.get("decode_stages", 1))))
   slots = sampler.prompt_bucket(config.rollout.max_total_tokens,
                                fine_above=sampler.Buckets().prompt_fine_above) + sampler.bucket(
       config.rollout.max_new_tokens)

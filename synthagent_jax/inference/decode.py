@@ -83,11 +83,11 @@ def _prefill(model, prompt_bp, positions_bp, cache, kv_mask_bs, chunk, first_slo
 
 
 @functools.partial(jax.jit, static_argnames=("graphdef", "mode", "new_tokens_bucket",
-                                             "prefill_chunk", "prefill_slots"))
+                                             "prefill_chunk", "prefill_slots", "decode_stages"))
 def generate_padded(graphdef, state, prompt_bp, prompt_len_b, active_b, seed_b, stream_b,
                      temperature, top_p, top_k, stop_ids_s, max_new_tokens, cache_in=None,
                      prompt_row_b=None, *, mode, new_tokens_bucket, prefill_chunk,
-                     prefill_slots=None):
+                     prefill_slots=None, decode_stages=1):
   """Prefill + decode on bucketed arrays.
 
   Args:
@@ -111,6 +111,12 @@ def generate_padded(graphdef, state, prompt_bp, prompt_len_b, active_b, seed_b, 
       prompt_bp[prompt_row_b[b]]. prompt_bp then holds Ub distinct prompts (a GRPO group's
       episodes share their first prompt) and only those are prefilled; each row gets a copy of
       its prompt's keys/values and last logits, then samples with its own stream.
+    decode_stages: static; 1 decodes every row until all are done. With n > 1 the loop runs in up
+      to n stages of `stage_sizes(Bb, n)` rows: once no more rows are unfinished than the next
+      stage holds, those rows (and finished ones to fill it) are gathered into it, cache
+      included, and the stages' caches are written back into the full one at the end. Batch
+      padding and finished rows stop costing decode steps; each row's draws are its own, so the
+      tokens are the same up to float rounding. Costs up to 1/2 + 1/4 + ... more cache memory.
 
   Returns:
     tokens_bn int32 [Bb, Nb] (-1 after a row finished), logprobs_bn float32 [Bb, Nb] (0 there),
@@ -128,10 +134,8 @@ def generate_padded(graphdef, state, prompt_bp, prompt_len_b, active_b, seed_b, 
   def is_stop(tokens_b):
     return jnp.any(tokens_b[:, None] == stop_ids_s[None, :], axis=-1)
 
-  row_keys_b = jax.vmap(lambda s, i: jax.random.fold_in(jax.random.key(s), i))(seed_b, stream_b)
-
-  def pick(logits_bv, step):
-    keys_b = jax.vmap(lambda k: jax.random.fold_in(k, step))(row_keys_b)
+  def pick(logits_bv, keys_b, step):
+    keys_b = jax.vmap(lambda k: jax.random.fold_in(k, step))(keys_b)
     return sampling_lib.sample_step(logits_bv, keys_b, temperature, top_p, top_k, mode)
 
   cache = model.init_cache(prefill_batch, num_slots) if cache_in is None else cache_in
@@ -141,34 +145,65 @@ def generate_padded(graphdef, state, prompt_bp, prompt_len_b, active_b, seed_b, 
   if prompt_row_b is not None:  # each row takes its prompt's prefill
     last_bv, cache, kv_mask_bs, prompt_len_b = jax.tree.map(
         lambda x: x[prompt_row_b], (last_bv, cache, kv_mask_bs, prompt_len_b))
-  token_b, logprob_b = pick(last_bv, 0)
+  row_keys_b = jax.vmap(lambda s, i: jax.random.fold_in(jax.random.key(s), i))(seed_b, stream_b)
+  token_b, logprob_b = pick(last_bv, row_keys_b, 0)
   token_b = jnp.where(active_b, token_b, -1)
   tokens_bn = jnp.full((batch, new_tokens_bucket), -1, jnp.int32).at[:, 0].set(token_b)
   logprobs_bn = jnp.zeros((batch, new_tokens_bucket), jnp.float32).at[:, 0].set(
       jnp.where(active_b, logprob_b, 0.0))
   done_b = ~active_b | is_stop(token_b)
 
-  def cond(carry):
-    step, _, _, done_b, _, _ = carry
-    return (step < max_new_tokens) & ~jnp.all(done_b)
-
   def body(carry):
-    step, cache, last_b, done_b, tokens_bn, logprobs_bn = carry
-    positions_b1 = (prompt_len_b + step - 1)[:, None].astype(jnp.int32)
+    step, rows, tokens_bn, logprobs_bn = carry
+    cache, last_b, done_b, row_b, len_b, keys_b, mask_bs = rows
+    positions_b1 = (len_b + step - 1)[:, None].astype(jnp.int32)
     feed_b1 = jnp.maximum(last_b, 0)[:, None]  # finished rows feed a harmless id
     logits_b1v, cache = model.forward_cached(feed_b1, positions_b1, cache,
                                              (prompt_slots + step - 1).astype(jnp.int32),
-                                             kv_mask_bs)
-    token_b, logprob_b = pick(logits_b1v[:, 0, :], step)
+                                             mask_bs)
+    token_b, logprob_b = pick(logits_b1v[:, 0, :], keys_b, step)
     token_b = jnp.where(done_b, -1, token_b)
-    tokens_bn = tokens_bn.at[:, step].set(token_b)
-    logprobs_bn = logprobs_bn.at[:, step].set(jnp.where(done_b, 0.0, logprob_b))
+    # Rows are distinct batch rows; a finished row writes what its slot already holds.
+    tokens_bn = tokens_bn.at[row_b, step].set(token_b)
+    logprobs_bn = logprobs_bn.at[row_b, step].set(jnp.where(done_b, 0.0, logprob_b))
     done_b = done_b | is_stop(token_b)
-    return step + 1, cache, token_b, done_b, tokens_bn, logprobs_bn
+    rows = (cache, token_b, done_b, row_b, len_b, keys_b, mask_bs)
+    return step + 1, rows, tokens_bn, logprobs_bn
 
-  carry = (jnp.int32(1), cache, token_b, done_b, tokens_bn, logprobs_bn)
-  num_steps, cache, _, _, tokens_bn, logprobs_bn = jax.lax.while_loop(cond, body, carry)
+  sizes = stage_sizes(batch, decode_stages)
+  rows = (cache, token_b, done_b, jnp.arange(batch, dtype=jnp.int32), prompt_len_b, row_keys_b,
+          kv_mask_bs)
+  carry, kept = (jnp.int32(1), rows, tokens_bn, logprobs_bn), []
+  for k, size in enumerate(sizes):
+    if k:  # the unfinished rows first (stable), as a batch of `size` rows
+      order_n = jnp.argsort(carry[1][2], stable=True)[:size]
+      kept.append((carry[1][0], order_n))
+      carry = (carry[0], jax.tree.map(lambda x, o=order_n: x[o], carry[1])) + carry[2:]
+    below = sizes[k + 1] if k + 1 < len(sizes) else 0
+
+    def cond(carry, below=below):
+      step, rows = carry[:2]
+      alive = jnp.sum(~rows[2])
+      return (step < max_new_tokens) & (alive > below)
+
+    carry = jax.lax.while_loop(cond, body, carry)
+  num_steps, (cache, *_), tokens_bn, logprobs_bn = carry
+  for big, order_n in reversed(kept):  # the full batch's cache, every row's keys/values
+    cache = jax.tree.map(lambda b, s, o=order_n: b.at[o].set(s), big, cache)
   return tokens_bn, logprobs_bn, num_steps, cache
+
+
+def stage_sizes(batch: int, stages: int) -> tuple[int, ...]:
+  """Batch sizes of the decode's stages: `batch`, then halved (rounded up) `stages - 1` times,
+  without repeats. `stage_sizes(16, 3) == (16, 8, 4)`, `stage_sizes(2, 3) == (2, 1)`."""
+  if stages < 1:
+    raise ValueError(f"decode stages must be >= 1, got {stages}")
+  sizes = [batch]
+  for _ in range(stages - 1):
+    if sizes[-1] == 1:
+      break
+    sizes.append(-(-sizes[-1] // 2))
+  return tuple(sizes)
 
 
 @functools.partial(jax.jit, static_argnames=("num_slots",), donate_argnames=("dst",))

@@ -167,11 +167,16 @@ class JaxEngine:
       decode.prefill_chunk_size).
     prefix_cache_bytes: device memory for KV caches kept between calls (`PrefixCache`); 0 turns
       KV reuse across calls off.
+    decode_stages: 1 decodes the whole batch bucket until every row is done; n > 1 shrinks the
+      decode's batch up to n - 1 times as rows finish (decode.generate_padded's decode_stages):
+      batch padding and finished rows stop costing steps, for up to 3/4 more cache memory.
   """
 
   def __init__(self, model: nnx.Module | tuple[Any, Any], *, buckets: Buckets = Buckets(),
                max_batch_size: int | None = None, prefill_bytes: int = 512 * 2**20,
-               prefix_cache_bytes: int = 1 << 30):
+               prefix_cache_bytes: int = 1 << 30, decode_stages: int = 1):
+    decode.stage_sizes(1, decode_stages)  # >= 1, or a clear error
+    self.decode_stages = decode_stages
     if max_batch_size is not None and max_batch_size < 1:
       raise ValueError(f"JaxEngine.max_batch_size must be >= 1 or None, got {max_batch_size}")
     self._model = None
@@ -315,7 +320,7 @@ class JaxEngine:
         prefill_chunk=decode.prefill_chunk_size(
             prefill_bp.shape[0], window, prompt_slots + new_tokens_bucket, *self._chunk_dims,
             self.prefill_bytes) if self._chunk_dims else window,
-        prefill_slots=None if cache_in is None else window)
+        prefill_slots=None if cache_in is None else window, decode_stages=self.decode_stages)
     self.last_num_steps = int(num_steps)
     completions = _to_completions(np.asarray(tokens_bn), np.asarray(logprobs_bn), len(prompts), sp)
     if self.prefix_cache.max_bytes:

@@ -86,6 +86,8 @@ def test_tiny_plan_counts_the_sampler_cache_and_refuses_small_devices(tmp_path):
   # engine.kind=jax: keys + values of every layer for the whole round, rows/slots bucketed.
   from synthagent_jax.inference import sampler
   rows = sampler.bucket(c.rl.tasks_per_step * c.rl.num_generations)
+  assert (rows, c.engine.decode_stages) == (16, 3)
+  rows = 16 + 8 + 4  # staged decoding: the 8- and 4-row stages copy their rows' caches
   # Prompt slots as the sampler buckets them: 768 tokens take 768 slots (1.5 x 512), not 1024.
   slots = sampler.prompt_bucket(c.rollout.max_total_tokens, fine_above=512) + sampler.bucket(
       c.rollout.max_new_tokens)
