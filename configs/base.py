@@ -66,7 +66,8 @@ def base_config() -> ml_collections.ConfigDict:
   c.engine.min_batch = -1          # jax: smallest batch bucket; -1 = the step's episodes (fewer
                                    # compiled shapes as episodes finish; see docs/benchmarks.md)
   c.engine.decode_stages = 1       # jax: n > 1 shrinks the decode batch up to n - 1 times as rows
-                                   # finish (padding and finished rows stop costing steps)
+                                   # finish: the same samples, steps ~20 % faster, each compile
+                                   # slower (pays in long runs; docs/benchmarks.md, session 13)
   c.engine.urls = ()               # sglang: server base URLs, round-robined
   c.engine.weights_dir = ""        # sglang: shared directory the servers read exported weights from
   c.engine.sync_dtype = "bfloat16"  # sglang: dtype of the exported weights (float32: bit-exact)

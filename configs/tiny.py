@@ -49,9 +49,6 @@ def get_config(arg=None):
   c.rollout.max_turns = 5
   c.rollout.max_new_tokens = 64
   c.rollout.max_total_tokens = 768
-  # The decode batch halves twice as rows finish (16 -> 8 -> 4; batch padding goes at once):
-  # the same samples, rollouts ~25 % faster (docs/benchmarks.md, session 13).
-  c.engine.decode_stages = 3
   # Partial credit per rubric item (any forbidden behaviour still zeroes the reward), and per
   # argument within a tool call: a denser signal than the paper's gated preset for a policy that
   # starts from scratch and copies values into arguments imperfectly.

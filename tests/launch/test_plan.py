@@ -86,14 +86,17 @@ def test_tiny_plan_counts_the_sampler_cache_and_refuses_small_devices(tmp_path):
   # engine.kind=jax: keys + values of every layer for the whole round, rows/slots bucketed.
   from synthagent_jax.inference import sampler
   rows = sampler.bucket(c.rl.tasks_per_step * c.rl.num_generations)
-  assert (rows, c.engine.decode_stages) == (16, 3)
-  rows = 16 + 8 + 4  # staged decoding: the 8- and 4-row stages copy their rows' caches
+  assert (rows, c.engine.decode_stages) == (16, 1)
   # Prompt slots as the sampler buckets them: 768 tokens take 768 slots (1.5 x 512), not 1024.
   slots = sampler.prompt_bucket(c.rollout.max_total_tokens, fine_above=512) + sampler.bucket(
       c.rollout.max_new_tokens)
   assert slots == 768 + 64
   want = rows * slots * 2 * m.num_layers * m.num_kv_heads * m.head_dim * 4 + (1 << 30)
   assert p["sampler_kv_bytes_per_device"] == want
+  c.engine.decode_stages = 3  # staged decoding: the 8- and 4-row stages copy their rows' caches
+  assert plan.plan(c)["sampler_kv_bytes_per_device"] - (1 << 30) == (
+      (16 + 8 + 4) / 16 * (want - (1 << 30)))
+  c.engine.decode_stages = 1
   assert p["engine_params_bytes_per_device"] == 0  # one process: the sampler reads the learner's
   c.mesh.device_memory_gib = 0.5
   out = tmp_path / "plan.json"
