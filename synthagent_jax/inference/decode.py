@@ -11,9 +11,10 @@ decode step i writes token i-1 at slot Pb+i-1 for the whole batch (a scalar cach
 RoPE positions are per row (slot minus that row's padding) and `kv_mask_bs` hides the padding
 slots, so a left-padded prompt sees exactly what it would see alone. The decode loop is a
 `lax.while_loop` that stops as soon as every row has sampled a stop token (or at
-max_new_tokens). Shapes are rounded up to buckets (powers of two; long prompts also 1.5x powers of
-two, sampler.prompt_bucket) and the sampling knobs are traced
-scalars, so repeated calls reuse compiled code.
+max_new_tokens); with `decode_stages` > 1 it runs in stages of shrinking batch size, the
+unfinished rows gathered into each (`stage_sizes`). Shapes are rounded up to buckets (powers of
+two; long prompts also 1.5x powers of two, sampler.prompt_bucket) and the sampling knobs are
+traced scalars, so repeated calls reuse compiled code.
 
 The prefill computes the LM head at the last prompt position only; long prompts are prefilled in
 chunks that bound the attention scores and MLP activations of one chunk (see
