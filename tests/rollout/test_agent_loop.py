@@ -292,23 +292,6 @@ def test_trajectory_round_trips_through_json(tok):
   assert again == traj
 
 
-def test_trajectory_validates():
-  with pytest.raises(ValueError, match="status"):
-    Trajectory("t", 0, [1], [1], [0.0], 0, [], [], "done")
-  with pytest.raises(ValueError, match="same length"):
-    Trajectory("t", 0, [1, 2], [1], [0.0], 0, [], [], "answered")
-  with pytest.raises(ValueError, match="missing keys"):
-    Trajectory.from_dict({"task_id": "t"})
-
-
-@pytest.mark.parametrize("field,value", [("max_turns", 0), ("max_new_tokens", 0),
-                                         ("max_total_tokens", -1), ("max_tool_response_tokens", 0),
-                                         ("temperature", -1.0), ("top_p", 0.0)])
-def test_config_validates(field, value):
-  with pytest.raises(ValueError, match=field):
-    AgentLoopConfig(**{field: value})
-
-
 def test_real_task_objects(tok):
   task_mod = pytest.importorskip("synthagent_jax.envs.task")
   task = task_mod.Task.from_dict({
@@ -324,15 +307,6 @@ def test_real_task_objects(tok):
   assert traj.status == "answered" and traj.task_id == "real-1"
   prompt = tok.decode(traj.token_ids[:traj.prompt_len])
   assert '"name": "lookup"' in prompt and '"kind"' not in prompt
-
-
-def test_config_from_mapping():
-  ml_collections = pytest.importorskip("ml_collections")
-  section = ml_collections.ConfigDict({"max_turns": 3, "max_new_tokens": 16, "top_k": 5})
-  cfg = AgentLoopConfig.from_mapping(section, seed=7)
-  assert (cfg.max_turns, cfg.max_new_tokens, cfg.top_k, cfg.seed) == (3, 16, 5, 7)
-  with pytest.raises(ValueError, match="unknown keys \\['max_turn'\\]"):
-    AgentLoopConfig.from_mapping({"max_turn": 3})
 
 
 class BatchUser(ScriptedUser):
