@@ -20,7 +20,8 @@ episodes that answered beside it), and the share of tool-call subgoals and asks 
   2. after SFT on reference trajectories (stopped early, so its reward stays well below 1),
   3. after GRPO from that SFT policy;
 then the paired gains (by task) GRPO - SFT and, with `--holdout_domains`, GRPO - SFT on the
-domains never trained on (transfer). One `launch.train` workdir: the GRPO invocation resumes from
+domains never trained on (transfer), and the same paired gain per domain (`domain_gains`). One
+`launch.train` workdir: the GRPO invocation resumes from
 the SFT checkpoint. Prints a markdown section for docs/benchmarks.md.
 """
 
@@ -35,7 +36,9 @@ from absl import app
 from absl import flags
 
 from configs import tiny
+from launch import builders
 from launch import train_loop
+from synthagent_jax.evals import harness
 from synthagent_jax.utils import metrics as metrics_lib
 
 _WORKDIR = flags.DEFINE_string("workdir", "runs/e2e_tiny", "Root of the benchmark's runs.")
@@ -82,6 +85,27 @@ def _config(sft_steps: int, rl_steps: int):
 def _eval_file(workdir: str, name: str) -> dict:
   with open(os.path.join(workdir, "eval", f"{name}.json")) as f:
     return json.load(f)
+
+
+def domain_gains(domain_of: dict, sft: dict, grpo: dict, unseen) -> list[str]:
+  """Markdown rows `| domain | unseen? | tasks | SFT | GRPO | GRPO - SFT (s.e.) |`, one per
+  domain of the held-out tasks: the paired gain (`harness.paired_gain`) over that domain's tasks.
+  `domain_of` maps task id -> domain; `sft` and `grpo` are eval/*_rewards.json (id -> rewards)."""
+  rows = []
+  for domain in sorted({domain_of[i] for i in sft if i in domain_of}):
+    ids = [i for i in sft if domain_of.get(i) == domain and i in grpo]
+    if not ids:
+      continue
+    gain, se, n = harness.paired_gain({i: grpo[i] for i in ids}, {i: sft[i] for i in ids})
+    rows.append(f"| {domain} | {'unseen' if domain in unseen else ''} | {n} | "
+                f"{_task_mean(sft, ids):.3f} | {_task_mean(grpo, ids):.3f} | "
+                f"{gain:+.3f} ± {se:.3f} |")
+  return rows
+
+
+def _task_mean(rewards: dict, ids) -> float:
+  """The mean over `ids` of each task's mean reward."""
+  return sum(sum(rewards[i]) / len(rewards[i]) for i in ids) / len(ids)
 
 
 def _mean(records, key):
@@ -150,6 +174,12 @@ def main(argv):
       gain, se = final[f"eval/{key}"], final[f"eval/{key}_se"]
       lines.append(f"- {label}, paired by task: {gain:+.3f} ± {se:.3f} "
                    f"({gain / se if se else float('nan'):+.1f} s.e.)")
+  _, eval_tasks = builders.task_splits(_config(_SFT_STEPS.value, 0))
+  lines += ["", "Per domain (held-out tasks, paired by task):", "",
+            "| domain | | tasks | SFT | GRPO | GRPO - SFT |", "|---|---|---|---|---|---|"]
+  lines += domain_gains({t.id: t.domain for t in eval_tasks}, _eval_file(run_dir, "step_000000_rewards"),
+                        _eval_file(run_dir, f"step_{_RL_STEPS.value:06d}_rewards"),
+                        set(builders.holdout_domain_names(_HOLDOUT.value)))
   text = "\n".join(lines)
   print(text)
   with open(os.path.join(root, "result.md"), "w") as f:
