@@ -21,8 +21,7 @@ episodes that answered beside it), and the share of tool-call subgoals and asks 
   3. after GRPO from that SFT policy;
 then the paired gains (by task) GRPO - SFT and, with `--holdout_domains`, GRPO - SFT on the
 domains never trained on (transfer), and the same paired gain per domain (`domain_gains`). One
-`launch.train` workdir: the GRPO invocation resumes from
-the SFT checkpoint. Prints a markdown section for docs/benchmarks.md.
+`launch.train` workdir: the GRPO invocation resumes from the SFT checkpoint. Prints a markdown section for docs/benchmarks.md.
 """
 
 from __future__ import annotations
@@ -177,7 +176,8 @@ def main(argv):
   _, eval_tasks = builders.task_splits(_config(_SFT_STEPS.value, 0))
   lines += ["", "Per domain (held-out tasks, paired by task):", "",
             "| domain | | tasks | SFT | GRPO | GRPO - SFT |", "|---|---|---|---|---|---|"]
-  lines += domain_gains({t.id: t.domain for t in eval_tasks}, _eval_file(run_dir, "step_000000_rewards"),
+  lines += domain_gains({t.id: t.domain for t in eval_tasks},
+                        _eval_file(run_dir, "step_000000_rewards"),
                         _eval_file(run_dir, f"step_{_RL_STEPS.value:06d}_rewards"),
                         set(builders.holdout_domain_names(_HOLDOUT.value)))
   text = "\n".join(lines)
