@@ -21,7 +21,8 @@ episodes that answered beside it), and the share of tool-call subgoals and asks 
   3. after GRPO from that SFT policy;
 then the paired gains (by task) GRPO - SFT and, with `--holdout_domains`, GRPO - SFT on the
 domains never trained on (transfer), and the same paired gain per domain (`domain_gains`). One
-`launch.train` workdir: the GRPO invocation resumes from the SFT checkpoint. Prints a markdown section for docs/benchmarks.md.
+`launch.train` workdir: the GRPO invocation resumes from the SFT checkpoint. Prints a markdown
+section for docs/benchmarks.md.
 """
 
 from __future__ import annotations
