@@ -37,6 +37,7 @@ from absl import flags
 
 from configs import tiny
 from launch import builders
+from launch import train_eval
 from launch import train_loop
 from synthagent_jax.evals import harness
 from synthagent_jax.utils import metrics as metrics_lib
@@ -173,6 +174,11 @@ def main(argv):
     if f"eval/{key}" in final:
       gain, se = final[f"eval/{key}"], final[f"eval/{key}_se"]
       lines.append(f"- {label}, paired by task: {gain:+.3f} ± {se:.3f} "
+                   f"({gain / se if se else float('nan'):+.1f} s.e.)")
+  for kind, label in train_eval.ITEM_GAINS:
+    if f"eval/gain_vs_sft/met/{kind}" in final:
+      gain, se = final[f"eval/gain_vs_sft/met/{kind}"], final[f"eval/gain_vs_sft_se/met/{kind}"]
+      lines.append(f"- GRPO - SFT, {label}, paired by task: {gain:+.3f} ± {se:.3f} "
                    f"({gain / se if se else float('nan'):+.1f} s.e.)")
   _, eval_tasks = builders.task_splits(_config(_SFT_STEPS.value, 0))
   lines += ["", "Per domain (held-out tasks, paired by task):", "",

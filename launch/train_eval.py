@@ -63,22 +63,33 @@ def eval_file(run: Run, name: str) -> str:
   return os.path.join(run.workdir, "eval", name)
 
 
-def _load_rewards(run: Run, name: str) -> dict | None:
-  """Per-task held-out rewards an earlier evaluation wrote (eval/<name>_rewards.json), if any."""
+def _load_rewards(run: Run, name: str, kind: str = "rewards") -> dict | None:
+  """Per-task held-out rewards an earlier evaluation wrote (eval/<name>_rewards.json), or its
+  rubric items met (`kind="items"`: eval/<name>_items.json), if any."""
   try:
-    with open(eval_file(run, f"{name}_rewards.json")) as f:
+    with open(eval_file(run, f"{name}_{kind}.json")) as f:
       return json.load(f)
   except FileNotFoundError:
     return None
 
 
-def gains(run: Run, rewards: dict, prefix: str, unseen: set) -> dict:
+def gains(run: Run, rewards: dict, prefix: str, unseen: set, items: dict | None = None) -> dict:
   """Paired gains of `rewards` over the evaluations before it on the same held-out tasks:
   `<prefix>/gain_vs_sft` (vs the policy GRPO starts from, step 0: after SFT, or the initial
   policy when there is no SFT) and `<prefix>/gain_vs_init` (vs the policy before SFT), each with
   its `_se` (harness.paired_gain). With `data.holdout_domains`, the same over the eval tasks of
-  those domains, never trained on (`..._unseen`): the transfer figure."""
+  those domains, never trained on (`..._unseen`): the transfer figure. With `items`
+  (`harness.task_items`), the met-rate of each rubric item kind paired the same way against
+  step 0's: `<prefix>/gain_vs_sft/met/<kind>` and `<prefix>/gain_vs_sft_se/met/<kind>` (e.g.
+  whether tool-call subgoals met rise, not only the reward)."""
   out = {}
+  base_items = _load_rewards(run, "step_000000", "items") if items else None
+  for kind in sorted({k for per_task in (base_items or {}).values() for k in per_task}):
+    gain, se, n = harness.paired_gain(
+        {i: v.get(kind, []) for i, v in items.items()},
+        {i: v.get(kind, []) for i, v in base_items.items()})
+    if n:
+      out[f"{prefix}/gain_vs_sft/met/{kind}"], out[f"{prefix}/gain_vs_sft_se/met/{kind}"] = gain, se
   for base_name, key in (("step_000000", "gain_vs_sft"), ("init", "gain_vs_init")):
     base = _load_rewards(run, base_name)
     if base is None:
@@ -116,8 +127,9 @@ def evaluate(run: Run, loop: AgentLoop, step: int, writer, name: str | None = No
                          lambda ts, trajs: score(run, ts, trajs), tasks, cfg.k, prefix=prefix,
                          zero_unfinished=bool(run.config.rl.get("zero_unfinished", False)))
   rewards = {t.id: [float(r) for r in row] for t, row in zip(tasks, res.rewards)}
-  metrics = {**res.metrics,
-             **harness.item_rates([t for t in tasks for _ in range(cfg.k)], res.results, prefix)}
+  episode_tasks = [t for t in tasks for _ in range(cfg.k)]
+  items = harness.task_items(episode_tasks, res.results)
+  metrics = {**res.metrics, **harness.item_rates(episode_tasks, res.results, prefix)}
   held_out = set(builders.holdout_domain_names(run.config.data.get("holdout_domains", ())))
   unseen = {t.id for t in tasks if t.domain in held_out}
   if unseen:
@@ -126,7 +138,7 @@ def evaluate(run: Run, loop: AgentLoop, step: int, writer, name: str | None = No
     metrics[f"{prefix}/reward_stderr_unseen"] = (
         float(np.std(vals, ddof=1) / np.sqrt(len(vals))) if len(vals) > 1 else 0.0)
   if name is None:
-    metrics.update(gains(run, rewards, prefix, unseen))
+    metrics.update(gains(run, rewards, prefix, unseen, items))
   file_name = name or f"step_{step:06d}"
   os.makedirs(os.path.join(run.workdir, "eval"), exist_ok=True)
   with open(eval_file(run, f"{file_name}.json"), "w") as f:
@@ -134,8 +146,16 @@ def evaluate(run: Run, loop: AgentLoop, step: int, writer, name: str | None = No
   # Per-episode rewards by task id, so two evaluations of the same tasks can be compared pairwise.
   with open(eval_file(run, f"{file_name}_rewards.json"), "w") as f:
     json.dump(rewards, f)
+  with open(eval_file(run, f"{file_name}_items.json"), "w") as f:
+    json.dump(items, f)
   writer.write(step, {**metrics, **bench})
   return {**metrics, **bench}
+
+
+# The rubric item kinds whose paired met-rate gain the summaries print (issue 16: the gain should
+# include tool use, not only asks).
+ITEM_GAINS = (("subgoals.tool_called", "tool-call subgoals met"),
+              ("interactions.asked_user_for", "asks met"))
 
 
 def summary(run: Run) -> str:
@@ -178,5 +198,10 @@ def summary(run: Run) -> str:
     if last and f"eval/{key}" in last:
       gain, se = last[f"eval/{key}"], last[f"eval/{key}_se"]
       lines.append(f"  {label}: {gain:+.3f} ± {se:.3f}, paired by task"
+                   + (f" ({gain / se:+.1f} s.e.)" if se > 0 else ""))
+  for kind, label in ITEM_GAINS:
+    if last and f"eval/gain_vs_sft/met/{kind}" in last:
+      gain, se = last[f"eval/gain_vs_sft/met/{kind}"], last[f"eval/gain_vs_sft_se/met/{kind}"]
+      lines.append(f"  GRPO - SFT, {label}: {gain:+.3f} ± {se:.3f}, paired by task"
                    + (f" ({gain / se:+.1f} s.e.)" if se > 0 else ""))
   return "\n".join(lines)

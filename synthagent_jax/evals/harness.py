@@ -93,16 +93,33 @@ def item_rates(tasks: Sequence[Any], results: Sequence[Any], prefix: str = "eval
   met: dict[str, list[float]] = {}
   score: dict[str, list[float]] = {}
   for task, res in zip(tasks, results):
-    kinds = {item.id: (item.check.type if item.check is not None else "judged")
-             for _, item in task.rubric.items()}
-    for v in res.verdicts:
-      kind = f"{v.section}.{kinds.get(v.item_id, 'judged')}"
+    for kind, v in _kinded_verdicts(task, res):
       met.setdefault(kind, []).append(float(v.met))
       score.setdefault(kind, []).append(float(v.score))
   out = {}
   for kind in sorted(met):
     out[f"{prefix}/met/{kind}"] = float(np.mean(met[kind]))
     out[f"{prefix}/score/{kind}"] = float(np.mean(score[kind]))
+  return out
+
+
+def _kinded_verdicts(task, result):
+  """(`<section>.<check type>`, verdict) for each verdict of one episode's RubricResult."""
+  kinds = {item.id: (item.check.type if item.check is not None else "judged")
+           for _, item in task.rubric.items()}
+  return [(f"{v.section}.{kinds.get(v.item_id, 'judged')}", v) for v in result.verdicts]
+
+
+def task_items(tasks: Sequence[Any], results: Sequence[Any]) -> dict[str, dict[str, list[float]]]:
+  """Per task id and item kind (as `item_rates`), the met values (1.0 / 0.0) of every such item
+  over the task's episodes: the per-task rates `paired_gain` compares across evaluations (e.g.
+  whether tool-call subgoals met rise GRPO - SFT, paired by task)."""
+  if len(tasks) != len(results):
+    raise ValueError(f"task_items: {len(tasks)} tasks for {len(results)} results")
+  out: dict[str, dict[str, list[float]]] = {}
+  for task, res in zip(tasks, results):
+    for kind, v in _kinded_verdicts(task, res):
+      out.setdefault(task.id, {}).setdefault(kind, []).append(float(v.met))
   return out
 
 

@@ -103,3 +103,16 @@ def test_item_rates_by_section_and_check_type():
       "rollout/met/forbidden.tool_not_called": 1.0, "rollout/score/forbidden.tool_not_called": 1.0}
   with pytest.raises(ValueError, match="2 tasks for 1 results"):
     item_rates([task, task], [result(1.0, True, True, True)])
+
+  # The same verdicts per task: episodes 0-1 of task "a", episode 2 of task "b".
+  from synthagent_jax.evals.harness import task_items
+  a, b = (types.SimpleNamespace(id=i, rubric=rubric) for i in "ab")
+  items = task_items([a, a, b], [result(1.0, True, False, True), result(0.5, False, True, True),
+                                 result(0.0, True, True, False)])
+  assert items == {
+      "a": {"subgoals.tool_called": [1.0, 0.0], "subgoals.judged": [1.0, 0.0],
+            "interactions.asked_user_for": [0.0, 1.0], "forbidden.tool_not_called": [1.0, 1.0]},
+      "b": {"subgoals.tool_called": [0.0], "subgoals.judged": [1.0],
+            "interactions.asked_user_for": [1.0], "forbidden.tool_not_called": [0.0]}}
+  with pytest.raises(ValueError, match="1 tasks for 2 results"):
+    task_items([a], [result(1.0, True, True, True)] * 2)

@@ -115,3 +115,19 @@ def test_gains_pair_by_task_and_report_unseen_domains(tmp_path):
   assert g["eval/gain_vs_init"] == np.mean([0.5, 0.75, 0.5])
   assert "eval/gain_vs_init_unseen" in g
   assert "eval/gain_vs_sft_unseen" not in train_eval.gains(run, grpo, "eval", unseen=set())
+  assert not any("/met/" in k for k in g)  # no items given: no item gains
+
+  # Item met-rates, paired by task against step 0's: task a's tool-call rate 0.5 -> 1.0, b's
+  # 0.0 -> 0.5 (its two items over one episode each side), c has no tool-call item; asks only
+  # in a (0 -> 1).
+  with open(tmp_path / "eval" / "step_000000_items.json", "w") as f:
+    json.dump({"a": {"subgoals.tool_called": [1.0, 0.0], "interactions.asked_user_for": [0.0]},
+               "b": {"subgoals.tool_called": [0.0, 0.0]}, "c": {}}, f)
+  items = {"a": {"subgoals.tool_called": [1.0, 1.0], "interactions.asked_user_for": [1.0]},
+           "b": {"subgoals.tool_called": [1.0, 0.0]}, "c": {}}
+  g = train_eval.gains(run, grpo, "eval", unseen=set(), items=items)
+  assert g["eval/gain_vs_sft/met/subgoals.tool_called"] == 0.5
+  assert g["eval/gain_vs_sft_se/met/subgoals.tool_called"] == 0.0  # both tasks gain 0.5
+  assert g["eval/gain_vs_sft/met/interactions.asked_user_for"] == 1.0
+  assert g["eval/gain_vs_sft_se/met/interactions.asked_user_for"] == 0.0  # one task
+  assert g["eval/gain_vs_sft"] == np.mean([0.25, -0.25, 0.5])  # the reward gains unchanged

@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -79,6 +80,17 @@ def test_train_writes_every_artifact_and_resumes(tmp_path):
   assert eval_metrics["eval/gain_vs_sft"] == pytest.approx(sum(diffs) / 2)
   assert "eval/gain_vs_sft_se" in eval_metrics and "eval/gain_vs_init" in eval_metrics
   assert "eval/met/subgoals.tool_called" in eval_metrics
+  # The tool-call met-rate paired by task against step 0, recomputed from the per-task items.
+  items = {}
+  for name in ("step_000000", "step_000002"):
+    with open(os.path.join(wd, "eval", f"{name}_items.json")) as f:
+      items[name] = json.load(f)
+  rate = lambda per_task, t: np.mean(per_task[t]["subgoals.tool_called"])
+  item_diffs = [rate(items["step_000002"], t) - rate(items["step_000000"], t)
+                for t in items["step_000000"] if "subgoals.tool_called" in items["step_000000"][t]]
+  assert item_diffs and eval_metrics["eval/gain_vs_sft/met/subgoals.tool_called"] == pytest.approx(
+      np.mean(item_diffs))
+  assert "GRPO - SFT, tool-call subgoals met" in proc.stdout
   init_rows = [r for r in _metrics(wd) if "eval_init/reward_mean" in r]
   assert [r["step"] for r in init_rows] == [0]
   for label in ("before SFT", "after SFT", "after GRPO", "GRPO - SFT"):
