@@ -5,10 +5,13 @@
 The defaults are the recorded recipe (docs/benchmarks.md, session 11): configs/tiny.py's SFT (80
 steps), then 30 GRPO steps of 16 tasks x 4 samples in 4 updates of 4 tasks at lr 3e-4 with the
 symmetric PPO clip (RECIPE, applied on top of configs/tiny.py before any --set), training on
-every domain but banking and clinic, 162 held-out tasks x 2 samples per phase; 21 minutes on a
-2-core CPU shared with another run (run 25). (DAPO's clip-higher, tiny's 0.28, let the entropy
-climb over the 120 updates: 0.74 -> 0.94 on seed 0, 0.68 -> 0.93 on seed 1, and the gain fell:
-+0.037 / +0.021 against +0.046 / +0.040 with the symmetric clip.)
+every domain but banking and clinic, 162 held-out tasks x 8 samples per phase; about 45 minutes
+on a 2-core CPU shared with another run (session 14's K0). (DAPO's clip-higher, tiny's 0.28, let
+the entropy climb over the 120 updates: 0.74 -> 0.94 on seed 0, 0.68 -> 0.93 on seed 1, and the
+gain fell: +0.037 / +0.021 against +0.046 / +0.040 with the symmetric clip.) 8 samples per task,
+not 2: the paired s.e. of GRPO - SFT is almost all the evaluation's own sampling noise, so it
+halves (0.011 -> 0.006-0.007 on three seeds, docs/benchmarks.md session 14); `--eval_k=2` is a
+quicker look (~20 minutes) at twice the s.e.
 
 On held-out offline-world tasks (the config's eval file, never trained on), the mean reward with
 its standard error over `--eval_tasks` x `--eval_k` sampled episodes, scored as GRPO is trained
@@ -46,7 +49,7 @@ _WORKDIR = flags.DEFINE_string("workdir", "runs/e2e_tiny", "Root of the benchmar
 _SFT_STEPS = flags.DEFINE_integer("sft_steps", 80, "SFT warm-start steps.")
 _RL_STEPS = flags.DEFINE_integer("rl_steps", 30, "GRPO steps.")
 _EVAL_TASKS = flags.DEFINE_integer("eval_tasks", 162, "Held-out tasks evaluated per phase.")
-_EVAL_K = flags.DEFINE_integer("eval_k", 2, "Sampled episodes per held-out task.")
+_EVAL_K = flags.DEFINE_integer("eval_k", 8, "Sampled episodes per held-out task.")
 _HOLDOUT = flags.DEFINE_string(
     "holdout_domains", "banking,clinic", "Comma-separated domains never trained on "
     "(data.holdout_domains; '' trains on all): the transfer figure is GRPO - SFT on their "
@@ -90,23 +93,11 @@ def _eval_file(workdir: str, name: str) -> dict:
 
 def domain_gains(domain_of: dict, sft: dict, grpo: dict, unseen) -> list[str]:
   """Markdown rows `| domain | unseen? | tasks | SFT | GRPO | GRPO - SFT (s.e.) |`, one per
-  domain of the held-out tasks: the paired gain (`harness.paired_gain`) over that domain's tasks.
-  `domain_of` maps task id -> domain; `sft` and `grpo` are eval/*_rewards.json (id -> rewards)."""
-  rows = []
-  for domain in sorted({domain_of[i] for i in sft if i in domain_of}):
-    ids = [i for i in sft if domain_of.get(i) == domain and i in grpo]
-    if not ids:
-      continue
-    gain, se, n = harness.paired_gain({i: grpo[i] for i in ids}, {i: sft[i] for i in ids})
-    rows.append(f"| {domain} | {'unseen' if domain in unseen else ''} | {n} | "
-                f"{_task_mean(sft, ids):.3f} | {_task_mean(grpo, ids):.3f} | "
-                f"{gain:+.3f} ± {se:.3f} |")
-  return rows
-
-
-def _task_mean(rewards: dict, ids) -> float:
-  """The mean over `ids` of each task's mean reward."""
-  return sum(sum(rewards[i]) / len(rewards[i]) for i in ids) / len(ids)
+  domain of the held-out tasks (`harness.paired_gain_by`). `domain_of` maps task id -> domain;
+  `sft` and `grpo` are eval/*_rewards.json (id -> rewards)."""
+  return [f"| {d} | {'unseen' if d in unseen else ''} | {n} | {base:.3f} | {new:.3f} | "
+          f"{gain:+.3f} ± {se:.3f} |"
+          for d, (gain, se, n, base, new) in harness.paired_gain_by(domain_of, grpo, sft).items()]
 
 
 def _mean(records, key):

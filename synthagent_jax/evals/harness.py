@@ -135,3 +135,21 @@ def paired_gain(new: dict[str, Sequence[float]], base: dict[str, Sequence[float]
   d = np.asarray([np.mean(new[i]) - np.mean(base[i]) for i in ids], np.float64)
   se = float(d.std(ddof=1) / np.sqrt(len(d))) if len(d) > 1 else 0.0
   return float(d.mean()), se, len(d)
+
+
+def paired_gain_by(group_of: dict[str, str], new: dict[str, Sequence[float]],
+                   base: dict[str, Sequence[float]]
+                   ) -> dict[str, tuple[float, float, int, float, float]]:
+  """`paired_gain` within each group of tasks (e.g. by domain), groups sorted by name: group ->
+  (gain, s.e., tasks, base mean, new mean), the means over the group's tasks both evaluated of
+  each task's mean reward. Tasks missing from `group_of` or from either side are left out."""
+  out = {}
+  for group in sorted({group_of[i] for i in base if i in group_of}):
+    ids = [i for i in base if group_of.get(i) == group and i in new and len(new[i])
+           and len(base[i])]
+    if not ids:
+      continue
+    gain, se, n = paired_gain({i: new[i] for i in ids}, {i: base[i] for i in ids})
+    out[group] = (gain, se, n, float(np.mean([np.mean(base[i]) for i in ids])),
+                  float(np.mean([np.mean(new[i]) for i in ids])))
+  return out

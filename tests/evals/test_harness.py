@@ -116,3 +116,17 @@ def test_item_rates_by_section_and_check_type():
             "interactions.asked_user_for": [1.0], "forbidden.tool_not_called": [0.0]}}
   with pytest.raises(ValueError, match="1 tasks for 2 results"):
     task_items([a], [result(1.0, True, True, True)] * 2)
+
+
+def test_paired_gain_by_domain_by_hand():
+  from synthagent_jax.evals.harness import paired_gain_by
+  domain_of = {"a1": "alpha", "a2": "alpha", "b1": "beta", "c1": "gamma"}
+  sft = {"a1": [0.0, 1.0], "a2": [0.5, 0.5], "b1": [0.25, 0.25], "c1": [0.0, 0.0], "x": [1.0]}
+  grpo = {"a1": [1.0, 1.0], "a2": [0.5, 1.0], "b1": [0.5, 0.0], "x": [0.0]}
+  got = paired_gain_by(domain_of, grpo, sft)
+  # alpha: task means SFT 0.5, 0.5; GRPO 1.0, 0.75; differences 0.5, 0.25: mean 0.375, s.d.
+  # (ddof 1) 0.25 / sqrt(2), s.e. 0.125. beta: one task, 0.25 -> 0.25. gamma: no GRPO
+  # episodes; x: no domain.
+  assert list(got) == ["alpha", "beta"]
+  assert got["alpha"] == pytest.approx((0.375, 0.125, 2, 0.5, 0.875))
+  assert got["beta"] == (0.0, 0.0, 1, 0.25, 0.25)
