@@ -63,9 +63,9 @@ def eval_file(run: Run, name: str) -> str:
   return os.path.join(run.workdir, "eval", name)
 
 
-def _load_rewards(run: Run, name: str, kind: str = "rewards") -> dict | None:
-  """Per-task held-out rewards an earlier evaluation wrote (eval/<name>_rewards.json), or its
-  rubric items met (`kind="items"`: eval/<name>_items.json), if any."""
+def _load_per_task(run: Run, name: str, kind: str = "rewards") -> dict | None:
+  """What an earlier evaluation wrote per task: its held-out rewards (eval/<name>_rewards.json)
+  or, with `kind="items"`, its rubric items met (eval/<name>_items.json); None if absent."""
   try:
     with open(eval_file(run, f"{name}_{kind}.json")) as f:
       return json.load(f)
@@ -83,7 +83,7 @@ def gains(run: Run, rewards: dict, prefix: str, unseen: set, items: dict | None 
   step 0's: `<prefix>/gain_vs_sft/met/<kind>` and `<prefix>/gain_vs_sft_se/met/<kind>` (e.g.
   whether tool-call subgoals met rise, not only the reward)."""
   out = {}
-  base_items = _load_rewards(run, "step_000000", "items") if items else None
+  base_items = _load_per_task(run, "step_000000", "items") if items else None
   for kind in sorted({k for per_task in (base_items or {}).values() for k in per_task}):
     gain, se, n = harness.paired_gain(
         {i: v.get(kind, []) for i, v in items.items()},
@@ -91,7 +91,7 @@ def gains(run: Run, rewards: dict, prefix: str, unseen: set, items: dict | None 
     if n:
       out[f"{prefix}/gain_vs_sft/met/{kind}"], out[f"{prefix}/gain_vs_sft_se/met/{kind}"] = gain, se
   for base_name, key in (("step_000000", "gain_vs_sft"), ("init", "gain_vs_init")):
-    base = _load_rewards(run, base_name)
+    base = _load_per_task(run, base_name)
     if base is None:
       continue
     for suffix, ids in (("", rewards), ("_unseen", unseen)):
