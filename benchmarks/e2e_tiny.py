@@ -166,11 +166,9 @@ def main(argv):
       gain, se = final[f"eval/{key}"], final[f"eval/{key}_se"]
       lines.append(f"- {label}, paired by task: {gain:+.3f} ± {se:.3f} "
                    f"({gain / se if se else float('nan'):+.1f} s.e.)")
-  for kind, label in train_eval.ITEM_GAINS:
-    if f"eval/gain_vs_sft/met/{kind}" in final:
-      gain, se = final[f"eval/gain_vs_sft/met/{kind}"], final[f"eval/gain_vs_sft_se/met/{kind}"]
-      lines.append(f"- GRPO - SFT, {label}, paired by task: {gain:+.3f} ± {se:.3f} "
-                   f"({gain / se if se else float('nan'):+.1f} s.e.)")
+  for label, gain, se in train_eval.item_gains(final):
+    lines.append(f"- GRPO - SFT, {label}, paired by task: {gain:+.3f} ± {se:.3f} "
+                 f"({gain / se if se else float('nan'):+.1f} s.e.)")
   _, eval_tasks = builders.task_splits(_config(_SFT_STEPS.value, 0))
   lines += ["", "Per domain (held-out tasks, paired by task):", "",
             "| domain | | tasks | SFT | GRPO | GRPO - SFT |", "|---|---|---|---|---|---|"]

@@ -199,9 +199,14 @@ def summary(run: Run) -> str:
       gain, se = last[f"eval/{key}"], last[f"eval/{key}_se"]
       lines.append(f"  {label}: {gain:+.3f} ± {se:.3f}, paired by task"
                    + (f" ({gain / se:+.1f} s.e.)" if se > 0 else ""))
-  for kind, label in ITEM_GAINS:
-    if last and f"eval/gain_vs_sft/met/{kind}" in last:
-      gain, se = last[f"eval/gain_vs_sft/met/{kind}"], last[f"eval/gain_vs_sft_se/met/{kind}"]
-      lines.append(f"  GRPO - SFT, {label}: {gain:+.3f} ± {se:.3f}, paired by task"
-                   + (f" ({gain / se:+.1f} s.e.)" if se > 0 else ""))
+  for label, gain, se in item_gains(last or {}):
+    lines.append(f"  GRPO - SFT, {label}: {gain:+.3f} ± {se:.3f}, paired by task"
+                 + (f" ({gain / se:+.1f} s.e.)" if se > 0 else ""))
   return "\n".join(lines)
+
+
+def item_gains(metrics: dict) -> list[tuple[str, float, float]]:
+  """(label, gain, s.e.) of each `ITEM_GAINS` kind an evaluation's metrics hold."""
+  return [(label, metrics[f"eval/gain_vs_sft/met/{kind}"],
+           metrics[f"eval/gain_vs_sft_se/met/{kind}"])
+          for kind, label in ITEM_GAINS if f"eval/gain_vs_sft/met/{kind}" in metrics]
