@@ -50,6 +50,23 @@ def _rl_rows(workdir):
   return {r["step"]: r for r in _metrics(workdir) if "rl/reward_mean" in r}
 
 
+def _logged_rl_steps(workdir):
+  """The RL steps a running job has logged so far (a line still being written is skipped)."""
+  steps = set()
+  try:
+    with open(os.path.join(workdir, "metrics.jsonl")) as f:
+      for line in f:
+        try:
+          row = json.loads(line)
+        except json.JSONDecodeError:
+          continue
+        if "rl/reward_mean" in row:
+          steps.add(row["step"])
+  except FileNotFoundError:
+    pass
+  return steps
+
+
 def test_train_writes_every_artifact_and_resumes(tmp_path):
   wd = str(tmp_path / "run")
   proc = _train(wd, 2)
@@ -131,10 +148,13 @@ def test_killed_mid_step_rerun_continues_the_same_curve(tmp_path):
   _train(ref, 3)
   proc = subprocess.Popen(_cmd(killed, 3), cwd=ROOT, stdout=subprocess.DEVNULL,
                           stderr=subprocess.DEVNULL, env=_env())
-  marker = os.path.join(killed, "checkpoints", "rl", "2", "commit_success.txt")
+  # Kill once step 2 is logged: its checkpoint is then being written (asynchronously) and step 3
+  # is sampling, >1 s from its own log line. (Waiting for checkpoint 2's commit marker raced:
+  # on a busy CPU the marker could land after step 3 was logged.) The rerun resumes from the
+  # last committed checkpoint, 2 or 1, and drops the logged lines after it.
   deadline = time.time() + 600
-  while not os.path.exists(marker) and time.time() < deadline and proc.poll() is None:
-    time.sleep(0.05)
+  while 2 not in _logged_rl_steps(killed) and time.time() < deadline and proc.poll() is None:
+    time.sleep(0.02)
   assert proc.poll() is None, "run finished before it could be killed"
   os.kill(proc.pid, signal.SIGKILL)  # inside step 3
   proc.wait()
