@@ -22,9 +22,11 @@ params and optimizer state untouched and is counted in `learner/skipped_updates`
 
 B is part of the compiled shape: pad a short batch with rows whose attention_mask is 0. Such
 padding rows are sorted after the real ones when minibatches are shuffled (each row's shuffle key
-depends only on its index), and a minibatch of padding only is skipped (no compute, no optimizer
-step), so padding a batch to a fixed row count changes neither the updates nor the metrics
-(up to float summation order); `learner/updates` counts the minibatches trained.
+depends only on its index), a minibatch of padding only is skipped (no compute, no optimizer
+step), and within a minibatch the padding rows fill the last micro-batches, which are skipped
+too (`rl/rows.py`). So padding a batch to a fixed row count changes neither the updates nor the
+metrics (up to float summation order) and, at a micro-batch of one group, costs no compute for
+dropped groups; `learner/updates` counts the minibatches trained.
 """
 
 import dataclasses
@@ -35,10 +37,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from jax.sharding import Mesh, NamedSharding, PartitionSpec
+from jax.sharding import Mesh
 
 from synthagent_jax import parallel
 from synthagent_jax.rl import losses
+from synthagent_jax.rl import rows
 from synthagent_jax.rl.logprobs import token_logprobs  # re-exported: rl.learner.token_logprobs
 from synthagent_jax.rl.state import StateSpec, TrainState
 
@@ -182,16 +185,6 @@ def _policy_mask(batch) -> jnp.ndarray:
   return mask_bt.at[:, 0].set(0.0)
 
 
-def _split_rows(x, n: int, batch_axes=None, mesh=None):
-  """[B, ...] -> [n, B // n, ...], chunk i = rows i, i + n, ... (keeps every chunk spread over
-  all data-parallel devices instead of putting chunk i on a subset of them)."""
-  y = jnp.swapaxes(x.reshape((x.shape[0] // n, n) + x.shape[1:]), 0, 1)
-  if mesh is not None:
-    spec = PartitionSpec(None, batch_axes, *([None] * (x.ndim - 1)))
-    y = jax.lax.with_sharding_constraint(y, NamedSharding(mesh, spec))
-  return y
-
-
 _MIN_KEYS = ("ratio_min",)
 _MAX_KEYS = ("ratio_max",)
 
@@ -209,13 +202,18 @@ def _micro_loss(params, mb, denom, graphdef, cfg):
 
 
 def _accumulate(params, minibatch, graphdef, cfg, n_micro, mesh):
-  """Summed grads and loss over micro-batches, token-weighted metric means."""
+  """Summed grads and loss over micro-batches, token-weighted metric means. The padding rows
+  are gathered into the last micro-batches, and a micro-batch of padding only is skipped (no
+  compute): a step whose batch was padded with dropped groups' rows pays for its real rows."""
   denom = losses.agg_denominator(_policy_mask(minibatch), cfg.agg, cfg.loss_norm_tokens)
-  micro = jax.tree.map(functools.partial(_split_rows, n=n_micro, batch_axes=parallel.BATCH_AXES,
+  if n_micro > 1:
+    order = rows.blocks_first(minibatch["attention_mask"].sum(axis=1) == 0, n_micro)
+    minibatch = jax.tree.map(lambda x: x[order], minibatch)
+  micro = jax.tree.map(functools.partial(rows.split, n=n_micro, batch_axes=parallel.BATCH_AXES,
                                          mesh=mesh), minibatch)
   grad_fn = jax.value_and_grad(_micro_loss, has_aux=True)
 
-  def body(carry, mb):
+  def run(carry, mb):
     g_acc, loss_acc, m_acc = carry
     (loss, m), g = grad_fn(params, mb, denom, graphdef, cfg)
     n = m["num_tokens"]
@@ -229,7 +227,10 @@ def _accumulate(params, minibatch, graphdef, cfg, n_micro, mesh):
         new_m[k] = m_acc[k] + n
       else:
         new_m[k] = m_acc[k] + v * n
-    return (jax.tree.map(jnp.add, g_acc, g), loss_acc + loss, new_m), None
+    return (jax.tree.map(jnp.add, g_acc, g), loss_acc + loss, new_m)
+
+  def body(carry, mb):
+    return jax.lax.cond(mb["attention_mask"].sum() > 0, run, lambda c, _: c, carry, mb), None
 
   first = jax.tree.map(lambda x: x[0], micro)
   _, m_shape = jax.eval_shape(functools.partial(_micro_loss, graphdef=graphdef, cfg=cfg), params,
@@ -246,29 +247,23 @@ def _accumulate(params, minibatch, graphdef, cfg, n_micro, mesh):
 
 
 def _logprobs_only(params, batch, graphdef, n_micro, mesh, temperature):
-  split = functools.partial(_split_rows, n=n_micro, batch_axes=parallel.BATCH_AXES, mesh=mesh)
-  micro = jax.tree.map(split, {"ids": batch["input_ids"], "mask": batch["attention_mask"],
-                               "needed": _policy_mask(batch)})
-  lp = jax.lax.map(lambda mb: token_logprobs(graphdef, params, mb["ids"], mb["mask"], temperature,
-                                             needed_bt=mb["needed"])[0], micro)
-  # Undo _split_rows: [n, B // n, T] -> [B, T] with row i of chunk c at c + i * n.
-  return jnp.swapaxes(lp, 0, 1).reshape(batch["input_ids"].shape)
+  """Log-probs [B, T] in micro-batches; padding rows gathered last, padding-only ones skipped
+  (their log-probs are 0, as a padding row's are)."""
+  pad_rows_b = batch["attention_mask"].sum(axis=1) == 0
+  order = rows.blocks_first(pad_rows_b, n_micro)
+  split = functools.partial(rows.split, n=n_micro, batch_axes=parallel.BATCH_AXES, mesh=mesh)
+  micro = jax.tree.map(lambda x: split(x[order]), {
+      "ids": batch["input_ids"], "mask": batch["attention_mask"], "needed": _policy_mask(batch)})
 
+  def one(mb):
+    return jax.lax.cond(
+        mb["mask"].sum() > 0,
+        lambda m: token_logprobs(graphdef, params, m["ids"], m["mask"], temperature,
+                                 needed_bt=m["needed"])[0],
+        lambda m: jnp.zeros(m["ids"].shape, jnp.float32), mb)
 
-def _shuffle_rows(rng, pad_rows_b, n_mini: int):
-  """Row order for one epoch whose `_split_rows(n_mini)` minibatches are consecutive blocks of a
-  random order of the real rows, padding rows last.
-
-  Each row's sort key is drawn from (rng, its index) alone, so padding a batch with more rows
-  leaves its real minibatches unchanged: they fill the first minibatches, and minibatches of
-  padding only come last (and are skipped by `train_step`).
-  """
-  bsz = pad_rows_b.shape[0]
-  u_b = jax.vmap(lambda i: jax.random.uniform(jax.random.fold_in(rng, i)))(jnp.arange(bsz))
-  order = jnp.argsort(jnp.where(pad_rows_b, 2.0, u_b))  # u < 1: real rows first
-  # _split_rows takes minibatch i = positions i, i + n, ...: place block i of `order` there.
-  q = jnp.arange(bsz)
-  return order[(q % n_mini) * (bsz // n_mini) + q // n_mini]
+  lp = rows.unsplit(jax.lax.map(one, micro))
+  return jnp.zeros_like(lp).at[order].set(lp)  # back to the batch's row order
 
 
 def train_step(state: TrainState, batch: Mapping[str, jax.Array], *, graphdef,
@@ -312,9 +307,9 @@ def train_step(state: TrainState, batch: Mapping[str, jax.Array], *, graphdef,
   def epoch(carry, epoch_rng):
     epoch_batch = batch
     if n_mini > 1:
-      perm = _shuffle_rows(epoch_rng, pad_rows_b, n_mini)
+      perm = rows.shuffle(epoch_rng, pad_rows_b, n_mini)
       epoch_batch = jax.tree.map(lambda x: x[perm], batch)
-    minibatches = jax.tree.map(functools.partial(_split_rows, n=n_mini), epoch_batch)
+    minibatches = jax.tree.map(functools.partial(rows.split, n=n_mini), epoch_batch)
     return jax.lax.scan(update, carry, minibatches)
 
   carry, stacked = jax.lax.scan(epoch, (state.params, state.opt_state),

@@ -269,3 +269,45 @@ def test_chunked_attention_and_logprobs_on_a_mesh_match_single_device(single_dev
   env = learner_toys.Env((2, 2, 2), MESH_CFG)
   assert env.model_cfg.attention == "chunked"
   _assert_same(single_device_run, _run(env))
+
+
+PAD_ROWS = [1, 6, 11, 14]  # scattered: every one of the batch's strided chunks holds one
+
+
+def _with_padding_rows(host: dict, rows: list, advantage: float) -> dict:
+  out = {k: np.array(v) for k, v in host.items()}
+  for k in ("attention_mask", "loss_mask", "input_ids", "sampler_logprobs"):
+    out[k][rows] = 0
+  out["advantages"][rows] = advantage
+  return out
+
+
+def test_padding_rows_go_to_skipped_micro_batches(learner_env):
+  """12 real rows and 4 padding rows scattered over the batch (as the loop pads to a fixed row
+  count): the padding rows are gathered into the last micro-batch, which is never computed.
+  Proof by poison: NaN advantages on the padding rows would make the loss NaN (the update
+  skipped) in any micro-batch that ran; the step equals the one with finite padding."""
+  env = learner_env()  # 16 rows, minibatches of 8, micro-batches of 4
+  host = make_host_batch(seed=7)
+  clean = env.step(env.fresh_state(), learner.make_batch(
+      _with_padding_rows(host, PAD_ROWS, 0.0), env.mesh))
+  batch = dict(learner.make_batch(_with_padding_rows(host, PAD_ROWS, 0.0), env.mesh))
+  poison = _with_padding_rows(host, PAD_ROWS, np.nan)["advantages"]
+  batch["advantages"] = jax.device_put(poison, batch["advantages"].sharding)
+  state, m = env.step(env.fresh_state(), batch)
+  assert float(m["learner/skipped_updates"]) == 0.0
+  assert float(m["learner/updates"]) == 2.0
+  _assert_same(jax.device_get((clean[0].params, clean[1])), jax.device_get((state.params, m)))
+
+
+def test_logprobs_of_a_padded_batch_keep_each_rows_place(learner_env):
+  env = learner_env()
+  fn = learner.make_logprobs_fn(env.spec, env.cfg, env.mesh)
+  params = env.fresh_state().params
+  host = make_host_batch(seed=8)
+  full = np.asarray(fn(params, learner.make_batch(host, env.mesh)))
+  padded = np.asarray(fn(params, learner.make_batch(_with_padding_rows(host, PAD_ROWS, 0.0),
+                                                    env.mesh)))
+  real = [i for i in range(full.shape[0]) if i not in PAD_ROWS]
+  np.testing.assert_allclose(padded[real], full[real], rtol=0, atol=1e-6)
+  np.testing.assert_array_equal(padded[PAD_ROWS], 0.0)
