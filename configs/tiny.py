@@ -66,7 +66,10 @@ def get_config(arg=None):
   c.rl.tasks_per_step = 4
   c.rl.num_generations = 4
   c.rl.minibatch_tasks = 4         # 4 tasks x 4 rollouts = 16 sequences: one update per step
-  c.rl.micro_batch_size = 16
+  # One group per micro-batch: a dropped group's padding rows are then a whole micro-batch the
+  # learner skips, and 4-row micro-batches run faster on this CPU than one of 16 (GRPO learner
+  # 2.0-2.3 -> 1.25-1.33 s per step; SFT uses it too: docs/benchmarks.md, session 15).
+  c.rl.micro_batch_size = 4
   c.optim.lr = 1e-4
   # 80 steps at a constant lr end near loss 1.1 (a 60-step cosine ended at 2.43): the policy asks
   # for the private detail in ~2/3 of held-out episodes (docs/benchmarks.md, session 8).
