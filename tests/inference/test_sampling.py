@@ -113,3 +113,16 @@ def test_per_row_keys_make_rows_independent_of_the_batch():
   batch, _ = sampling.sample_step(logits, keys, *args)
   alone, _ = sampling.sample_step(logits[1:2], keys[1:2], *args)
   assert int(batch[1]) == int(alone[0])
+
+
+def test_inverse_cdf_picks_the_first_token_above_u_and_never_a_zero_probability_one():
+  # cumulative sums [0.5, 0.5, 0.8, 1.0] and [0.6, 1.0, 1.0, 1.0], worked out by hand
+  probs = np.array([[0.5, 0.0, 0.3, 0.2], [0.6, 0.4, 0.0, 0.0]], np.float32)
+  with np.errstate(divide="ignore"):
+    logp = jnp.asarray(np.log(probs))
+  almost_one = float(np.nextafter(np.float32(1.0), np.float32(0.0)))
+  cases = [(0.0, [0, 0]), (0.49, [0, 0]), (0.5, [2, 0]), (0.79, [2, 1]), (0.8, [3, 1]),
+           (almost_one, [3, 1])]
+  for u, expected in cases:
+    tokens = sampling.inverse_cdf(logp, jnp.full((2,), u, jnp.float32))
+    np.testing.assert_array_equal(tokens, expected, err_msg=f"u={u}")
