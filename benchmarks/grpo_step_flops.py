@@ -6,7 +6,8 @@
 Copies the run's SFT checkpoints (checkpoints/sft) into a scratch workdir and runs `--steps`
 GRPO steps of the run's config there with `launch.train_loop.train` (evaluation shrunk to one
 episode), then reports, per step after the first (which compiles): the wall time of the step, of
-its rollouts and of its learner, the model FLOPs each part needed, and time / (FLOPs / peak).
+its rollouts and of its learner, the model FLOPs each part needed, and time / (FLOPs / peak);
+and the first step's wall time (compiles included: what a change to the compiled shapes costs).
 
 Model FLOPs are the work the step cannot avoid, counted from the step's own trajectories:
 - a matmul parameter does 2 FLOPs per token forward (6 forward + backward); the body (attention
@@ -22,11 +23,19 @@ The peak is the best float32 [1024 x 1024] matmul rate of JAX and torch measured
 process (benchmarks/learner_throughput.matmul_peak_flops), and "shape peak" the rate JAX reaches
 on the model's own largest matmul, [tokens x hidden] x [hidden x intermediate], for the
 learner's tokens: what XLA can do with matrices this thin.
+
+Where the rollouts' extra time goes, from the engine's decode counters (inference/sampler.
+EngineStats): batch rows the decode ran per token it needed (rows that finished early, batch
+padding) and key slots its attention read per key needed (left padding to the prompt bucket,
+unused new-token slots, finished rows). Reading the cache is most of a tiny decode step, so
+the second factor bears on the rollouts' time about in proportion.
 """
 
 from __future__ import annotations
 
 import argparse
+import collections
+import dataclasses
 import json
 import os
 import platform
@@ -141,8 +150,15 @@ def main(argv=None):
   learner_tokens: list = []
   rollout_and_score = train_rollouts.rollout_and_score
 
+  decode: dict = {}  # step -> the engine's decode counters over its rounds
+
   def counted(run, loop, tasks, step, round_index=0):  # each sampling round of a GRPO step
+    stats = getattr(loop.engine, "stats", None)
+    before = dataclasses.asdict(stats) if stats is not None else None
     out = rollout_and_score(run, loop, tasks, step, round_index)
+    if stats is not None:
+      total = decode.setdefault(step, collections.Counter())
+      total.update({k: v - before[k] for k, v in dataclasses.asdict(stats).items()})
     while len(per_step) <= step:
       per_step.append((0.0, 0.0))
     f = step_flops(dims, out[0], config.rl.num_generations, out[3])
@@ -171,14 +187,20 @@ def main(argv=None):
   roll_f = med([f[0] for _, f in steady])
   learn_f = med([f[1] for _, f in steady])
   ratio = lambda s, f, pk: s / (f / pk) if f else float("nan")  # f 0: every group dropped
+  dec = sum((decode.get(int(r["step"]) - 1, collections.Counter()) for r, _ in steady),
+            collections.Counter())
+  waste = lambda a, b: dec[a] / dec[b] if dec[b] else float("nan")
   result = {
-      "steps": len(steady), "step_s": step_s, "rollout_s": roll_s, "learner_s": learn_s,
+      "steps": len(steady), "first_step_s": rows[0]["perf/step_s"], "step_s": step_s,
+      "rollout_s": roll_s, "learner_s": learn_s,
       "rollout_gflop": roll_f / 1e9, "learner_gflop": learn_f / 1e9,
       "peak_gflops": peak / 1e9, "shape_peak_gflops": speak / 1e9,
       "step_vs_peak": ratio(step_s, roll_f + learn_f, peak),
       "rollout_vs_peak": ratio(roll_s, roll_f, peak),
       "learner_vs_peak": ratio(learn_s, learn_f, peak),
       "step_vs_shape_peak": ratio(step_s, roll_f + learn_f, speak),
+      "decode_rows_per_needed": waste("decode_rows", "decode_needed"),
+      "decode_keys_per_needed": waste("decode_keys", "decode_keys_needed"),
       "machine": f"{os.cpu_count()}-core {platform.machine()}, {jax.devices()[0].platform}",
   }
   print("| part | median s | model GFLOP | x its FLOP time at the peak |")
@@ -190,6 +212,9 @@ def main(argv=None):
         f"{dims['hidden']}] x [{dims['hidden']} x {dims['intermediate']}] matmul "
         f"{speak / 1e9:.0f} GFLOP/s: the step is {result['step_vs_shape_peak']:.1f}x its FLOP "
         "time at that rate")
+  print(f"decode: {result['decode_rows_per_needed']:.2f} batch rows run per token needed "
+        f"(finished and padding rows), {result['decode_keys_per_needed']:.2f} key slots read "
+        "per key needed (left padding, unused new-token slots, finished rows)")
   print(json.dumps(result))
   return result
 

@@ -211,15 +211,23 @@ def stage_sizes(batch: int, stages: int) -> tuple[int, ...]:
 def copy_prefixes(dst, src, src_row_b, src_start_b, dst_start_b, length_b, *, num_slots):
   """Copies, for every row b, `length_b[b]` slots of stored row `src_row_b[b]` starting at
   `src_start_b[b]` into slots [dst_start_b[b], + length_b[b]) of the new cache (rows with
-  length 0 are left as they are). dst, src: KVCaches (models/qwen.KVCache: per layer
-  [B, K, S, Dh]); src may have another batch size and slot count. Returns the new dst."""
+  length 0 are left as they are). dst, src: KVCaches (models/qwen.KVCache: per layer k
+  [B, K, Dh, S], v [B, K, S, Dh]); src may have another batch size and slot count. Returns the
+  new dst."""
   slot_s = jnp.arange(num_slots, dtype=jnp.int32)
   offset_bs = slot_s[None, :] - dst_start_b[:, None]
-  take = ((offset_bs >= 0) & (offset_bs < length_b[:, None]))[:, None, :, None]
-  src_slot = jnp.clip(src_start_b[:, None] + offset_bs, 0, src.max_len - 1)[:, None, :, None]
+  take_bs = (offset_bs >= 0) & (offset_bs < length_b[:, None])
+  src_slot_bs = jnp.clip(src_start_b[:, None] + offset_bs, 0, src.max_len - 1)
 
-  def copy(x_dst, x_src):  # [B, K, S, Dh] <- row src_row_b[b], slots src_slot[b] of x_src
-    rows = jnp.take_along_axis(x_src[src_row_b], src_slot, axis=2)
-    return jnp.where(take, rows.astype(x_dst.dtype), x_dst)
+  def copy(axis):  # for arrays whose slots lie along `axis`
+    # [B, S] -> rank 4, S at `axis`, size-1 dims elsewhere
+    take, src_slot = (jnp.expand_dims(x, [d for d in (1, 2, 3) if d != axis])
+                      for x in (take_bs, src_slot_bs))
 
-  return jax.tree.map(copy, dst, src)
+    def one(x_dst, x_src):  # row src_row_b[b], slots src_slot[b] of x_src
+      rows = jnp.take_along_axis(x_src[src_row_b], src_slot, axis=axis)
+      return jnp.where(take, rows.astype(x_dst.dtype), x_dst)
+    return one
+
+  return type(dst)(k=tuple(map(copy(dst.SLOT_AXIS_K), dst.k, src.k)),
+                   v=tuple(map(copy(dst.SLOT_AXIS_V), dst.v, src.v)))

@@ -96,19 +96,41 @@ class Buckets:
 
 @dataclasses.dataclass
 class EngineStats:
-  """Cumulative prefill counters of a JaxEngine (real prompts only, batch padding excluded).
+  """Cumulative counters of a JaxEngine: prefill (real prompts only, batch padding excluded) and
+  decode (what the padded batch ran against what its real rows needed).
 
   Attributes:
     prompt_tokens: prompt tokens received.
     prefill_tokens: prompt tokens whose keys/values were computed (prompt_tokens - reused_tokens).
     reused_tokens: prompt tokens whose keys/values were copied from a stored cache.
     prefill_slots: prompt slots run through the model, left padding inside the window included.
+    decode_rows: one-token model calls x batch rows: batch padding and finished rows included
+      (every row of the bucket at each decode step; with decode_stages > 1 an upper bound).
+    decode_needed: sampled tokens after each row's first (which its prefill gives): the rows
+      decode steps must run.
+    decode_keys: decode_rows x cache slots: the key slots the decode's attention reads.
+    decode_keys_needed: the keys those needed rows attend to (a row's i-th decoded token: its
+      prompt and i earlier tokens).
   """
 
   prompt_tokens: int = 0
   prefill_tokens: int = 0
   reused_tokens: int = 0
   prefill_slots: int = 0
+  decode_rows: int = 0
+  decode_needed: int = 0
+  decode_keys: int = 0
+  decode_keys_needed: int = 0
+
+  def count_decode(self, batch: int, num_slots: int, num_steps: int, prompt_lens, new_lens):
+    """Adds one call: `num_steps` (prefill's token included) over `batch` rows of `num_slots`
+    slots; real row r had a prompt of prompt_lens[r] tokens and sampled new_lens[r]."""
+    self.decode_rows += batch * (num_steps - 1)
+    self.decode_keys += batch * (num_steps - 1) * num_slots
+    for p, n in zip(prompt_lens, new_lens):
+      if n > 1:  # tokens 1..n-1, token i attending to p + i keys
+        self.decode_needed += n - 1
+        self.decode_keys_needed += (n - 1) * p + n * (n - 1) // 2
 
 
 def _check_prompts(prompt_ids: Sequence[Sequence[int]]) -> list[list[int]]:
@@ -323,6 +345,8 @@ class JaxEngine:
         prefill_slots=None if cache_in is None else window, decode_stages=self.decode_stages)
     self.last_num_steps = int(num_steps)
     completions = _to_completions(np.asarray(tokens_bn), np.asarray(logprobs_bn), len(prompts), sp)
+    self.stats.count_decode(batch, prompt_slots + new_tokens_bucket, self.last_num_steps,
+                            [len(p) for p in prompts], [len(c.token_ids) for c in completions])
     if self.prefix_cache.max_bytes:
       # Row r's KV covers its prompt and every sampled token but the last (never fed back).
       rows = [(list(p) + c.token_ids[:-1], prompt_slots - len(p), len(p))

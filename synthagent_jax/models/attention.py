@@ -2,11 +2,11 @@
 softmax, in three interchangeable implementations chosen by `ModelConfig.attention`.
 
 Contract: `attention(impl, chunk, q [B,T,H,Dh], k [B,K,S,Dh], v [B,K,S,Dh], q_slot_t [T],
-kv_valid_bs [B,S]) -> [B,T,H,Dh]` in v's dtype. Keys and values are head-major (the KV cache's
-layout, models/qwen.KVCache): the score and value dots batch over (b, k), and with (b, k) leading
-and contiguous XLA reads the cache as it lies instead of transposing all of it on every decode
-step (6.5 -> 3.9 ms per layer, batch 16 x 1088 slots, 2-core CPU). Query t (at cache slot q_slot_t[t]) sees key
-slot s <= q_slot_t[t] where kv_valid_bs[b, s]. Scores and softmax are float32 on every path:
+kv_valid_bs [B,S]) -> [B,T,H,Dh]` in v's dtype. Keys and values are head-major, as the KV cache
+(models/qwen.KVCache) holds them: the score and value dots batch over (b, k), and with (b, k)
+leading and contiguous XLA reads the cache as it lies instead of transposing all of it on every
+decode step (6.5 -> 3.9 ms per layer, batch 16 x 1088 slots, 2-core CPU). Query t (at cache slot
+q_slot_t[t]) sees key slot s <= q_slot_t[t] where kv_valid_bs[b, s]. Scores and softmax are float32 on every path:
   naive    `attend`: materialises the [B, H, T, S] scores.
   blocked  `attend_blocked` in a full causal pass (the learner, SFT: queries at slots 0..T-1 over
            their own keys): `attend` per block of `chunk` queries over the keys up to the
@@ -19,7 +19,8 @@ slot s <= q_slot_t[t] where kv_valid_bs[b, s]. Scores and softmax are float32 on
            is XLA's own path (it materialises the scores like naive; cuDNN flash needs
            implementation="cudnn", not wired here until a GPU can verify it).
 Outputs at fully masked (padded) queries are meaningless on every path. A decode step (one query
-token) always runs `attend_one`, the same softmax as fused products and sums.
+token) always runs `attend_one`, the same softmax as fused products and sums over the cache's own
+layout (keys slot-minor [B, K, Dh, S]).
 
 Dimension letters as in models/qwen.py: B batch, T query tokens, S key slots, H query heads,
 K kv heads, G query heads per kv head, h head_dim, C key block.
@@ -84,19 +85,21 @@ def attend_blocked(q_btnh: jax.Array, k_bksh: jax.Array, v_bksh: jax.Array,
   return outs[0] if len(outs) == 1 else jnp.concatenate(outs, axis=1)
 
 
-def attend_one(q_b1nh: jax.Array, k_bksh: jax.Array, v_bksh: jax.Array, mask_bs: jax.Array):
-  """`attend` for one query token per row (a decode step), as float32 products and reductions.
+def attend_one(q_b1nh: jax.Array, k_bkhs: jax.Array, v_bksh: jax.Array, mask_bs: jax.Array):
+  """`attend` for one query token per row (a decode step), as float32 products and reductions,
+  on the KV cache's own layout: keys slot-minor [B, K, Dh, S], values [B, K, S, Dh].
 
   XLA on CPU fuses these with the read of the cache, where a batched dot over (b, k) with G rows
   runs as many tiny matmuls (the step was ~1.4x slower that way: tiny model, batch 16, 1088
-  slots). The same masked softmax as `attend`; sums run in another order (float32 rounding).
-  Returns [B, 1, H, Dh] in v's dtype.
+  slots). Both sums then run along a contiguous axis: the scores add Dh rows of S slots, the
+  output adds S rows of Dh values. The same masked softmax as `attend`; sums run in another
+  order (float32 rounding). Returns [B, 1, H, Dh] in v's dtype.
   """
   b, t, n, h = q_b1nh.shape
-  k = k_bksh.shape[1]
+  k = k_bkhs.shape[1]
   q_bkgh = q_b1nh.reshape(b, k, n // k, h).astype(jnp.float32)
-  scores_bkgs = jnp.sum(q_bkgh[:, :, :, None, :] * k_bksh[:, :, None].astype(jnp.float32),
-                        axis=-1) * (h ** -0.5)
+  scores_bkgs = jnp.sum(q_bkgh[..., None] * k_bkhs[:, :, None].astype(jnp.float32),
+                        axis=-2) * (h ** -0.5)
   scores_bkgs = jnp.where(mask_bs[:, None, None, :], scores_bkgs, _MASKED)
   probs_bkgs = jax.nn.softmax(scores_bkgs, axis=-1)
   out_bkgh = jnp.sum(probs_bkgs[..., None] * v_bksh[:, :, None].astype(jnp.float32), axis=-2)

@@ -130,23 +130,28 @@ class DecoderLayer(nnx.Module):
     x_btd = x_btd + self.attn.out(a)
     return x_btd + self.mlp(self.post_attn_norm(x_btd))
 
-  def forward_cached(self, x_btd, cos_bth, sin_bth, k_cache_bksh, v_cache_bksh, cache_index,
+  def forward_cached(self, x_btd, cos_bth, sin_bth, k_cache_bkhs, v_cache_bksh, cache_index,
                      kv_mask_bs):
-    """Like __call__, but writes this chunk's k/v into this layer's head-major cache
-    [B, K, S, Dh] at slot cache_index and attends to all slots (the configured attention for a
-    chunk of several tokens; `attend_one` for one token). Returns (x, k cache, v cache)."""
+    """Like __call__, but writes this chunk's k/v into this layer's cache (k [B, K, Dh, S],
+    v [B, K, S, Dh]: models/qwen.KVCache) at slot cache_index and attends to all slots (the
+    configured attention for a chunk of several tokens, on keys turned slot-major; `attend_one`
+    for one token, on the cache as it lies). Returns (x, k cache, v cache)."""
     q, k_btkh, v_btkh = self.attn.qkv(self.input_norm(x_btd), cos_bth, sin_bth)
-    start = (0, 0, cache_index, 0)
-    k_cache_bksh = jax.lax.dynamic_update_slice(
-        k_cache_bksh, jnp.swapaxes(k_btkh, 1, 2).astype(k_cache_bksh.dtype), start)
+    k_cache_bkhs = jax.lax.dynamic_update_slice(
+        k_cache_bkhs, jnp.transpose(k_btkh, (0, 2, 3, 1)).astype(k_cache_bkhs.dtype),
+        (0, 0, 0, cache_index))
     v_cache_bksh = jax.lax.dynamic_update_slice(
-        v_cache_bksh, jnp.swapaxes(v_btkh, 1, 2).astype(v_cache_bksh.dtype), start)
+        v_cache_bksh, jnp.swapaxes(v_btkh, 1, 2).astype(v_cache_bksh.dtype),
+        (0, 0, cache_index, 0))
     q_slot_t = cache_index + jnp.arange(x_btd.shape[1], dtype=jnp.int32)
-    k_in, v_in = k_cache_bksh.astype(q.dtype), v_cache_bksh.astype(q.dtype)
+    k_in, v_in = k_cache_bkhs.astype(q.dtype), v_cache_bksh.astype(q.dtype)
     if x_btd.shape[1] == 1:
       a = attend_one(q, k_in, v_in, attention_mask(q_slot_t, kv_mask_bs)[:, 0])
     else:
+      # Slot-major keys for the chunk's attention, materialised: XLA would fold the transpose
+      # into the score dot, and XLA:CPU has no bf16 x bf16 -> f32 dot over that layout.
+      k_in = jax.lax.optimization_barrier(jnp.swapaxes(k_in, 2, 3))
       a = attention(self.attention_impl, self.attention_chunk, q, k_in, v_in, q_slot_t,
                     kv_mask_bs)
     x_btd = x_btd + self.attn.out(a)
-    return x_btd + self.mlp(self.post_attn_norm(x_btd)), k_cache_bksh, v_cache_bksh
+    return x_btd + self.mlp(self.post_attn_norm(x_btd)), k_cache_bkhs, v_cache_bksh

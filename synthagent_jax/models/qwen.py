@@ -43,17 +43,25 @@ class KVCache:
   model, batch 16, 1088 slots) a decode step costs ~10 ms this way vs ~21 ms with one
   [L, B, S, K, Dh] array, which XLA sliced and transposed per layer on every step.
 
+  Keys are slot-minor ([B, K, Dh, S]): a decode step's scores q . k sum over Dh, and with the
+  slots contiguous that sum is a run of vector multiply-adds over S; over [B, K, S, Dh] it was a
+  horizontal sum per slot, 2.5x slower (docs/benchmarks.md, session 17). Values stay slot-major,
+  where the output's sum over S is the vector-friendly one.
+
   Attributes:
-    k: tuple of L arrays [B, K, S, Dh], keys after RoPE (and qk-norm), compute dtype.
+    k: tuple of L arrays [B, K, Dh, S], keys after RoPE (and qk-norm), compute dtype.
     v: tuple of L arrays [B, K, S, Dh], values.
   """
+
+  SLOT_AXIS_K = 3
+  SLOT_AXIS_V = 2
 
   k: tuple[jax.Array, ...]
   v: tuple[jax.Array, ...]
 
   @property
   def max_len(self) -> int:
-    return self.k[0].shape[2]
+    return self.v[0].shape[self.SLOT_AXIS_V]
 
   @property
   def batch_size(self) -> int:
@@ -162,12 +170,13 @@ class Qwen(nnx.Module):
     return x_btd
 
   def init_cache(self, batch_size: int, max_len: int, dtype: Any = None) -> KVCache:
-    """An all-zero cache of `max_len` slots: per layer, k/v [B, K, S, Dh] in the compute dtype."""
+    """An all-zero cache of `max_len` slots: per layer, k [B, K, Dh, S] and v [B, K, S, Dh] in
+    the compute dtype."""
     cfg = self.config
-    shape = (batch_size, cfg.num_kv_heads, max_len, cfg.head_dim)
+    b, k, s, h = batch_size, cfg.num_kv_heads, max_len, cfg.head_dim
     dtype = self.dtype if dtype is None else dtype
-    zeros = lambda: tuple(jnp.zeros(shape, dtype) for _ in range(cfg.num_layers))
-    return KVCache(k=zeros(), v=zeros())
+    zeros = lambda shape: tuple(jnp.zeros(shape, dtype) for _ in range(cfg.num_layers))
+    return KVCache(k=zeros((b, k, h, s)), v=zeros((b, k, s, h)))
 
   def forward_cached(self, input_ids_bt: jax.Array, positions_bt: jax.Array, cache: KVCache,
                      cache_index: jax.Array | int, kv_mask_bs: jax.Array, *,
@@ -222,10 +231,10 @@ class Qwen(nnx.Module):
     cos_bth, sin_bth = rope_cos_sin(positions_bt, self.config.head_dim, self.config.rope_theta)
     ks, vs = [], []
     x_btd = self._embed(input_ids_bt)
-    for layer, k_bksh, v_bksh in zip(self.layers, cache.k, cache.v, strict=True):
-      x_btd, k_bksh, v_bksh = layer.forward_cached(x_btd, cos_bth, sin_bth, k_bksh, v_bksh,
+    for layer, k_bkhs, v_bksh in zip(self.layers, cache.k, cache.v, strict=True):
+      x_btd, k_bkhs, v_bksh = layer.forward_cached(x_btd, cos_bth, sin_bth, k_bkhs, v_bksh,
                                                    cache_index, kv_mask_bs)
-      ks.append(k_bksh)
+      ks.append(k_bkhs)
       vs.append(v_bksh)
     if last_only:
       x_btd = x_btd[:, -1:]

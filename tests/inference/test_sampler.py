@@ -91,6 +91,18 @@ def test_loop_stops_early_when_all_rows_finish(model):
   assert eng.last_num_steps == len(out[0].token_ids) < 12
 
 
+def test_decode_counters_by_hand(model):
+  # 3 prompts (3, 9 and 1 tokens) in a batch bucket of 4, 16 prompt + 16 new slots; 8 greedy
+  # tokens each, no stop: 7 decode steps (the first token comes from the prefill).
+  eng = sampler.JaxEngine(model, buckets=BUCKETS, prefix_cache_bytes=0)
+  eng.generate(PROMPTS, _greedy(8))
+  s = eng.stats
+  assert (s.decode_rows, s.decode_keys) == (4 * 7, 4 * 7 * 32)
+  assert s.decode_needed == 3 * 7
+  # Row with a p-token prompt: its tokens 1..7 attend to p + 1, ..., p + 7 keys = 7p + 28.
+  assert s.decode_keys_needed == (7 * 3 + 28) + (7 * 9 + 28) + (7 * 1 + 28)
+
+
 def test_repeated_calls_reuse_compiled_code(model):
   # KV reuse off: a reused prefix makes its own (bucketed) prefill-window shape.
   eng = sampler.JaxEngine(model, buckets=BUCKETS, prefix_cache_bytes=0)

@@ -106,7 +106,7 @@ def test_attend_one_matches_naive_decode_step(n, k):
   valid[2, :11] = False
   mask_bts = attention_lib.attention_mask(q_slot_t, jnp.asarray(valid))
   want = attention_lib.attend(q, kk, v, mask_bts)
-  got = attention_lib.attend_one(q, kk, v, mask_bts[:, 0])
+  got = attention_lib.attend_one(q, jnp.swapaxes(kk, 2, 3), v, mask_bts[:, 0])  # keys [B,K,Dh,S]
   np.testing.assert_allclose(np.asarray(got), np.asarray(want), atol=ATOL)
 
 

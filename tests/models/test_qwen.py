@@ -99,9 +99,14 @@ def test_cached_decode_matches_full_forward(family, dtype, num_kv_heads):
 
   cfg = model.config
   assert len(cache.k) == len(cache.v) == cfg.num_layers
+  slots = p + sum(chunks)
   for x in (*cache.k, *cache.v):  # per layer, head-major
     assert x.dtype == model.dtype
-    assert x.shape == (b, num_kv_heads, p + sum(chunks), cfg.head_dim)
+  for x in cache.k:  # keys slot-minor
+    assert x.shape == (b, num_kv_heads, cfg.head_dim, slots)
+  for x in cache.v:
+    assert x.shape == (b, num_kv_heads, slots, cfg.head_dim)
+  assert cache.max_len == slots
   tol = TOL if dtype == "float32" else 0.1
   refs = _references(model, [prompt + more[:done] for prompt, more in zip(prompts, extra)])
   for i, (prompt, ref) in enumerate(zip(prompts, refs)):

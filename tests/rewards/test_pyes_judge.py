@@ -29,7 +29,7 @@ class ScriptedLogits(nnx.Module):
     self.vocab, self.yes_ids, self.no_ids = vocab, tuple(yes_ids), tuple(no_ids)
 
   def init_cache(self, batch_size, max_len):
-    return models.KVCache(k=(jnp.zeros((batch_size, 1, max_len, 1)),),
+    return models.KVCache(k=(jnp.zeros((batch_size, 1, 1, max_len)),),
                           v=(jnp.zeros((batch_size, 1, max_len, 1)),))
 
   def forward_cached(self, ids_bt, positions_bt, cache, cache_index, kv_mask_bs, last_only=False):
