@@ -15,6 +15,9 @@ import ml_collections
 def base_config() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   c.seed = 0
+  # XLA's persistent compilation cache (launch/train.py; "" = off): a rerun on this machine loads
+  # the programs that took over a second to compile instead of compiling them again.
+  c.compile_cache_dir = "~/.cache/synthagent_jax/xla"
 
   c.model = ml_collections.ConfigDict()
   c.model.checkpoint = ""          # HF directory (config.json + safetensors + tokenizer files)

@@ -286,6 +286,16 @@ def parse_flags(argv):
              f"the config file and configs/base.py){' ' + hint if hint else ''}")
 
 
+def enable_compile_cache(path: str) -> None:
+  """Points JAX's persistent compilation cache at `path` ("" leaves JAX's own setting, e.g.
+  JAX_COMPILATION_CACHE_DIR): programs that took over a second to compile (the sampler's, the
+  train steps) are stored there, keyed by program, compile options and device, and a later run
+  loads them. Before any compilation: it sets a config value and compiles nothing itself."""
+  if path:
+    import jax  # pylint: disable=g-import-not-at-top
+    jax.config.update("jax_compilation_cache_dir", os.path.expanduser(path))
+
+
 def main(argv) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
@@ -315,6 +325,7 @@ def main(argv) -> None:
       plan.check_fits(plan.plan(config))
     except (plan.PlanError, ValueError) as e:  # ValueError: a mesh the devices cannot hold
       sys.exit(f"error: {e}")
+  enable_compile_cache(config.get("compile_cache_dir", ""))
   # Heavy imports only once the config is known to be good.
   from launch import train_loop  # pylint: disable=g-import-not-at-top
   try:

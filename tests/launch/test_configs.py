@@ -316,8 +316,10 @@ def train_main():
     # The memory-fit check builds tiny's 1-device mesh on this process's devices, and another
     # test module may have given the process 8 simulated ones: these cases test check_config
     # (tests/launch/test_plan.py tests the fit check), so it is off here.
+    # No compilation cache: this process's JAX config stays as the other tests expect it.
     argv = ["train", "--config=configs/tiny.py", f"--workdir={workdir}",
-            "--config.mesh.device_memory_gib=0", *[f"--config.{o}" for o in overrides]]
+            "--config.mesh.device_memory_gib=0", "--config.compile_cache_dir=",
+            *[f"--config.{o}" for o in overrides]]
     train_loop.train, sys.argv = fake_train, argv  # config_flags reads overrides from sys.argv
     flags.FLAGS.unparse_flags()
     try:
