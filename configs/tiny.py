@@ -7,7 +7,7 @@ Tiny Qwen2-style decoder starting from the shipped base (data/tiny_base, pretrai
 pretrain.py on a generated corpus to copy ids into tool calls), the shipped tokenizer
 (data/tokenizer), offline-teacher tasks (data/tasks/), rule-based user simulator, structured
 rubric checks, SFT warm start on the tasks' reference trajectories, then GRPO with small groups.
-About 6 minutes on a quiet 2-core CPU; the learning benchmark (benchmarks/e2e_tiny.py) runs
+About 5 minutes on a quiet 2-core CPU; the learning benchmark (benchmarks/e2e_tiny.py) runs
 the same recipe longer.
 """
 
