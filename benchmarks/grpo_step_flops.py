@@ -28,7 +28,8 @@ Where the rollouts' extra time goes, from the engine's decode counters (inferenc
 EngineStats): batch rows the decode ran per token it needed (rows that finished early, batch
 padding) and key slots its attention read per key needed (left padding to the prompt bucket,
 unused new-token slots, finished rows). Reading the cache is most of a tiny decode step, so
-the second factor bears on the rollouts' time about in proportion.
+the second factor bears on the rollouts' time about in proportion. And the learner's: positions
+it runs (each trained row at the step's padded length) per token of the trained trajectories.
 """
 
 from __future__ import annotations
@@ -53,6 +54,7 @@ from launch import plan
 from launch import sweep
 from launch import train_loop
 from launch import train_rollouts
+from synthagent_jax.rollout import batching
 from synthagent_jax.utils import metrics as metrics_lib
 
 
@@ -151,6 +153,7 @@ def main(argv=None):
   rollout_and_score = train_rollouts.rollout_and_score
 
   decode: dict = {}  # step -> the engine's decode counters over its rounds
+  trained: dict = {}  # step -> lengths of the trajectories the learner trains on
 
   def counted(run, loop, tasks, step, round_index=0):  # each sampling round of a GRPO step
     stats = getattr(loop.engine, "stats", None)
@@ -162,6 +165,9 @@ def main(argv=None):
     while len(per_step) <= step:
       per_step.append((0.0, 0.0))
     f = step_flops(dims, out[0], config.rl.num_generations, out[3])
+    g = config.rl.num_generations
+    trained.setdefault(step, []).extend(
+        len(t.token_ids) for i, t in enumerate(out[0]) if out[3] is None or not out[3][i // g])
     per_step[step] = (per_step[step][0] + f[0], per_step[step][1] + f[1])
     learner_tokens.append(sum(len(t.token_ids) for t in out[0]))
     return out
@@ -190,6 +196,11 @@ def main(argv=None):
   dec = sum((decode.get(int(r["step"]) - 1, collections.Counter()) for r, _ in steady),
             collections.Counter())
   waste = lambda a, b: dec[a] / dec[b] if dec[b] else float("nan")
+  # The learner runs each trained row at the step's padded length (the smallest length bucket
+  # that holds its longest trajectory).
+  buckets = batching.length_buckets(train_loop.LENGTH_FLOOR, config.rollout.max_total_tokens)
+  lens = [trained.get(int(r["step"]) - 1, []) for r, _ in steady]
+  run = sum(len(x) * min(b for b in buckets if b >= max(x)) for x in lens if x)
   result = {
       "steps": len(steady), "first_step_s": rows[0]["perf/step_s"], "step_s": step_s,
       "rollout_s": roll_s, "learner_s": learn_s,
@@ -201,6 +212,7 @@ def main(argv=None):
       "step_vs_shape_peak": ratio(step_s, roll_f + learn_f, speak),
       "decode_rows_per_needed": waste("decode_rows", "decode_needed"),
       "decode_keys_per_needed": waste("decode_keys", "decode_keys_needed"),
+      "learner_positions_per_token": run / sum(map(sum, lens)) if run else float("nan"),
       "machine": f"{os.cpu_count()}-core {platform.machine()}, {jax.devices()[0].platform}",
   }
   print("| part | median s | model GFLOP | x its FLOP time at the peak |")
@@ -214,7 +226,8 @@ def main(argv=None):
         "time at that rate")
   print(f"decode: {result['decode_rows_per_needed']:.2f} batch rows run per token needed "
         f"(finished and padding rows), {result['decode_keys_per_needed']:.2f} key slots read "
-        "per key needed (left padding, unused new-token slots, finished rows)")
+        "per key needed (left padding, unused new-token slots, finished rows); learner: "
+        f"{result['learner_positions_per_token']:.2f} positions run per token (padding)")
   print(json.dumps(result))
   return result
 
