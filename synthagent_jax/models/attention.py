@@ -6,7 +6,8 @@ kv_valid_bs [B,S]) -> [B,T,H,Dh]` in v's dtype. Keys and values are head-major, 
 (models/qwen.KVCache) holds them: the score and value dots batch over (b, k), and with (b, k)
 leading and contiguous XLA reads the cache as it lies instead of transposing all of it on every
 decode step (6.5 -> 3.9 ms per layer, batch 16 x 1088 slots, 2-core CPU). Query t (at cache slot
-q_slot_t[t]) sees key slot s <= q_slot_t[t] where kv_valid_bs[b, s]. Scores and softmax are float32 on every path:
+q_slot_t[t]) sees key slot s <= q_slot_t[t] where kv_valid_bs[b, s]. Scores and softmax are
+float32 on every path:
   naive    `attend`: materialises the [B, H, T, S] scores.
   blocked  `attend_blocked` in a full causal pass (the learner, SFT: queries at slots 0..T-1 over
            their own keys): `attend` per block of `chunk` queries over the keys up to the
