@@ -7,7 +7,8 @@ Copies the run's SFT checkpoints (checkpoints/sft) into a scratch workdir and ru
 GRPO steps of the run's config there with `launch.train_loop.train` (evaluation shrunk to one
 episode), then reports, per step after the first (which compiles): the wall time of the step, of
 its rollouts and of its learner, the model FLOPs each part needed, and time / (FLOPs / peak);
-and the first step's wall time (compiles included: what a change to the compiled shapes costs).
+and the first step's wall time (compiles included: what a change to the compiled shapes costs),
+with the count of programs first compiled in a later step (their compiles sit inside the medians).
 
 Model FLOPs are the work the step cannot avoid, counted from the step's own trajectories:
 - a matmul parameter does 2 FLOPs per token forward (6 forward + backward); the body (attention
@@ -213,6 +214,9 @@ def main(argv=None):
       "decode_rows_per_needed": waste("decode_rows", "decode_needed"),
       "decode_keys_per_needed": waste("decode_keys", "decode_keys_needed"),
       "learner_positions_per_token": run / sum(map(sum, lens)) if run else float("nan"),
+      # Programs first compiled after step 1: their compile time is inside the medians.
+      "late_compiles": int(sum(rows[-1].get(k, 0) - rows[0].get(k, 0) for k in
+                               ("perf/sampler_compiles", "perf/train_step_compiles"))),
       "machine": f"{os.cpu_count()}-core {platform.machine()}, {jax.devices()[0].platform}",
   }
   print("| part | median s | model GFLOP | x its FLOP time at the peak |")
@@ -228,6 +232,9 @@ def main(argv=None):
         f"(finished and padding rows), {result['decode_keys_per_needed']:.2f} key slots read "
         "per key needed (left padding, unused new-token slots, finished rows); learner: "
         f"{result['learner_positions_per_token']:.2f} positions run per token (padding)")
+  if result["late_compiles"]:
+    print(f"note: {result['late_compiles']} programs compiled after the first step, inside the "
+          "measured steps; run more --steps for steady-state medians")
   print(json.dumps(result))
   return result
 

@@ -69,6 +69,7 @@ def test_script_runs_grpo_steps_from_a_runs_sft(tmp_path):
   assert result["step_s"] >= result["rollout_s"] + result["learner_s"] - 1e-6
   flop_s = (result["rollout_gflop"] + result["learner_gflop"]) / result["peak_gflops"]
   assert result["step_vs_peak"] == pytest.approx(result["step_s"] / flop_s)
+  assert isinstance(result["late_compiles"], int) and result["late_compiles"] >= 0
   rollout_and_score = gsf.train_rollouts.rollout_and_score
   with pytest.raises(ValueError, match="checkpoints/sft"):
     gsf.main([f"--from_run={tmp_path}", "--steps=2"])
