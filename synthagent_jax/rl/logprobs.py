@@ -143,7 +143,10 @@ def _head_logprobs_fwd(layout, temperature, chunk, x_btd, kernel, target_bt):
     logz_bc = jax.nn.logsumexp(logits_bcv, axis=-1)
     picked_bc = jnp.take_along_axis(logits_bcv, target_bc[..., None], axis=-1)[..., 0]
     probs_bcv = jnp.exp(logits_bcv - logz_bc[..., None])
-    entropy_bc = logz_bc - (probs_bcv * logits_bcv).sum(-1)
+    # As a dot: XLA:CPU runs the fused exp-multiply-sum over [B, C, V] ~35x slower than this
+    # (36.8 vs 1.0 ms at [1, 768, 4096]; docs/benchmarks.md, session 18).
+    entropy_bc = logz_bc - jnp.einsum("bcv,bcv->bc", probs_bcv, logits_bcv,
+                                      preferred_element_type=jnp.float32)
     return None, (picked_bc - logz_bc, entropy_bc, logz_bc)
 
   _, (logp, entropy, logz) = jax.lax.scan(
