@@ -21,6 +21,35 @@ import time
 import numpy as np
 
 
+def decode_loop_seconds(model, batch: int, position: int, first_slot: int, slots: int, steps: int,
+                        best_of) -> float:
+  """`best_of`'s time of `steps` greedy one-token `forward_cached` calls in one jitted loop:
+  `batch` rows at positions position + i writing cache slot first_slot + i, every one of the
+  cache's `slots` slots valid (no prefill, no sampling knobs)."""
+  import jax
+  import jax.numpy as jnp
+  from flax import nnx
+  graphdef, state = nnx.split(model)
+
+  @jax.jit
+  def decode_loop(state, cache, kv_mask_bs, token_b):
+    m = nnx.merge(graphdef, state)
+
+    def body(i, carry):
+      cache, token_b = carry
+      pos_b1 = jnp.full((batch, 1), position, jnp.int32) + i
+      logits_b1v, cache = m.forward_cached(token_b[:, None], pos_b1, cache, first_slot + i,
+                                           kv_mask_bs)
+      return cache, jnp.argmax(logits_b1v[:, 0], -1).astype(jnp.int32)
+
+    return jax.lax.fori_loop(0, steps, body, (cache, token_b))
+
+  cache = model.init_cache(batch, slots)
+  kv_mask_bs = jnp.ones((batch, slots), bool)
+  token_b = jnp.ones((batch,), jnp.int32)
+  return best_of(lambda: jax.block_until_ready(decode_loop(state, cache, kv_mask_bs, token_b)))
+
+
 def main():
   p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   p.add_argument("--batch", type=int, default=16)
@@ -28,10 +57,6 @@ def main():
   p.add_argument("--new_tokens", type=int, default=64)
   p.add_argument("--repeats", type=int, default=3)
   args = p.parse_args()
-
-  import jax
-  import jax.numpy as jnp
-  from flax import nnx
 
   from synthagent_jax import models
   from synthagent_jax.inference import decode, sampler
@@ -68,25 +93,8 @@ def main():
   b = eng.buckets
   slots = sampler.prompt_bucket(args.prompt_len, b.min_prompt_len, b.prompt_fine_above)
   slots += args.new_tokens
-  graphdef, state = nnx.split(model)
-
-  @jax.jit
-  def decode_loop(state, cache, kv_mask_bs, token_b):
-    m = nnx.merge(graphdef, state)
-
-    def body(i, carry):
-      cache, token_b = carry
-      pos_b1 = jnp.full((args.batch, 1), args.prompt_len, jnp.int32) + i
-      logits_b1v, cache = m.forward_cached(token_b[:, None], pos_b1, cache,
-                                           slots - args.new_tokens + i, kv_mask_bs)
-      return cache, jnp.argmax(logits_b1v[:, 0], -1).astype(jnp.int32)
-
-    return jax.lax.fori_loop(0, steps, body, (cache, token_b))
-
-  cache = model.init_cache(args.batch, slots)
-  kv_mask_bs = jnp.ones((args.batch, slots), bool)
-  token_b = jnp.ones((args.batch,), jnp.int32)
-  loop_s = best_of(lambda: jax.block_until_ready(decode_loop(state, cache, kv_mask_bs, token_b)))
+  loop_s = decode_loop_seconds(model, args.batch, args.prompt_len, slots - args.new_tokens,
+                               slots, steps, best_of)
   print(f"batch {args.batch}, prompt {args.prompt_len} ({slots} cache slots), new "
         f"{args.new_tokens}: decode loop {loop_s / steps * 1e3:.2f} ms/step "
         f"({args.batch * steps / loop_s:.0f} tok/s); engine: full {full_s * 1e3:.0f} ms "

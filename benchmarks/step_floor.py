@@ -26,10 +26,9 @@ import json
 import time
 
 import jax
-import jax.numpy as jnp
 import numpy as np
-from flax import nnx
 
+from benchmarks import decode_step
 from benchmarks import grpo_step_flops
 from benchmarks import learner_throughput
 from launch import plan
@@ -88,26 +87,10 @@ def sampler_parts(model, dims, seq: int, repeats: int, new_tokens: int = 64):
   prefill_s = _best(lambda: eng.generate(prompts, sp), repeats)
   prefill_f = 16 * grpo_step_flops.span_flops(dims, 0, seq, 1)
 
-  slots = seq + new_tokens
-  graphdef, state = nnx.split(model)
+  # Every cache slot real: the step's attention reads only needed keys.
+  loop_s = decode_step.decode_loop_seconds(model, 16, seq, seq, seq + new_tokens, new_tokens - 1,
+                                           lambda fn: _best(fn, repeats))
   steps = new_tokens - 1
-
-  @jax.jit
-  def decode_loop(state, cache, kv_mask_bs, token_b):
-    m = nnx.merge(graphdef, state)
-
-    def body(i, carry):
-      cache, token_b = carry
-      pos_b1 = jnp.full((16, 1), seq, jnp.int32) + i
-      logits_b1v, cache = m.forward_cached(token_b[:, None], pos_b1, cache, seq + i, kv_mask_bs)
-      return cache, jnp.argmax(logits_b1v[:, 0], -1).astype(jnp.int32)
-    return jax.lax.fori_loop(0, steps, body, (cache, token_b))
-
-  cache = model.init_cache(16, slots)
-  kv_mask_bs = jnp.ones((16, slots), bool)  # every slot real: the step reads only needed keys
-  token_b = jnp.ones((16,), jnp.int32)
-  loop_s = _best(lambda: jax.block_until_ready(decode_loop(state, cache, kv_mask_bs, token_b)),
-                 repeats)
   # Step i feeds the token at position seq + i: it attends to the seq + i + 1 keys up to itself
   # (the cache is read whole; here every slot is real, so the read is the need, bar the last
   # steps' not-yet-written slots).
